@@ -1,0 +1,348 @@
+//! Reverse-mode automatic differentiation as a graph-to-graph pass.
+//!
+//! [`gradients`] walks the graph backwards from a scalar loss and appends, for every node on a
+//! path from a requested node to the loss, the nodes that compute its adjoint — written in
+//! ordinary ops, so the executor and the backends never know that a node is a gradient. Where a
+//! node feeds several consumers, their contributions are summed. Every rule is in [`rule`]:
+//! read it top to bottom next to `graph/op.rs`.
+
+use crate::error::{Error, Result};
+use crate::graph::{BinaryOp, Graph, NodeId, Op, ReduceOp, UnaryOp};
+use crate::shape::Shape;
+
+/// The gradient of a loss with respect to each trainable parameter it depends on.
+#[derive(Clone, Debug, Default)]
+pub struct Gradients {
+    /// `(parameter index in Graph::params, gradient node)`, in parameter order.
+    pub params: Vec<(usize, NodeId)>,
+    /// The loss these are gradients of.
+    pub loss: Option<NodeId>,
+}
+
+impl Gradients {
+    /// The gradient node of the parameter node `param`, if the loss depends on it.
+    pub fn of(&self, g: &Graph, param: NodeId) -> Option<NodeId> {
+        self.params
+            .iter()
+            .find(|(i, _)| g.params()[*i].node == param)
+            .map(|&(_, n)| n)
+    }
+}
+
+/// Append the gradient of scalar `loss` with respect to every trainable parameter.
+/// Parameters the loss does not depend on, and frozen ones, get no gradient.
+pub fn backward(g: &mut Graph, loss: NodeId) -> Result<Gradients> {
+    let wrt: Vec<(usize, NodeId)> = g
+        .params()
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.trainable)
+        .map(|(i, p)| (i, p.node))
+        .collect();
+    let nodes: Vec<NodeId> = wrt.iter().map(|&(_, n)| n).collect();
+    let grads = gradients(g, loss, &nodes)?;
+    let params = wrt
+        .iter()
+        .zip(grads)
+        .filter_map(|(&(i, _), gr)| gr.map(|gr| (i, gr)))
+        .collect();
+    Ok(Gradients {
+        params,
+        loss: Some(loss),
+    })
+}
+
+/// Append `∂loss/∂n` for each `n` in `wrt` (any nodes: parameters, inputs for adversarial
+/// examples, intermediates). `None` where the loss does not depend on `n`.
+pub fn gradients(g: &mut Graph, loss: NodeId, wrt: &[NodeId]) -> Result<Vec<Option<NodeId>>> {
+    let n_nodes = g.nodes().len();
+    if loss.0 >= n_nodes || wrt.iter().any(|w| w.0 >= n_nodes) {
+        return Err(Error::UnknownNode(
+            "backward: the loss or a requested node is not in this graph".into(),
+        ));
+    }
+    if g.shape(loss).numel() != 1 {
+        return Err(Error::Shape {
+            op: "backward",
+            node: g.describe(loss),
+            shapes: vec![g.shape(loss).0.clone()],
+            reason: "the loss must be a scalar (one element); reduce it with mean or sum first"
+                .into(),
+        });
+    }
+    // Which nodes depend on a requested node (forward), and feed the loss (backward).
+    let mut depends = vec![false; n_nodes];
+    for &w in wrt {
+        depends[w.0] = true;
+    }
+    for i in 0..=loss.0 {
+        if !depends[i] && g.nodes()[i].inputs.iter().any(|x| depends[x.0]) {
+            depends[i] = true;
+        }
+    }
+    let mut feeds_loss = vec![false; n_nodes];
+    feeds_loss[loss.0] = true;
+    for i in (0..=loss.0).rev() {
+        if feeds_loss[i] {
+            for x in g.nodes()[i].inputs.clone() {
+                feeds_loss[x.0] = true;
+            }
+        }
+    }
+    let active = |i: usize| depends[i] && feeds_loss[i];
+
+    let mut contribs: Vec<Vec<NodeId>> = vec![Vec::new(); n_nodes];
+    let seed = g.constant(1.0, g.shape(loss).clone());
+    contribs[loss.0].push(seed);
+    let mut adjoint: Vec<Option<NodeId>> = vec![None; n_nodes];
+    for i in (0..=loss.0).rev() {
+        if !active(i) || contribs[i].is_empty() {
+            continue;
+        }
+        let parts = std::mem::take(&mut contribs[i]);
+        let mut dy = parts[0];
+        for &p in &parts[1..] {
+            dy = g.add(dy, p)?;
+        }
+        adjoint[i] = Some(dy);
+        let node = g.nodes()[i].clone();
+        let wanted: Vec<bool> = node.inputs.iter().map(|x| active(x.0)).collect();
+        if !wanted.iter().any(|&w| w) {
+            continue;
+        }
+        let grads = rule(g, NodeId(i), dy, &wanted)?;
+        for ((x, gx), w) in node.inputs.iter().zip(grads).zip(wanted) {
+            if let (Some(gx), true) = (gx, w) {
+                contribs[x.0].push(gx);
+            }
+        }
+    }
+    Ok(wrt.iter().map(|w| adjoint[w.0]).collect())
+}
+
+/// The gradient rule of node `y` given its adjoint `dy`: one entry per operand, `None` for
+/// operands that need none (`wanted[i]` false) or that the op is not differentiable in.
+fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Option<NodeId>>> {
+    let node = g.node(y).clone();
+    let x = &node.inputs;
+    let shape = |g: &Graph, n: NodeId| -> Shape { g.shape(n).clone() };
+    Ok(match &node.op {
+        Op::Input { .. } | Op::Param { .. } | Op::Const { .. } => vec![],
+
+        Op::Unary(UnaryOp::AddScalar(_)) => vec![Some(dy)],
+        Op::Unary(UnaryOp::MulScalar(c)) => vec![Some(g.mul_scalar(dy, *c)?)],
+        Op::Unary(UnaryOp::Neg) => vec![Some(g.neg(dy)?)],
+        Op::Unary(UnaryOp::Exp) => vec![Some(g.mul(dy, y)?)],
+        Op::Unary(op) => vec![Some(g.unary_grad(*op, x[0], dy))],
+
+        Op::Binary(op) => {
+            let (a, b) = (x[0], x[1]);
+            let (sa, sb) = (shape(g, a), shape(g, b));
+            let (da, db) = match op {
+                BinaryOp::Add => (Some(dy), Some(dy)),
+                BinaryOp::Sub => (Some(dy), if wanted[1] { Some(g.neg(dy)?) } else { None }),
+                BinaryOp::Mul => (
+                    if wanted[0] { Some(g.mul(dy, b)?) } else { None },
+                    if wanted[1] { Some(g.mul(dy, a)?) } else { None },
+                ),
+                BinaryOp::Div => {
+                    // y = a/b: ∂a = dy/b, ∂b = −dy·y/b
+                    let da = if wanted[0] { Some(g.div(dy, b)?) } else { None };
+                    let db = if wanted[1] {
+                        let t = g.mul(dy, y)?;
+                        let t = g.div(t, b)?;
+                        Some(g.neg(t)?)
+                    } else {
+                        None
+                    };
+                    (da, db)
+                }
+                BinaryOp::Max | BinaryOp::Min => {
+                    // Ties send the whole gradient to `a`.
+                    let mask_a = if *op == BinaryOp::Max {
+                        g.binary(BinaryOp::GreaterEqual, a, b)?
+                    } else {
+                        g.binary(BinaryOp::GreaterEqual, b, a)?
+                    };
+                    let da = g.mul(dy, mask_a)?;
+                    let db = if wanted[1] {
+                        Some(g.sub(dy, da)?)
+                    } else {
+                        None
+                    };
+                    (Some(da), db)
+                }
+                BinaryOp::Pow => {
+                    // y = a^b: ∂a = dy·b·a^(b−1), ∂b = dy·y·ln a
+                    let da = if wanted[0] {
+                        let bm1 = g.add_scalar(b, -1.0)?;
+                        let p = g.pow(a, bm1)?;
+                        let t = g.mul(p, b)?;
+                        Some(g.mul(t, dy)?)
+                    } else {
+                        None
+                    };
+                    let db = if wanted[1] {
+                        let la = g.log(a)?;
+                        let t = g.mul(y, la)?;
+                        Some(g.mul(t, dy)?)
+                    } else {
+                        None
+                    };
+                    (da, db)
+                }
+                // Comparisons are piecewise constant: zero gradient almost everywhere.
+                BinaryOp::Greater | BinaryOp::GreaterEqual | BinaryOp::Equal => (None, None),
+            };
+            let da = match da {
+                Some(d) if wanted[0] => Some(g.sum_to(d, &sa)?),
+                _ => None,
+            };
+            let db = match db {
+                Some(d) if wanted[1] => Some(g.sum_to(d, &sb)?),
+                _ => None,
+            };
+            vec![da, db]
+        }
+
+        Op::Where => {
+            let zero = g.scalar(0.0);
+            let da = if wanted[1] {
+                let t = g.where_(x[0], dy, zero)?;
+                Some(g.sum_to(t, &shape(g, x[1]))?)
+            } else {
+                None
+            };
+            let db = if wanted[2] {
+                let t = g.where_(x[0], zero, dy)?;
+                Some(g.sum_to(t, &shape(g, x[2]))?)
+            } else {
+                None
+            };
+            vec![None, da, db]
+        }
+
+        Op::Reduce { op, axes, keepdim } => {
+            let sx = shape(g, x[0]);
+            let kept = Shape(
+                sx.0.iter()
+                    .enumerate()
+                    .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+                    .collect(),
+            );
+            let dy_k = if *keepdim {
+                dy
+            } else {
+                g.reshape(dy, kept.clone())?
+            };
+            let dx = match op {
+                ReduceOp::Sum => g.broadcast_to(dy_k, sx)?,
+                ReduceOp::Mean => {
+                    let count: usize = axes.iter().map(|&a| sx.0[a]).product();
+                    let t = g.mul_scalar(dy_k, 1.0 / count as f32)?;
+                    g.broadcast_to(t, sx)?
+                }
+                ReduceOp::Max => {
+                    // Split evenly between tied maxima, as PyTorch's amax does.
+                    let y_k = if *keepdim { y } else { g.reshape(y, kept)? };
+                    let mask = g.equal(x[0], y_k)?;
+                    let ax: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+                    let count = g.sum(mask, &ax, true)?;
+                    let share = g.div(dy_k, count)?;
+                    g.mul(mask, share)?
+                }
+            };
+            vec![Some(dx)]
+        }
+
+        Op::BroadcastTo => vec![Some(g.sum_to(dy, &shape(g, x[0]))?)],
+        Op::Reshape => vec![Some(g.reshape(dy, shape(g, x[0]))?)],
+        Op::Permute { perm } => {
+            let mut inv = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inv[p] = i;
+            }
+            vec![Some(g.permute(dy, &inv)?)]
+        }
+        Op::Concat { axis } => {
+            let mut start = 0;
+            let mut out = Vec::with_capacity(x.len());
+            for (i, &xi) in x.iter().enumerate() {
+                let len = g.shape(xi).0[*axis];
+                out.push(if wanted[i] {
+                    Some(g.slice(dy, *axis, start, start + len)?)
+                } else {
+                    None
+                });
+                start += len;
+            }
+            out
+        }
+        Op::Slice { axis, start, end } => {
+            let full = g.shape(x[0]).0[*axis];
+            vec![Some(g.pad(dy, *axis, *start, full - end))]
+        }
+        Op::Pad { axis, before, .. } => {
+            let len = g.shape(x[0]).0[*axis];
+            vec![Some(g.slice(dy, *axis, *before, before + len)?)]
+        }
+
+        Op::MatMul { ta, tb } => {
+            // y = op(a) @ op(b)
+            let (a, b) = (x[0], x[1]);
+            let da = if wanted[0] {
+                // ∂op(a) = dy @ op(b)ᵀ; when a is stored transposed, transpose that back.
+                let t = g.matmul_t(dy, b, false, !tb)?;
+                Some(if *ta { g.transpose(t)? } else { t })
+            } else {
+                None
+            };
+            let db = if wanted[1] {
+                // ∂op(b) = op(a)ᵀ @ dy, summed over the batch when b is shared.
+                let t = if *tb {
+                    g.matmul_t(dy, a, true, *ta)?
+                } else {
+                    g.matmul_t(a, dy, !ta, false)?
+                };
+                Some(g.sum_to(t, &shape(g, b))?)
+            } else {
+                None
+            };
+            vec![da, db]
+        }
+
+        Op::Softmax => {
+            // ∂x = y ⊙ (dy − Σ dy⊙y)
+            let t = g.mul(dy, y)?;
+            let s = g.sum(t, &[-1], true)?;
+            let d = g.sub(dy, s)?;
+            vec![Some(g.mul(y, d)?)]
+        }
+        Op::LogSoftmax => {
+            // ∂x = dy − softmax(x) ⊙ Σ dy
+            let p = g.exp(y)?;
+            let s = g.sum(dy, &[-1], true)?;
+            let t = g.mul(p, s)?;
+            vec![Some(g.sub(dy, t)?)]
+        }
+        Op::SoftmaxCrossEntropy { smoothing } => {
+            let shape = shape(g, x[0]);
+            let d = g.push(
+                Op::SoftmaxCrossEntropyGrad {
+                    smoothing: *smoothing,
+                },
+                vec![x[0], x[1], dy],
+                shape,
+            );
+            vec![Some(d), None]
+        }
+
+        Op::UnaryGrad(_) | Op::SoftmaxCrossEntropyGrad { .. } | Op::OneHot { .. } => {
+            return Err(Error::NotDifferentiable(format!(
+                "{} ({}) has no gradient rule; second derivatives are not supported",
+                g.describe(y),
+                node.op.name()
+            )))
+        }
+    })
+}

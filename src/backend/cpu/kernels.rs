@@ -1,0 +1,487 @@
+//! Every op of the op set, on host slices. Written to be read: one function per op family,
+//! shapes in comments, no cleverness beyond a broadcast odometer and the SGEMM call.
+
+use crate::backend::{StepUniforms, UpdateKernel};
+use crate::graph::{BinaryOp, Op, ReduceOp, UnaryOp};
+use crate::optim::OptimizerKind;
+use crate::shape::{broadcast_strides, Shape};
+use std::sync::MutexGuard;
+
+type KResult = std::result::Result<(), String>;
+
+/// The error function, Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), in f64.
+pub fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let y = 1.0
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
+            + 0.254_829_592)
+            * t
+            * (-x * x).exp();
+    if x >= 0.0 {
+        y
+    } else {
+        -y
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// `f(x)` for each unary op.
+pub fn unary(op: UnaryOp, x: f32) -> f32 {
+    match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Square => x * x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Sign => {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }
+        UnaryOp::Recip => 1.0 / x,
+        UnaryOp::Step => (x > 0.0) as u8 as f32,
+        UnaryOp::Sigmoid => sigmoid(x),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Relu => x.max(0.0),
+        UnaryOp::LeakyRelu(a) => {
+            if x > 0.0 {
+                x
+            } else {
+                a * x
+            }
+        }
+        UnaryOp::Elu(a) => {
+            if x > 0.0 {
+                x
+            } else {
+                a * x.exp_m1()
+            }
+        }
+        // max(x, 0) + ln(1 + e^−|x|): no overflow for large |x|.
+        UnaryOp::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+        UnaryOp::Gelu => (0.5 * x as f64 * (1.0 + erf(x as f64 / std::f64::consts::SQRT_2))) as f32,
+        UnaryOp::Clamp(lo, hi) => x.max(lo).min(hi),
+        UnaryOp::PowScalar(p) => x.powf(p),
+        UnaryOp::AddScalar(c) => x + c,
+        UnaryOp::MulScalar(c) => c * x,
+    }
+}
+
+/// `f'(x)` for each unary op.
+pub fn unary_deriv(op: UnaryOp, x: f32) -> f32 {
+    match op {
+        UnaryOp::Neg => -1.0,
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => 1.0 / x,
+        UnaryOp::Sqrt => 0.5 / x.sqrt(),
+        UnaryOp::Square => 2.0 * x,
+        UnaryOp::Abs => unary(UnaryOp::Sign, x),
+        UnaryOp::Sign | UnaryOp::Step => 0.0,
+        UnaryOp::Recip => -1.0 / (x * x),
+        UnaryOp::Sigmoid => {
+            let s = sigmoid(x);
+            s * (1.0 - s)
+        }
+        UnaryOp::Tanh => {
+            let t = x.tanh();
+            1.0 - t * t
+        }
+        UnaryOp::Relu => (x > 0.0) as u8 as f32,
+        UnaryOp::LeakyRelu(a) => {
+            if x > 0.0 {
+                1.0
+            } else {
+                a
+            }
+        }
+        UnaryOp::Elu(a) => {
+            if x > 0.0 {
+                1.0
+            } else {
+                a * x.exp()
+            }
+        }
+        UnaryOp::Softplus => sigmoid(x),
+        UnaryOp::Gelu => {
+            let xd = x as f64;
+            let cdf = 0.5 * (1.0 + erf(xd / std::f64::consts::SQRT_2));
+            let pdf = (-0.5 * xd * xd).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            (cdf + xd * pdf) as f32
+        }
+        UnaryOp::Clamp(lo, hi) => (x >= lo && x <= hi) as u8 as f32,
+        UnaryOp::PowScalar(p) => p * x.powf(p - 1.0),
+        UnaryOp::AddScalar(_) => 1.0,
+        UnaryOp::MulScalar(c) => c,
+    }
+}
+
+fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
+    match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
+        BinaryOp::Div => a / b,
+        BinaryOp::Max => a.max(b),
+        BinaryOp::Min => a.min(b),
+        BinaryOp::Pow => a.powf(b),
+        BinaryOp::Greater => (a > b) as u8 as f32,
+        BinaryOp::GreaterEqual => (a >= b) as u8 as f32,
+        BinaryOp::Equal => (a == b) as u8 as f32,
+    }
+}
+
+/// Walk every index of `dims` in row-major order, calling `f(linear, [offset in operand k])`
+/// where operand `k` is read with `strides[k]` (0 on broadcast axes).
+fn for_each_index<const N: usize>(
+    dims: &[usize],
+    strides: [&[usize]; N],
+    mut f: impl FnMut(usize, [usize; N]),
+) {
+    let r = dims.len();
+    if r == 0 {
+        f(0, [0; N]);
+        return;
+    }
+    let inner = dims[r - 1];
+    let outer: usize = dims[..r - 1].iter().product();
+    let mut idx = vec![0usize; r - 1];
+    let mut base = [0usize; N];
+    let mut lin = 0;
+    for _ in 0..outer {
+        let step: [usize; N] = std::array::from_fn(|k| strides[k][r - 1]);
+        for j in 0..inner {
+            f(lin, std::array::from_fn(|k| base[k] + j * step[k]));
+            lin += 1;
+        }
+        // Advance the odometer over the outer axes.
+        for ax in (0..r - 1).rev() {
+            idx[ax] += 1;
+            for k in 0..N {
+                base[k] += strides[k][ax];
+            }
+            if idx[ax] < dims[ax] {
+                break;
+            }
+            for k in 0..N {
+                base[k] -= strides[k][ax] * dims[ax];
+            }
+            idx[ax] = 0;
+        }
+    }
+}
+
+/// `(outer, n, inner)` around `axis`.
+fn split3(s: &Shape, axis: usize) -> (usize, usize, usize) {
+    (
+        s.0[..axis].iter().product(),
+        s.0[axis],
+        s.0[axis + 1..].iter().product(),
+    )
+}
+
+/// Run one graph op. `x` are the operand slices, `out` the output slice.
+pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape) -> KResult {
+    match op {
+        Op::Input { .. } | Op::Param { .. } => return Err("leaves are not kernels".into()),
+        Op::Const { value } => out.fill(*value),
+        Op::Unary(u) => {
+            for (o, &v) in out.iter_mut().zip(x[0]) {
+                *o = unary(*u, v);
+            }
+        }
+        Op::UnaryGrad(u) => {
+            for ((o, &v), &d) in out.iter_mut().zip(x[0]).zip(x[1]) {
+                *o = d * unary_deriv(*u, v);
+            }
+        }
+        Op::Binary(b) => {
+            if xs[0] == *os && xs[1] == *os {
+                for ((o, &p), &q) in out.iter_mut().zip(x[0]).zip(x[1]) {
+                    *o = binary(*b, p, q);
+                }
+            } else {
+                let (sa, sb) = (broadcast_strides(&xs[0], os), broadcast_strides(&xs[1], os));
+                for_each_index(&os.0, [&sa, &sb], |i, [ia, ib]| {
+                    out[i] = binary(*b, x[0][ia], x[1][ib])
+                });
+            }
+        }
+        Op::Where => {
+            let s: Vec<Vec<usize>> = xs.iter().map(|s| broadcast_strides(s, os)).collect();
+            for_each_index(&os.0, [&s[0], &s[1], &s[2]], |i, [c, a, b]| {
+                out[i] = if x[0][c] != 0.0 { x[1][a] } else { x[2][b] };
+            });
+        }
+        Op::Reduce { op, axes, .. } => reduce(*op, axes, x[0], &xs[0], out),
+        Op::BroadcastTo => {
+            let s = broadcast_strides(&xs[0], os);
+            for_each_index(&os.0, [&s], |i, [a]| out[i] = x[0][a]);
+        }
+        Op::Reshape => out.copy_from_slice(x[0]),
+        Op::Permute { perm } => {
+            let st = xs[0].strides();
+            let s: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
+            for_each_index(&os.0, [&s], |i, [a]| out[i] = x[0][a]);
+        }
+        Op::Concat { axis } => {
+            let (outer, n_out, inner) = split3(os, *axis);
+            let mut start = 0;
+            for (xi, si) in x.iter().zip(xs) {
+                let n = si.0[*axis];
+                for o in 0..outer {
+                    let dst = (o * n_out + start) * inner;
+                    out[dst..dst + n * inner]
+                        .copy_from_slice(&xi[o * n * inner..(o + 1) * n * inner]);
+                }
+                start += n;
+            }
+        }
+        Op::Slice { axis, start, end } => {
+            let (outer, n_in, inner) = split3(&xs[0], *axis);
+            let n = end - start;
+            for o in 0..outer {
+                let src = (o * n_in + start) * inner;
+                out[o * n * inner..(o + 1) * n * inner]
+                    .copy_from_slice(&x[0][src..src + n * inner]);
+            }
+        }
+        Op::Pad { axis, before, .. } => {
+            let (outer, n_in, inner) = split3(&xs[0], *axis);
+            let n_out = os.0[*axis];
+            out.fill(0.0);
+            for o in 0..outer {
+                let dst = (o * n_out + before) * inner;
+                out[dst..dst + n_in * inner]
+                    .copy_from_slice(&x[0][o * n_in * inner..(o + 1) * n_in * inner]);
+            }
+        }
+        Op::MatMul { ta, tb } => matmul(*ta, *tb, x[0], &xs[0], x[1], &xs[1], out, os),
+        Op::Softmax | Op::LogSoftmax => {
+            let c = *os.0.last().unwrap_or(&1);
+            for (row, o) in x[0].chunks(c).zip(out.chunks_mut(c)) {
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let sum: f64 = row.iter().map(|&v| ((v - m) as f64).exp()).sum();
+                if matches!(op, Op::Softmax) {
+                    for (o, &v) in o.iter_mut().zip(row) {
+                        *o = (((v - m) as f64).exp() / sum) as f32;
+                    }
+                } else {
+                    let lse = m as f64 + sum.ln();
+                    for (o, &v) in o.iter_mut().zip(row) {
+                        *o = (v as f64 - lse) as f32;
+                    }
+                }
+            }
+        }
+        Op::SoftmaxCrossEntropy { smoothing } => {
+            // logits (N, C), labels (N) → loss (N) = lse − (1−ε)·x_y − (ε/C)·Σx
+            let c = xs[0].0[1];
+            for (i, row) in x[0].chunks(c).enumerate() {
+                let y = x[1][i] as usize;
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+                let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+                let mean = row.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
+                let e = *smoothing as f64;
+                out[i] = (lse - (1.0 - e) * row[y] as f64 - e * mean) as f32;
+            }
+        }
+        Op::SoftmaxCrossEntropyGrad { smoothing } => {
+            // dlogits (N, C) = dy · (softmax − ((1−ε)·onehot + ε/C))
+            let c = xs[0].0[1];
+            for (i, (row, o)) in x[0].chunks(c).zip(out.chunks_mut(c)).enumerate() {
+                let y = x[1][i] as usize;
+                let d = x[2][i] as f64;
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+                let sum: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+                let e = *smoothing as f64;
+                for (j, (o, &v)) in o.iter_mut().zip(row).enumerate() {
+                    let q = e / c as f64 + if j == y { 1.0 - e } else { 0.0 };
+                    *o = (d * ((v as f64 - m).exp() / sum - q)) as f32;
+                }
+            }
+        }
+        Op::OneHot { classes } => {
+            out.fill(0.0);
+            for (i, &y) in x[0].iter().enumerate() {
+                out[i * classes + y as usize] = 1.0;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reduce(op: ReduceOp, axes: &[usize], x: &[f32], xs: &Shape, out: &mut [f32]) {
+    // Map each input index to its output index: the kept axes keep their (keepdim) strides.
+    let kept = Shape(
+        xs.0.iter()
+            .enumerate()
+            .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+            .collect(),
+    );
+    let ks = kept.strides();
+    let to_out: Vec<usize> = (0..xs.rank())
+        .map(|i| if axes.contains(&i) { 0 } else { ks[i] })
+        .collect();
+    let ins = xs.strides();
+    match op {
+        ReduceOp::Sum | ReduceOp::Mean => {
+            let mut acc = vec![0f64; out.len()];
+            for_each_index(&xs.0, [&ins, &to_out], |_, [i, o]| acc[o] += x[i] as f64);
+            let scale = if op == ReduceOp::Mean {
+                (out.len() as f64) / (x.len() as f64)
+            } else {
+                1.0
+            };
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o = (a * scale) as f32;
+            }
+        }
+        ReduceOp::Max => {
+            out.fill(f32::NEG_INFINITY);
+            for_each_index(&xs.0, [&ins, &to_out], |_, [i, o]| {
+                // NaN propagates, as in PyTorch.
+                if x[i] > out[o] || x[i].is_nan() {
+                    out[o] = x[i];
+                }
+            });
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    ta: bool,
+    tb: bool,
+    a: &[f32],
+    sa: &Shape,
+    b: &[f32],
+    sb: &Shape,
+    c: &mut [f32],
+    sc: &Shape,
+) {
+    // a: (..., M, K) or (..., K, M) when ta;  b: (..., K, N) or (..., N, K) when tb, or shared rank 2.
+    let (ra, rb, rc) = (sa.rank(), sb.rank(), sc.rank());
+    let (m, n) = (sc.0[rc - 2], sc.0[rc - 1]);
+    let k = if ta { sa.0[ra - 2] } else { sa.0[ra - 1] };
+    let batch: usize = sc.0[..rc - 2].iter().product();
+    // Strides of the logical (M, K) and (K, N) matrices inside their storage.
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let b_step = if rb == 2 { 0 } else { k * n };
+    for i in 0..batch {
+        let (ap, bp, cp) = (
+            &a[i * m * k..],
+            &b[i * b_step..],
+            &mut c[i * m * n..(i + 1) * m * n],
+        );
+        if k == 0 {
+            cp.fill(0.0);
+            continue;
+        }
+        // SAFETY: the slices hold at least the M·K, K·N and M·N elements the strides reach
+        // (shapes were checked when the graph was built and views when the program was prepared),
+        // and `cp` is a unique borrow disjoint from `ap` and `bp`.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                ap.as_ptr(),
+                rsa,
+                csa,
+                bp.as_ptr(),
+                rsb,
+                csb,
+                0.0,
+                cp.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+    }
+}
+
+/// The fused optimiser step over every segment.
+pub fn update(
+    up: &UpdateKernel,
+    bufs: &mut [MutexGuard<'_, Vec<f32>>],
+    u: &StepUniforms,
+) -> crate::error::Result<()> {
+    let mut w = std::mem::take(&mut *bufs[up.params]);
+    let mut st: Vec<Vec<f32>> = up
+        .state
+        .iter()
+        .map(|&s| std::mem::take(&mut *bufs[s]))
+        .collect();
+    let g = &bufs[up.grads];
+    let scale = match up.max_norm {
+        Some((max_norm, v)) => {
+            let norm = (bufs[v.buf][v.offset] as f64).sqrt();
+            (max_norm as f64 / (norm + 1e-6)).min(1.0) as f32
+        }
+        None => 1.0,
+    };
+    let lr = u.lr;
+    let t = u.t.max(1) as i32;
+    for seg in &up.segments {
+        let wd = if seg.decay { up.weight_decay } else { 0.0 };
+        for i in seg.offset..seg.offset + seg.len {
+            let mut gi = g[i] * scale;
+            if let Some(c) = up.clip_value {
+                gi = gi.clamp(-c, c);
+            }
+            if !matches!(up.rule, OptimizerKind::AdamW { .. }) {
+                gi += wd * w[i];
+            }
+            match up.rule {
+                OptimizerKind::Sgd => w[i] -= lr * gi,
+                OptimizerKind::Momentum { momentum } => {
+                    st[0][i] = momentum * st[0][i] + gi;
+                    w[i] -= lr * st[0][i];
+                }
+                OptimizerKind::Nesterov { momentum } => {
+                    st[0][i] = momentum * st[0][i] + gi;
+                    w[i] -= lr * (gi + momentum * st[0][i]);
+                }
+                OptimizerKind::AdaGrad { eps } => {
+                    st[0][i] += gi * gi;
+                    w[i] -= lr * gi / (st[0][i].sqrt() + eps);
+                }
+                OptimizerKind::RmsProp { rho, eps } => {
+                    st[0][i] = rho * st[0][i] + (1.0 - rho) * gi * gi;
+                    w[i] -= lr * gi / (st[0][i].sqrt() + eps);
+                }
+                OptimizerKind::Adam { beta1, beta2, eps }
+                | OptimizerKind::AdamW { beta1, beta2, eps } => {
+                    if matches!(up.rule, OptimizerKind::AdamW { .. }) {
+                        w[i] -= lr * wd * w[i];
+                    }
+                    st[0][i] = beta1 * st[0][i] + (1.0 - beta1) * gi;
+                    st[1][i] = beta2 * st[1][i] + (1.0 - beta2) * gi * gi;
+                    let mh = st[0][i] / (1.0 - beta1.powi(t));
+                    let vh = st[1][i] / (1.0 - beta2.powi(t));
+                    w[i] -= lr * mh / (vh.sqrt() + eps);
+                }
+            }
+        }
+    }
+    *bufs[up.params] = w;
+    for (&s, v) in up.state.iter().zip(st) {
+        *bufs[s] = v;
+    }
+    Ok(())
+}

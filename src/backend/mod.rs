@@ -1,0 +1,142 @@
+//! The seam between the executor and the devices that run kernels.
+//!
+//! The executor lowers a graph to a flat list of [`Kernel`]s over [`View`]s (a buffer of the
+//! program's buffer table, an element offset and a length), and hands it to a [`Backend`] once,
+//! at compile time. A step is then: write the fed inputs, `execute` the prepared program with
+//! this step's [`StepUniforms`], read back the fetched views. The CPU reference backend
+//! interprets the list; a GPU backend records pipelines and bind groups for it in `prepare` and
+//! replays them in one submission per step.
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::graph::{NodeId, Op};
+use crate::optim::OptimizerKind;
+use crate::shape::Shape;
+
+pub use cpu::Cpu;
+
+/// A window of `len` f32 elements starting at `offset` in buffer `buf` of the program's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct View {
+    /// Index into the program's buffer table.
+    pub buf: usize,
+    /// First element.
+    pub offset: usize,
+    /// Number of elements.
+    pub len: usize,
+}
+
+/// One parameter's range in the flat parameter, gradient and state buffers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Segment {
+    /// First element.
+    pub offset: usize,
+    /// Number of elements.
+    pub len: usize,
+    /// Whether weight decay applies.
+    pub decay: bool,
+}
+
+/// The fused optimiser update: one kernel updates every trainable parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpdateKernel {
+    /// The update rule and its constant hyperparameters.
+    pub rule: OptimizerKind,
+    /// L2 weight decay (added to the gradient; decoupled for AdamW).
+    pub weight_decay: f32,
+    /// Clamp every gradient element to `±c` first.
+    pub clip_value: Option<f32>,
+    /// Scale gradients by `min(1, max_norm / (‖g‖ + 1e-6))`, with `‖g‖²` read from `norm_sq`.
+    pub max_norm: Option<(f32, View)>,
+    /// Flat parameter buffer.
+    pub params: usize,
+    /// Flat gradient buffer (same layout).
+    pub grads: usize,
+    /// Optimiser state buffers (same layout), as many as the rule needs.
+    pub state: Vec<usize>,
+    /// The parameters to update.
+    pub segments: Vec<Segment>,
+}
+
+/// One unit of work of a prepared program.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kernel {
+    /// A graph op: `out = op(inputs)`.
+    Op {
+        /// The op.
+        op: Op,
+        /// Operand views, in the op's operand order.
+        inputs: Vec<View>,
+        /// Operand shapes.
+        in_shapes: Vec<Shape>,
+        /// Output view.
+        out: View,
+        /// Output shape.
+        out_shape: Shape,
+        /// The node, for messages.
+        node: NodeId,
+    },
+    /// `dst = src` (same length).
+    Copy {
+        /// Source.
+        src: View,
+        /// Destination.
+        dst: View,
+    },
+    /// `out[0] = Σ_views Σ_i v[i]²`, summed in a fixed order.
+    SumSquares {
+        /// The views.
+        src: Vec<View>,
+        /// One element.
+        out: View,
+    },
+    /// The optimiser step.
+    Update(UpdateKernel),
+}
+
+/// Values that change from step to step without recompiling.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepUniforms {
+    /// The learning rate for this step.
+    pub lr: f32,
+    /// 1-based count of optimiser updates including this one (Adam's bias correction).
+    pub t: u64,
+    /// Seed for on-device randomness (dropout), combined with the step and node.
+    pub seed: u64,
+}
+
+/// What a device says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// `cpu` or `wgpu`.
+    pub backend: String,
+    /// The adapter or processor name.
+    pub adapter: String,
+}
+
+/// A device that runs Kiln kernels. See the module documentation.
+pub trait Backend: Clone {
+    /// A device buffer of f32 elements; cloning shares the buffer.
+    type Buffer: Clone;
+    /// A kernel list prepared for repeated execution.
+    type Program;
+
+    /// Describe the device.
+    fn info(&self) -> DeviceInfo;
+    /// A zeroed buffer of `len` elements.
+    fn alloc(&self, len: usize, label: &str) -> Result<Self::Buffer>;
+    /// Write `data` at element `offset`; visible to the next `execute`.
+    fn write(&self, buf: &Self::Buffer, offset: usize, data: &[f32]) -> Result<()>;
+    /// Read `len` elements at `offset`.
+    fn read(&self, buf: &Self::Buffer, offset: usize, len: usize) -> Result<Vec<f32>>;
+    /// Prepare `kernels`, whose views index into `buffers`, for repeated execution.
+    fn prepare(&self, buffers: Vec<Self::Buffer>, kernels: Vec<Kernel>) -> Result<Self::Program>;
+    /// Run every kernel once, in order, then return the contents of each `fetch` view.
+    fn execute(
+        &self,
+        program: &mut Self::Program,
+        uniforms: &StepUniforms,
+        fetch: &[View],
+    ) -> Result<Vec<Vec<f32>>>;
+}

@@ -1,0 +1,144 @@
+//! The ParamStore: every parameter of a model, its gradient and its optimiser state, each in
+//! one flat device buffer, shared by every program compiled against the store.
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+
+/// Parameters start at multiples of this many elements (256 bytes), the strictest storage
+/// offset alignment wgpu adapters ask for, so a GPU can bind a single parameter directly.
+pub const ALIGN: usize = 64;
+
+/// Where one parameter lives in the flat buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamEntry {
+    /// Its name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Shape,
+    /// First element in the flat buffers.
+    pub offset: usize,
+}
+
+/// Parameters, gradients and optimiser state of a model, resident on one backend.
+pub struct ParamStore<B: Backend> {
+    pub(crate) backend: B,
+    entries: Vec<ParamEntry>,
+    by_name: HashMap<String, usize>,
+    total: usize,
+    pub(crate) params: B::Buffer,
+    pub(crate) grads: B::Buffer,
+    pub(crate) state: Vec<B::Buffer>,
+}
+
+impl<B: Backend> ParamStore<B> {
+    /// Allocate and initialise every parameter of `graph` on `backend`. Initial values are a
+    /// function of `seed` and each parameter's name only.
+    pub fn new(backend: &B, graph: &Graph, seed: u64) -> Result<Self> {
+        let mut entries = Vec::new();
+        let mut by_name = HashMap::new();
+        let mut total = 0;
+        for p in graph.params() {
+            by_name.insert(p.name.clone(), entries.len());
+            entries.push(ParamEntry {
+                name: p.name.clone(),
+                shape: p.shape.clone(),
+                offset: total,
+            });
+            total += p.shape.numel().div_ceil(ALIGN) * ALIGN;
+        }
+        let total = total.max(ALIGN);
+        let params = backend.alloc(total, "params")?;
+        let grads = backend.alloc(total, "grads")?;
+        let mut host = vec![0f32; total];
+        for (p, e) in graph.params().iter().zip(&entries) {
+            let v = p.init.values(seed, &p.name, &p.shape);
+            host[e.offset..e.offset + v.len()].copy_from_slice(&v);
+        }
+        backend.write(&params, 0, &host)?;
+        Ok(ParamStore {
+            backend: backend.clone(),
+            entries,
+            by_name,
+            total,
+            params,
+            grads,
+            state: Vec::new(),
+        })
+    }
+
+    /// The backend the store lives on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Every parameter's placement, in creation order.
+    pub fn entries(&self) -> &[ParamEntry] {
+        &self.entries
+    }
+
+    /// The placement of parameter `name`.
+    pub fn entry(&self, name: &str) -> Result<&ParamEntry> {
+        self.by_name
+            .get(name)
+            .map(|&i| &self.entries[i])
+            .ok_or_else(|| Error::UnknownNode(format!("the ParamStore has no parameter `{name}`")))
+    }
+
+    /// Elements in each flat buffer (parameters plus alignment padding).
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// Whether the store holds no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Device bytes held: parameters, gradients and optimiser state.
+    pub fn bytes(&self) -> usize {
+        4 * self.total * (2 + self.state.len())
+    }
+
+    /// Copy a parameter to the host.
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        let e = self.entry(name)?;
+        let data = self.backend.read(&self.params, e.offset, e.shape.numel())?;
+        Tensor::new(e.shape.clone(), data)
+    }
+
+    /// Overwrite a parameter from the host.
+    pub fn set(&self, name: &str, data: &[f32]) -> Result<()> {
+        let e = self.entry(name)?;
+        if data.len() != e.shape.numel() {
+            return Err(Error::Shape {
+                op: "ParamStore::set",
+                node: format!("`{name}`"),
+                shapes: vec![e.shape.0.clone()],
+                reason: format!("{} values given", data.len()),
+            });
+        }
+        self.backend.write(&self.params, e.offset, data)
+    }
+
+    /// Make sure `slots` optimiser state buffers exist (zeroed when created).
+    pub(crate) fn ensure_state(&mut self, slots: usize) -> Result<()> {
+        while self.state.len() < slots {
+            let b = self.backend.alloc(self.total, "optimizer state")?;
+            self.state.push(b);
+        }
+        Ok(())
+    }
+
+    /// Zero the optimiser state (e.g. before fine-tuning with a fresh optimiser).
+    pub fn reset_state(&self) -> Result<()> {
+        let zeros = vec![0f32; self.total];
+        for s in &self.state {
+            self.backend.write(s, 0, &zeros)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,218 @@
+//! The op set: the contract every backend implements.
+//!
+//! An [`Op`] holds only an operation's attributes; its operands are the node's `inputs`, and its
+//! output shape is the node's `shape`. Backends receive the same enum, so adding an op here is
+//! what obliges every backend (and the gradient table in `autodiff.rs`) to learn it.
+
+/// Element-wise functions of one tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnaryOp {
+    /// `-x`
+    Neg,
+    /// `e^x`
+    Exp,
+    /// natural logarithm
+    Log,
+    /// `√x`
+    Sqrt,
+    /// `x²`
+    Square,
+    /// `|x|`
+    Abs,
+    /// `-1`, `0` or `1`
+    Sign,
+    /// `1/x`
+    Recip,
+    /// `1 if x > 0 else 0` (the derivative of ReLU)
+    Step,
+    /// `1/(1+e^-x)`
+    Sigmoid,
+    /// hyperbolic tangent
+    Tanh,
+    /// `max(x, 0)`
+    Relu,
+    /// `x if x > 0 else αx`
+    LeakyRelu(f32),
+    /// `x if x > 0 else α(e^x − 1)`
+    Elu(f32),
+    /// `ln(1 + e^x)`, computed without overflow
+    Softplus,
+    /// `x·Φ(x)` with Φ the standard normal CDF (the exact, erf-based GELU)
+    Gelu,
+    /// `min(max(x, lo), hi)`; hardtanh is `Clamp(-1, 1)`
+    Clamp(f32, f32),
+    /// `x^p` for a constant `p`
+    PowScalar(f32),
+    /// `x + c`
+    AddScalar(f32),
+    /// `c·x`
+    MulScalar(f32),
+}
+
+/// Element-wise functions of two tensors, with NumPy broadcasting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// `a + b`
+    Add,
+    /// `a − b`
+    Sub,
+    /// `a · b`
+    Mul,
+    /// `a / b`
+    Div,
+    /// `max(a, b)`
+    Max,
+    /// `min(a, b)`
+    Min,
+    /// `a^b`
+    Pow,
+    /// `1 if a > b else 0`
+    Greater,
+    /// `1 if a ≥ b else 0`
+    GreaterEqual,
+    /// `1 if a = b else 0`
+    Equal,
+}
+
+/// Reductions over a set of axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    /// Sum.
+    Sum,
+    /// Arithmetic mean.
+    Mean,
+    /// Maximum.
+    Max,
+}
+
+/// One operation of the graph. See the module documentation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// A fed f32 tensor, or (with `classes`) a fed vector of integer class labels.
+    Input {
+        /// The feed name.
+        name: String,
+        /// `Some(C)` for class labels in `0..C`.
+        classes: Option<usize>,
+    },
+    /// A parameter held by the ParamStore; `index` into [`super::Graph::params`].
+    Param {
+        /// Position in the graph's parameter list.
+        index: usize,
+    },
+    /// A tensor filled with one value.
+    Const {
+        /// The value.
+        value: f32,
+    },
+    /// `f(x)`.
+    Unary(UnaryOp),
+    /// `dy · f'(x)`; inputs `[x, dy]`.
+    UnaryGrad(UnaryOp),
+    /// `a ∘ b` with broadcasting; inputs `[a, b]`.
+    Binary(BinaryOp),
+    /// `cond ≠ 0 ? a : b` with broadcasting; inputs `[cond, a, b]`.
+    Where,
+    /// Reduce over `axes` (sorted, distinct); `keepdim` keeps them as size 1.
+    Reduce {
+        /// Sum, mean or max.
+        op: ReduceOp,
+        /// The reduced axes.
+        axes: Vec<usize>,
+        /// Keep reduced axes as size 1.
+        keepdim: bool,
+    },
+    /// Broadcast the input to the node's shape.
+    BroadcastTo,
+    /// Same data, new shape.
+    Reshape,
+    /// Output axis `i` is input axis `perm[i]`.
+    Permute {
+        /// The permutation.
+        perm: Vec<usize>,
+    },
+    /// Join the inputs along `axis`.
+    Concat {
+        /// The axis.
+        axis: usize,
+    },
+    /// Elements `start..end` along `axis`.
+    Slice {
+        /// The axis.
+        axis: usize,
+        /// First index kept.
+        start: usize,
+        /// One past the last index kept.
+        end: usize,
+    },
+    /// Zero padding along `axis` (the gradient of [`Op::Slice`]).
+    Pad {
+        /// The axis.
+        axis: usize,
+        /// Zeros before.
+        before: usize,
+        /// Zeros after.
+        after: usize,
+    },
+    /// `op(a) @ op(b)` over the last two axes, where `op` transposes when the flag is set;
+    /// leading (batch) axes must be equal, or `b` has rank 2 and is shared by every batch.
+    MatMul {
+        /// Transpose `a`.
+        ta: bool,
+        /// Transpose `b`.
+        tb: bool,
+    },
+    /// Softmax over the last axis.
+    Softmax,
+    /// Log-softmax over the last axis.
+    LogSoftmax,
+    /// Per-row cross-entropy of softmax(logits) against labels, with label smoothing `ε`:
+    /// inputs `[logits (N, C), labels (N)]`, output `(N)`.
+    SoftmaxCrossEntropy {
+        /// Label smoothing ε ∈ [0, 1).
+        smoothing: f32,
+    },
+    /// Gradient of [`Op::SoftmaxCrossEntropy`]: inputs `[logits, labels, dy (N)]`, output `(N, C)`.
+    SoftmaxCrossEntropyGrad {
+        /// Label smoothing ε.
+        smoothing: f32,
+    },
+    /// One-hot encoding: input labels `(N)`, output `(N, classes)`.
+    OneHot {
+        /// Number of classes.
+        classes: usize,
+    },
+}
+
+impl Op {
+    /// A short name for messages and plans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Param { .. } => "param",
+            Op::Const { .. } => "const",
+            Op::Unary(_) => "unary",
+            Op::UnaryGrad(_) => "unary_grad",
+            Op::Binary(_) => "binary",
+            Op::Where => "where",
+            Op::Reduce { .. } => "reduce",
+            Op::BroadcastTo => "broadcast_to",
+            Op::Reshape => "reshape",
+            Op::Permute { .. } => "permute",
+            Op::Concat { .. } => "concat",
+            Op::Slice { .. } => "slice",
+            Op::Pad { .. } => "pad",
+            Op::MatMul { .. } => "matmul",
+            Op::Softmax => "softmax",
+            Op::LogSoftmax => "log_softmax",
+            Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
+            Op::SoftmaxCrossEntropyGrad { .. } => "softmax_cross_entropy_grad",
+            Op::OneHot { .. } => "one_hot",
+        }
+    }
+
+    /// Leaves hold data the executor provides; every other op is computed by a kernel.
+    pub fn is_leaf(&self) -> bool {
+        matches!(self, Op::Input { .. } | Op::Param { .. } | Op::Const { .. })
+    }
+}

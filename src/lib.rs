@@ -1,0 +1,61 @@
+//! # Kiln
+//!
+//! A deep-learning training engine. Models are computational graphs built once, differentiated
+//! by a graph-to-graph reverse-mode pass, compiled once into a [`Program`] for a backend, and
+//! then run step after step with named feeds and fetches. Parameters and optimiser state live on
+//! the device in a [`ParamStore`] shared by every program compiled against it (a training step
+//! and an evaluation pass over the same weights).
+//!
+//! ```
+//! use kiln::{backward, loss, nn, Cpu, Feed, Graph, Optimizer, ParamStore, Program, Training};
+//!
+//! # fn main() -> kiln::Result<()> {
+//! // XOR with a 2-8-1 MLP.
+//! let mut g = Graph::new();
+//! let x = g.input("x", [4, 2])?;
+//! let y = g.input("y", [4, 1])?;
+//! let l1 = nn::Linear::new(&mut g, "l1", 2, 8)?;
+//! let l2 = nn::Linear::new(&mut g, "l2", 8, 1)?;
+//! let h = l1.forward(&mut g, x)?;
+//! let h = g.tanh(h)?;
+//! let logits = l2.forward(&mut g, h)?;
+//! let loss = loss::bce_with_logits(&mut g, logits, y)?;
+//! let grads = backward(&mut g, loss)?;
+//!
+//! let mut store = ParamStore::new(&Cpu, &g, 42)?;
+//! let opt = Optimizer::adam(0.05);
+//! let mut train = Program::compile(&g, &mut store, &[loss], Some(Training { grads: &grads, optimizer: &opt }))?;
+//! let xs = [0., 0., 0., 1., 1., 0., 1., 1.];
+//! let ys = [0., 1., 1., 0.];
+//! let mut last = f32::INFINITY;
+//! for _ in 0..300 {
+//!     let out = train.run(&[("x", Feed::F32(&xs)), ("y", Feed::F32(&ys))])?;
+//!     last = out.scalar(loss)?;
+//! }
+//! assert!(last < 0.05, "loss {last}");
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod autodiff;
+pub mod backend;
+mod error;
+pub mod exec;
+pub mod graph;
+pub mod init;
+pub mod loss;
+pub mod nn;
+pub mod optim;
+pub mod rng;
+pub mod shape;
+mod tensor;
+
+pub use autodiff::{backward, gradients, Gradients};
+pub use backend::{Backend, Cpu, DeviceInfo};
+pub use error::{Error, Result};
+pub use exec::{Feed, Outputs, ParamStore, Program, Training};
+pub use graph::{BinaryOp, Graph, NodeId, Op, ReduceOp, UnaryOp};
+pub use init::Init;
+pub use optim::{Clip, Optimizer, OptimizerKind, Schedule};
+pub use shape::Shape;
+pub use tensor::Tensor;

@@ -1,0 +1,109 @@
+//! Layers and activations. A layer owns the parameter nodes it created and adds its ops to a
+//! graph when called; building a model twice on one graph (say, for training and evaluation)
+//! reuses the same parameters, because parameters are found by name.
+
+mod activation;
+
+use crate::error::Result;
+use crate::graph::{Graph, NodeId};
+use crate::init::Init;
+
+/// A fully connected layer: `y = x @ W + b`, with `W: (in, out)` and `b: (out)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Linear {
+    /// The weight, `(in, out)`.
+    pub w: NodeId,
+    /// The bias, `(out)`, if any.
+    pub b: Option<NodeId>,
+}
+
+impl Linear {
+    /// A layer with Xavier-uniform weights and zero bias, parameters `{name}.w` and `{name}.b`.
+    pub fn new(g: &mut Graph, name: &str, inputs: usize, outputs: usize) -> Result<Self> {
+        Self::with_init(g, name, inputs, outputs, Init::XavierUniform(1.0), true)
+    }
+
+    /// A layer with a chosen weight initialiser, with or without bias.
+    pub fn with_init(
+        g: &mut Graph,
+        name: &str,
+        inputs: usize,
+        outputs: usize,
+        init: Init,
+        bias: bool,
+    ) -> Result<Self> {
+        let w = g.param(&format!("{name}.w"), [inputs, outputs], init)?;
+        let b = if bias {
+            Some(g.param(&format!("{name}.b"), [outputs], Init::Zeros)?)
+        } else {
+            None
+        };
+        Ok(Linear { w, b })
+    }
+
+    /// `x: (..., in) → (..., out)`.
+    pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let y = g.matmul(x, self.w)?;
+        match self.b {
+            Some(b) => g.add(y, b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// PReLU (He et al. 2015): `max(0, x) + α·min(0, x)` with α learned, one per channel of the
+/// last axis (or one shared when `channels` is 1). α starts at 0.25.
+#[derive(Clone, Copy, Debug)]
+pub struct PRelu {
+    /// The slopes, `(channels)`.
+    pub alpha: NodeId,
+}
+
+impl PRelu {
+    /// A PReLU with parameter `{name}.alpha`.
+    pub fn new(g: &mut Graph, name: &str, channels: usize) -> Result<Self> {
+        let alpha = g.param(&format!("{name}.alpha"), [channels], Init::Constant(0.25))?;
+        Ok(PRelu { alpha })
+    }
+
+    /// Apply it.
+    pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        g.prelu(x, self.alpha)
+    }
+}
+
+/// Maxout (Goodfellow et al. 2013): `k` linear pieces per output unit, keep the largest.
+#[derive(Clone, Copy, Debug)]
+pub struct Maxout {
+    linear: Linear,
+    units: usize,
+    pieces: usize,
+}
+
+impl Maxout {
+    /// `inputs → units`, each unit the max of `pieces` affine functions.
+    pub fn new(
+        g: &mut Graph,
+        name: &str,
+        inputs: usize,
+        units: usize,
+        pieces: usize,
+    ) -> Result<Self> {
+        if pieces == 0 || units == 0 {
+            return crate::error::invalid("maxout", "needs at least one unit and one piece");
+        }
+        Ok(Maxout {
+            linear: Linear::new(g, name, inputs, units * pieces)?,
+            units,
+            pieces,
+        })
+    }
+
+    /// `x: (N, inputs) → (N, units)`.
+    pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let z = self.linear.forward(g, x)?; // (N, units·pieces)
+        let n = g.shape(z).dims()[0];
+        let z = g.reshape(z, [n, self.units, self.pieces])?;
+        g.max(z, &[-1], false)
+    }
+}

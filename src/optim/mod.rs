@@ -1,0 +1,254 @@
+//! Optimisers, learning-rate schedules and gradient clipping.
+//!
+//! An [`Optimizer`] is configuration: the executor turns it into one fused update kernel over
+//! the ParamStore's flat parameter, gradient and state buffers, so a training step updates every
+//! parameter with one dispatch. The learning rate is evaluated on the host each step from the
+//! [`Schedule`] and passed to the device as a per-step uniform.
+//!
+//! Update rules follow PyTorch's published equations (with `g` the clipped gradient plus `λw`
+//! when L2 weight decay applies):
+//! - SGD: `w −= η g`
+//! - Momentum: `v = μ v + g; w −= η v`
+//! - Nesterov: `v = μ v + g; w −= η (g + μ v)`
+//! - AdaGrad: `s += g²; w −= η g / (√s + ε)`
+//! - RMSProp: `s = ρ s + (1−ρ) g²; w −= η g / (√s + ε)`
+//! - Adam: `m = β₁m + (1−β₁)g; v = β₂v + (1−β₂)g²; w −= η m̂ / (√v̂ + ε)` with
+//!   `m̂ = m/(1−β₁ᵗ)`, `v̂ = v/(1−β₂ᵗ)`
+//! - AdamW: `w −= η λ w` (decoupled, instead of adding `λw` to `g`), then the Adam step.
+
+mod schedule;
+
+pub use schedule::Schedule;
+
+use crate::error::{invalid, Result};
+
+/// An update rule with its constant hyperparameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimizerKind {
+    /// Plain stochastic gradient descent.
+    Sgd,
+    /// Heavy-ball momentum.
+    Momentum {
+        /// μ
+        momentum: f32,
+    },
+    /// Nesterov momentum.
+    Nesterov {
+        /// μ
+        momentum: f32,
+    },
+    /// AdaGrad.
+    AdaGrad {
+        /// ε
+        eps: f32,
+    },
+    /// RMSProp.
+    RmsProp {
+        /// ρ
+        rho: f32,
+        /// ε
+        eps: f32,
+    },
+    /// Adam with bias correction.
+    Adam {
+        /// β₁
+        beta1: f32,
+        /// β₂
+        beta2: f32,
+        /// ε
+        eps: f32,
+    },
+    /// Adam with decoupled weight decay (the optimizer's `weight_decay` is the decoupled λ).
+    AdamW {
+        /// β₁
+        beta1: f32,
+        /// β₂
+        beta2: f32,
+        /// ε
+        eps: f32,
+    },
+}
+
+impl OptimizerKind {
+    /// How many state buffers (each the size of all parameters) the rule keeps.
+    pub fn state_slots(&self) -> usize {
+        match self {
+            OptimizerKind::Sgd => 0,
+            OptimizerKind::Momentum { .. }
+            | OptimizerKind::Nesterov { .. }
+            | OptimizerKind::AdaGrad { .. }
+            | OptimizerKind::RmsProp { .. } => 1,
+            OptimizerKind::Adam { .. } | OptimizerKind::AdamW { .. } => 2,
+        }
+    }
+
+    /// A short name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Momentum { .. } => "momentum",
+            OptimizerKind::Nesterov { .. } => "nesterov",
+            OptimizerKind::AdaGrad { .. } => "adagrad",
+            OptimizerKind::RmsProp { .. } => "rmsprop",
+            OptimizerKind::Adam { .. } => "adam",
+            OptimizerKind::AdamW { .. } => "adamw",
+        }
+    }
+}
+
+/// Gradient clipping applied before the update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Clip {
+    /// Clamp every gradient element to `±c`.
+    Value(f32),
+    /// Scale all gradients together so their global L2 norm is at most `max_norm`.
+    Norm(f32),
+}
+
+/// An optimiser: rule, learning-rate schedule, weight decay and clipping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Optimizer {
+    /// The update rule.
+    pub kind: OptimizerKind,
+    /// The learning rate as a function of the update step.
+    pub schedule: Schedule,
+    /// L2 weight decay λ on parameters marked for decay (decoupled for AdamW).
+    pub weight_decay: f32,
+    /// Gradient clipping, applied in order.
+    pub clip: Vec<Clip>,
+}
+
+impl Optimizer {
+    fn with(kind: OptimizerKind, lr: f32) -> Self {
+        Optimizer {
+            kind,
+            schedule: Schedule::Constant(lr),
+            weight_decay: 0.0,
+            clip: Vec::new(),
+        }
+    }
+    /// SGD with learning rate `lr`.
+    pub fn sgd(lr: f32) -> Self {
+        Self::with(OptimizerKind::Sgd, lr)
+    }
+    /// SGD with heavy-ball momentum.
+    pub fn momentum(lr: f32, momentum: f32) -> Self {
+        Self::with(OptimizerKind::Momentum { momentum }, lr)
+    }
+    /// SGD with Nesterov momentum.
+    pub fn nesterov(lr: f32, momentum: f32) -> Self {
+        Self::with(OptimizerKind::Nesterov { momentum }, lr)
+    }
+    /// AdaGrad (ε = 1e-10, as PyTorch).
+    pub fn adagrad(lr: f32) -> Self {
+        Self::with(OptimizerKind::AdaGrad { eps: 1e-10 }, lr)
+    }
+    /// RMSProp (ρ = 0.99, ε = 1e-8, as PyTorch).
+    pub fn rmsprop(lr: f32) -> Self {
+        Self::with(
+            OptimizerKind::RmsProp {
+                rho: 0.99,
+                eps: 1e-8,
+            },
+            lr,
+        )
+    }
+    /// Adam (β = (0.9, 0.999), ε = 1e-8).
+    pub fn adam(lr: f32) -> Self {
+        Self::with(
+            OptimizerKind::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            lr,
+        )
+    }
+    /// AdamW (β = (0.9, 0.999), ε = 1e-8) with decoupled weight decay λ.
+    pub fn adamw(lr: f32, weight_decay: f32) -> Self {
+        Self::with(
+            OptimizerKind::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            lr,
+        )
+        .weight_decay(weight_decay)
+    }
+
+    /// Set L2 weight decay.
+    pub fn weight_decay(mut self, wd: f32) -> Self {
+        self.weight_decay = wd;
+        self
+    }
+    /// Set the learning-rate schedule.
+    pub fn schedule(mut self, s: Schedule) -> Self {
+        self.schedule = s;
+        self
+    }
+    /// Clip gradients by global norm.
+    pub fn clip_norm(mut self, max_norm: f32) -> Self {
+        self.clip.push(Clip::Norm(max_norm));
+        self
+    }
+    /// Clip gradients element-wise.
+    pub fn clip_value(mut self, c: f32) -> Self {
+        self.clip.push(Clip::Value(c));
+        self
+    }
+
+    /// Check hyperparameters, naming the bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, v: f32| {
+            invalid(
+                "optimizer",
+                format!("{} {what} = {v} is out of range", self.kind.name()),
+            )
+        };
+        let unit = |v: f32| (0.0..1.0).contains(&v);
+        match self.kind {
+            OptimizerKind::Sgd => {}
+            OptimizerKind::Momentum { momentum } | OptimizerKind::Nesterov { momentum } => {
+                if !unit(momentum) {
+                    return bad("momentum", momentum);
+                }
+            }
+            OptimizerKind::AdaGrad { eps } => {
+                if !(eps > 0.0) {
+                    return bad("eps", eps);
+                }
+            }
+            OptimizerKind::RmsProp { rho, eps } => {
+                if !unit(rho) {
+                    return bad("rho", rho);
+                }
+                if !(eps > 0.0) {
+                    return bad("eps", eps);
+                }
+            }
+            OptimizerKind::Adam { beta1, beta2, eps }
+            | OptimizerKind::AdamW { beta1, beta2, eps } => {
+                if !unit(beta1) {
+                    return bad("beta1", beta1);
+                }
+                if !unit(beta2) {
+                    return bad("beta2", beta2);
+                }
+                if !(eps > 0.0) {
+                    return bad("eps", eps);
+                }
+            }
+        }
+        if !(self.weight_decay >= 0.0) {
+            return bad("weight_decay", self.weight_decay);
+        }
+        for c in &self.clip {
+            match *c {
+                Clip::Value(v) | Clip::Norm(v) if !(v > 0.0) => return bad("clip", v),
+                _ => {}
+            }
+        }
+        self.schedule.validate()
+    }
+}
