@@ -22,7 +22,9 @@ pub use schedule::Schedule;
 
 use crate::error::{invalid, Result};
 
-/// An update rule with its constant hyperparameters.
+/// An update rule with its constant hyperparameters. They are held in f64, as PyTorch holds
+/// them, so that derived coefficients such as `1 − β₂ = 0.001` are exact before they are
+/// rounded to f32 once (in f32, `1 − 0.999` is off by 1.3e-5 relative).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimizerKind {
     /// Plain stochastic gradient descent.
@@ -30,42 +32,42 @@ pub enum OptimizerKind {
     /// Heavy-ball momentum.
     Momentum {
         /// μ
-        momentum: f32,
+        momentum: f64,
     },
     /// Nesterov momentum.
     Nesterov {
         /// μ
-        momentum: f32,
+        momentum: f64,
     },
     /// AdaGrad.
     AdaGrad {
         /// ε
-        eps: f32,
+        eps: f64,
     },
     /// RMSProp.
     RmsProp {
         /// ρ
-        rho: f32,
+        rho: f64,
         /// ε
-        eps: f32,
+        eps: f64,
     },
     /// Adam with bias correction.
     Adam {
         /// β₁
-        beta1: f32,
+        beta1: f64,
         /// β₂
-        beta2: f32,
+        beta2: f64,
         /// ε
-        eps: f32,
+        eps: f64,
     },
     /// Adam with decoupled weight decay (the optimizer's `weight_decay` is the decoupled λ).
     AdamW {
         /// β₁
-        beta1: f32,
+        beta1: f64,
         /// β₂
-        beta2: f32,
+        beta2: f64,
         /// ε
-        eps: f32,
+        eps: f64,
     },
 }
 
@@ -93,6 +95,62 @@ impl OptimizerKind {
             OptimizerKind::Adam { .. } => "adam",
             OptimizerKind::AdamW { .. } => "adamw",
         }
+    }
+}
+
+/// The per-step coefficients of an update, derived in f64 on the host and rounded to f32 once;
+/// every backend's update kernel uses exactly these.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Coefficients {
+    /// Learning rate η.
+    pub lr: f32,
+    /// β₁ (or μ, or ρ).
+    pub b1: f32,
+    /// `1 − β₁` (or `1 − ρ`).
+    pub one_minus_b1: f32,
+    /// β₂.
+    pub b2: f32,
+    /// `1 − β₂`.
+    pub one_minus_b2: f32,
+    /// ε.
+    pub eps: f32,
+    /// `1 / (1 − β₁ᵗ)`.
+    pub inv_bias1: f32,
+    /// `1 / (1 − β₂ᵗ)`.
+    pub inv_bias2: f32,
+}
+
+impl OptimizerKind {
+    /// The coefficients of update number `t` (1-based) at learning rate `lr`.
+    pub fn coefficients(&self, lr: f32, t: u64) -> Coefficients {
+        let t = t.max(1) as i32;
+        let mut c = Coefficients {
+            lr,
+            ..Default::default()
+        };
+        match *self {
+            OptimizerKind::Sgd => {}
+            OptimizerKind::Momentum { momentum } | OptimizerKind::Nesterov { momentum } => {
+                c.b1 = momentum as f32
+            }
+            OptimizerKind::AdaGrad { eps } => c.eps = eps as f32,
+            OptimizerKind::RmsProp { rho, eps } => {
+                c.b1 = rho as f32;
+                c.one_minus_b1 = (1.0 - rho) as f32;
+                c.eps = eps as f32;
+            }
+            OptimizerKind::Adam { beta1, beta2, eps }
+            | OptimizerKind::AdamW { beta1, beta2, eps } => {
+                c.b1 = beta1 as f32;
+                c.one_minus_b1 = (1.0 - beta1) as f32;
+                c.b2 = beta2 as f32;
+                c.one_minus_b2 = (1.0 - beta2) as f32;
+                c.eps = eps as f32;
+                c.inv_bias1 = (1.0 / (1.0 - beta1.powi(t))) as f32;
+                c.inv_bias2 = (1.0 / (1.0 - beta2.powi(t))) as f32;
+            }
+        }
+        c
     }
 }
 
@@ -132,11 +190,11 @@ impl Optimizer {
         Self::with(OptimizerKind::Sgd, lr)
     }
     /// SGD with heavy-ball momentum.
-    pub fn momentum(lr: f32, momentum: f32) -> Self {
+    pub fn momentum(lr: f32, momentum: f64) -> Self {
         Self::with(OptimizerKind::Momentum { momentum }, lr)
     }
     /// SGD with Nesterov momentum.
-    pub fn nesterov(lr: f32, momentum: f32) -> Self {
+    pub fn nesterov(lr: f32, momentum: f64) -> Self {
         Self::with(OptimizerKind::Nesterov { momentum }, lr)
     }
     /// AdaGrad (ε = 1e-10, as PyTorch).
@@ -200,13 +258,13 @@ impl Optimizer {
 
     /// Check hyperparameters, naming the bad one.
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str, v: f32| {
+        let bad = |what: &str, v: f64| {
             invalid(
                 "optimizer",
                 format!("{} {what} = {v} is out of range", self.kind.name()),
             )
         };
-        let unit = |v: f32| (0.0..1.0).contains(&v);
+        let unit = |v: f64| (0.0..1.0).contains(&v);
         match self.kind {
             OptimizerKind::Sgd => {}
             OptimizerKind::Momentum { momentum } | OptimizerKind::Nesterov { momentum } => {
@@ -241,11 +299,11 @@ impl Optimizer {
             }
         }
         if !(self.weight_decay >= 0.0) {
-            return bad("weight_decay", self.weight_decay);
+            return bad("weight_decay", self.weight_decay as f64);
         }
         for c in &self.clip {
             match *c {
-                Clip::Value(v) | Clip::Norm(v) if !(v > 0.0) => return bad("clip", v),
+                Clip::Value(v) | Clip::Norm(v) if !(v > 0.0) => return bad("clip", v as f64),
                 _ => {}
             }
         }

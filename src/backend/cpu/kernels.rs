@@ -435,8 +435,8 @@ pub fn update(
         }
         None => 1.0,
     };
-    let lr = u.lr;
-    let t = u.t.max(1) as i32;
+    let k = up.rule.coefficients(u.lr, u.t);
+    let lr = k.lr;
     for seg in &up.segments {
         let wd = if seg.decay { up.weight_decay } else { 0.0 };
         for i in seg.offset..seg.offset + seg.len {
@@ -449,32 +449,31 @@ pub fn update(
             }
             match up.rule {
                 OptimizerKind::Sgd => w[i] -= lr * gi,
-                OptimizerKind::Momentum { momentum } => {
-                    st[0][i] = momentum * st[0][i] + gi;
+                OptimizerKind::Momentum { .. } => {
+                    st[0][i] = k.b1 * st[0][i] + gi;
                     w[i] -= lr * st[0][i];
                 }
-                OptimizerKind::Nesterov { momentum } => {
-                    st[0][i] = momentum * st[0][i] + gi;
-                    w[i] -= lr * (gi + momentum * st[0][i]);
+                OptimizerKind::Nesterov { .. } => {
+                    st[0][i] = k.b1 * st[0][i] + gi;
+                    w[i] -= lr * (gi + k.b1 * st[0][i]);
                 }
-                OptimizerKind::AdaGrad { eps } => {
+                OptimizerKind::AdaGrad { .. } => {
                     st[0][i] += gi * gi;
-                    w[i] -= lr * gi / (st[0][i].sqrt() + eps);
+                    w[i] -= lr * gi / (st[0][i].sqrt() + k.eps);
                 }
-                OptimizerKind::RmsProp { rho, eps } => {
-                    st[0][i] = rho * st[0][i] + (1.0 - rho) * gi * gi;
-                    w[i] -= lr * gi / (st[0][i].sqrt() + eps);
+                OptimizerKind::RmsProp { .. } => {
+                    st[0][i] = k.b1 * st[0][i] + k.one_minus_b1 * gi * gi;
+                    w[i] -= lr * gi / (st[0][i].sqrt() + k.eps);
                 }
-                OptimizerKind::Adam { beta1, beta2, eps }
-                | OptimizerKind::AdamW { beta1, beta2, eps } => {
+                OptimizerKind::Adam { .. } | OptimizerKind::AdamW { .. } => {
                     if matches!(up.rule, OptimizerKind::AdamW { .. }) {
                         w[i] -= lr * wd * w[i];
                     }
-                    st[0][i] = beta1 * st[0][i] + (1.0 - beta1) * gi;
-                    st[1][i] = beta2 * st[1][i] + (1.0 - beta2) * gi * gi;
-                    let mh = st[0][i] / (1.0 - beta1.powi(t));
-                    let vh = st[1][i] / (1.0 - beta2.powi(t));
-                    w[i] -= lr * mh / (vh.sqrt() + eps);
+                    st[0][i] = k.b1 * st[0][i] + k.one_minus_b1 * gi;
+                    st[1][i] = k.b2 * st[1][i] + k.one_minus_b2 * gi * gi;
+                    let mh = st[0][i] * k.inv_bias1;
+                    let vh = st[1][i] * k.inv_bias2;
+                    w[i] -= lr * mh / (vh.sqrt() + k.eps);
                 }
             }
         }

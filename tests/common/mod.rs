@@ -1,0 +1,180 @@
+//! Helpers shared by the test suites: tolerant comparison and gradient checking.
+#![allow(dead_code)]
+
+use kiln::{gradients, Cpu, Feed, Graph, Init, NodeId, ParamStore, Program};
+
+/// `|a − e| ≤ atol + rtol·|e|` for every element, or a message naming the worst element.
+pub fn check_close(actual: &[f32], expected: &[f32], atol: f32, rtol: f32) -> Result<(), String> {
+    if actual.len() != expected.len() {
+        return Err(format!(
+            "length {} vs expected {}",
+            actual.len(),
+            expected.len()
+        ));
+    }
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let ok = (a - e).abs() <= atol + rtol * e.abs();
+        if !ok || a.is_nan() != e.is_nan() {
+            return Err(format!(
+                "element {i}: got {a}, expected {e} (atol {atol}, rtol {rtol})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Panic unless `actual` is close to `expected` (see [`check_close`]).
+#[track_caller]
+pub fn assert_close(actual: &[f32], expected: &[f32], atol: f32, rtol: f32) {
+    if let Err(e) = check_close(actual, expected, atol, rtol) {
+        panic!("{e}\n  actual:   {actual:?}\n  expected: {expected:?}");
+    }
+}
+
+/// Deterministic pseudo-random values in `[lo, hi)`.
+pub fn values(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let k = kiln::rng::key(seed, "test");
+    (0..n as u64)
+        .map(|i| lo + (hi - lo) * kiln::rng::uniform(k, i))
+        .collect()
+}
+
+/// Values with magnitude in `[0.2, 2)` and random sign: safely away from the kinks at 0.
+pub fn away_from_zero(seed: u64, n: usize) -> Vec<f32> {
+    values(seed, n, -1.8, 1.8)
+        .into_iter()
+        .map(|v| if v < 0.0 { v - 0.2 } else { v + 0.2 })
+        .collect()
+}
+
+/// Distinct values spaced 0.1 apart in a shuffled order: no ties, no near-ties for max.
+pub fn distinct(seed: u64, n: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..n).map(|i| (i as f32 - n as f32 / 2.0) * 0.1).collect();
+    kiln::rng::Rng::new(seed).shuffle(&mut v);
+    v
+}
+
+/// One tensor the check differentiates with respect to: name, shape, values.
+pub struct Arg {
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+pub fn arg(name: &'static str, shape: &[usize], data: Vec<f32>) -> Arg {
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "test argument {name}"
+    );
+    Arg {
+        name,
+        shape: shape.to_vec(),
+        data,
+    }
+}
+
+/// Settings of a finite-difference check.
+#[derive(Clone, Copy)]
+pub struct Tol {
+    pub eps: f32,
+    pub atol: f32,
+    pub rtol: f32,
+}
+
+/// Central differences in f32 (the reference backend computes in f32).
+/// eps = 1e-2: the truncation error is eps²·|f'''|/6 ≈ 2e-5·|f'''|, and the rounding error of the
+/// difference quotient is about ulp(L)/eps ≈ 1.2e-7·|L|/1e-2 ≈ 1e-5·|L| for the O(1) losses
+/// below. Comparing with atol 2e-3 and rtol 1e-2 leaves a margin of ~100× over both while still
+/// failing a gradient that is 5% off (see `gradcheck_catches_a_wrong_gradient`).
+pub const TOL: Tol = Tol {
+    eps: 1e-2,
+    atol: 2e-3,
+    rtol: 1e-2,
+};
+
+/// Analytic and numeric gradients of `L = Σ w ⊙ f(args)` with respect to each arg, where `w` is
+/// a fixed random weighting so that every output element matters.
+pub fn gradients_of(
+    build: &dyn Fn(&mut Graph, &[NodeId]) -> kiln::Result<NodeId>,
+    args: &[Arg],
+    feeds: &[(&str, Feed<'_>)],
+    eps: f32,
+) -> Vec<(Vec<f32>, Vec<f32>)> {
+    let mut g = Graph::new();
+    let nodes: Vec<NodeId> = args
+        .iter()
+        .map(|a| g.param(a.name, a.shape.clone(), Init::Zeros).unwrap())
+        .collect();
+    let out = build(&mut g, &nodes).expect("building the checked expression");
+    let w = g.input("__w", g.shape(out).clone()).unwrap();
+    let weighted = g.mul(out, w).unwrap();
+    let loss = g.sum_all(weighted).unwrap();
+    let grads = gradients(&mut g, loss, &nodes).expect("backward");
+    let grads: Vec<NodeId> = grads
+        .into_iter()
+        .map(|x| x.expect("the output depends on every argument"))
+        .collect();
+    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    for a in args {
+        store.set(a.name, &a.data).unwrap();
+    }
+    let mut fetch = vec![loss];
+    fetch.extend(&grads);
+    let mut prog = Program::compile(&g, &mut store, &fetch, None).unwrap();
+    let wv = values(99, g.shape(out).numel(), 0.5, 1.5);
+    let mut all: Vec<(&str, Feed<'_>)> = feeds.to_vec();
+    all.push(("__w", Feed::F32(&wv)));
+    let out0 = prog.run(&all).expect("running the checked expression");
+    let analytic: Vec<Vec<f32>> = grads
+        .iter()
+        .map(|&gn| out0.get(gn).unwrap().data.clone())
+        .collect();
+    let mut result = Vec::new();
+    for (ai, a) in args.iter().enumerate() {
+        let mut numeric = vec![0f32; a.data.len()];
+        for j in 0..a.data.len() {
+            let mut d = a.data.clone();
+            d[j] = a.data[j] + eps;
+            store.set(a.name, &d).unwrap();
+            let lp = prog.run(&all).unwrap().scalar(loss).unwrap();
+            d[j] = a.data[j] - eps;
+            store.set(a.name, &d).unwrap();
+            let lm = prog.run(&all).unwrap().scalar(loss).unwrap();
+            numeric[j] = (lp - lm) / (2.0 * eps);
+        }
+        store.set(a.name, &a.data).unwrap();
+        result.push((analytic[ai].clone(), numeric));
+    }
+    result
+}
+
+/// Check every argument's gradient; `Err` names the argument and element that disagree.
+pub fn gradcheck_with(
+    build: &dyn Fn(&mut Graph, &[NodeId]) -> kiln::Result<NodeId>,
+    args: &[Arg],
+    feeds: &[(&str, Feed<'_>)],
+    tol: Tol,
+) -> Result<(), String> {
+    for (a, (an, nu)) in args.iter().zip(gradients_of(build, args, feeds, tol.eps)) {
+        check_close(&an, &nu, tol.atol, tol.rtol).map_err(|e| {
+            format!(
+                "gradient of `{}`: {e}\n  analytic {an:?}\n  numeric  {nu:?}",
+                a.name
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// [`gradcheck_with`] at the standard tolerance, panicking on failure.
+#[track_caller]
+pub fn gradcheck(
+    build: &dyn Fn(&mut Graph, &[NodeId]) -> kiln::Result<NodeId>,
+    args: &[Arg],
+    feeds: &[(&str, Feed<'_>)],
+) {
+    if let Err(e) = gradcheck_with(build, args, feeds, TOL) {
+        panic!("{e}");
+    }
+}

@@ -1,0 +1,263 @@
+//! The executor's contract: shared ParamStore, frozen parameters, buffer reuse, determinism,
+//! and errors for bad input.
+
+mod common;
+
+use kiln::{
+    backward, loss, nn, Cpu, Error, Feed, Graph, Init, Optimizer, ParamStore, Program, Training,
+};
+
+/// A small classifier: x (8, 5) → 16 → 3, with cross-entropy against labels.
+fn classifier() -> (Graph, kiln::NodeId, kiln::NodeId) {
+    let mut g = Graph::new();
+    let x = g.input("x", [8, 5]).unwrap();
+    let y = g.labels("y", [8], 3).unwrap();
+    let l1 = nn::Linear::new(&mut g, "l1", 5, 16).unwrap();
+    let l2 = nn::Linear::new(&mut g, "l2", 16, 3).unwrap();
+    let h = l1.forward(&mut g, x).unwrap();
+    let h = g.relu(h).unwrap();
+    let logits = l2.forward(&mut g, h).unwrap();
+    let loss = loss::cross_entropy(&mut g, logits, y).unwrap();
+    (g, logits, loss)
+}
+
+fn batch() -> (Vec<f32>, Vec<u32>) {
+    (
+        common::values(1, 40, -1.0, 1.0),
+        vec![0, 1, 2, 0, 1, 2, 0, 1],
+    )
+}
+
+#[test]
+fn train_and_eval_programs_share_one_param_store() {
+    let (mut g, logits, loss) = classifier();
+    let grads = backward(&mut g, loss).unwrap();
+    let mut store = ParamStore::new(&Cpu, &g, 1).unwrap();
+    let opt = Optimizer::adam(0.01);
+    let mut train = Program::compile(
+        &g,
+        &mut store,
+        &[loss],
+        Some(Training {
+            grads: &grads,
+            optimizer: &opt,
+        }),
+    )
+    .unwrap();
+    let mut eval = Program::compile(&g, &mut store, &[logits, loss], None).unwrap();
+    let (x, y) = batch();
+    let feeds = [("x", Feed::F32(&x)), ("y", Feed::Labels(&y))];
+    let before = eval.run(&feeds).unwrap().scalar(loss).unwrap();
+    for _ in 0..20 {
+        train.run(&feeds).unwrap();
+    }
+    let after = eval.run(&feeds).unwrap().scalar(loss).unwrap();
+    assert!(
+        after < before * 0.8,
+        "eval sees the trained weights: {before} → {after}"
+    );
+    assert_eq!(train.updates(), 20);
+    // The eval program only needs x to compute logits... but it also fetches the loss, so y is required.
+    assert!(matches!(
+        eval.run(&[("x", Feed::F32(&x))]),
+        Err(Error::MissingFeed { .. })
+    ));
+}
+
+#[test]
+fn frozen_parameters_are_not_updated() {
+    let (mut g, _, loss) = classifier();
+    g.set_trainable("l1.w", false).unwrap();
+    g.set_trainable("l1.b", false).unwrap();
+    let grads = backward(&mut g, loss).unwrap();
+    assert!(grads.of(&g, g.param_node("l1.w").unwrap()).is_none());
+    let mut store = ParamStore::new(&Cpu, &g, 1).unwrap();
+    let w1 = store.get("l1.w").unwrap();
+    let w2 = store.get("l2.w").unwrap();
+    let opt = Optimizer::sgd(0.1);
+    let mut train = Program::compile(
+        &g,
+        &mut store,
+        &[loss],
+        Some(Training {
+            grads: &grads,
+            optimizer: &opt,
+        }),
+    )
+    .unwrap();
+    let (x, y) = batch();
+    train
+        .run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))])
+        .unwrap();
+    assert_eq!(store.get("l1.w").unwrap(), w1);
+    assert_ne!(store.get("l2.w").unwrap(), w2);
+}
+
+#[test]
+fn buffers_are_reused_by_liveness() {
+    // A chain of 40 element-wise ops on a 1000-element tensor needs two live buffers, not 40.
+    let mut g = Graph::new();
+    let x = g.input("x", [1000]).unwrap();
+    let mut h = x;
+    for i in 0..40 {
+        h = if i % 2 == 0 {
+            g.tanh(h).unwrap()
+        } else {
+            g.mul_scalar(h, 1.5).unwrap()
+        };
+    }
+    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let prog = Program::compile(&g, &mut store, &[h], None).unwrap();
+    assert_eq!(prog.kernel_count(), 40);
+    // input + two ping-pong activations
+    assert_eq!(prog.plan_bytes(), 3 * 1000 * 4);
+    assert!(prog.peak_bytes() >= prog.plan_bytes());
+}
+
+#[test]
+fn reshape_is_free_and_correct() {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 6]).unwrap();
+    let r = g.reshape(x, [3, 4]).unwrap();
+    let t = g.transpose(r).unwrap();
+    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let mut prog = Program::compile(&g, &mut store, &[r, t], None).unwrap();
+    assert_eq!(prog.kernel_count(), 1, "only the transpose runs");
+    let xs: Vec<f32> = (0..12).map(|v| v as f32).collect();
+    let out = prog.run(&[("x", Feed::F32(&xs))]).unwrap();
+    assert_eq!(out.get(r).unwrap().data, xs);
+    assert_eq!(
+        out.get(t).unwrap().data,
+        vec![0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]
+    );
+}
+
+#[test]
+fn identical_runs_are_bit_identical() {
+    let run = || {
+        let (mut g, _, loss) = classifier();
+        let grads = backward(&mut g, loss).unwrap();
+        let mut store = ParamStore::new(&Cpu, &g, 7).unwrap();
+        let opt = Optimizer::adam(0.01).clip_norm(1.0);
+        let mut train = Program::compile(
+            &g,
+            &mut store,
+            &[loss],
+            Some(Training {
+                grads: &grads,
+                optimizer: &opt,
+            }),
+        )
+        .unwrap();
+        let (x, y) = batch();
+        (0..10)
+            .map(|_| {
+                train
+                    .run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))])
+                    .unwrap()
+                    .scalar(loss)
+                    .unwrap()
+                    .to_bits()
+            })
+            .collect::<Vec<u32>>()
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn gradient_shared_by_two_parameters_reaches_both() {
+    // loss = Σ(a + b): both gradients are the same node; the second is copied into its slot.
+    let mut g = Graph::new();
+    let a = g.param("a", [3], Init::Constant(1.0)).unwrap();
+    let b = g.param("b", [3], Init::Constant(2.0)).unwrap();
+    let s = g.add(a, b).unwrap();
+    let loss = g.sum_all(s).unwrap();
+    let grads = backward(&mut g, loss).unwrap();
+    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let opt = Optimizer::sgd(0.5);
+    let mut p = Program::compile(
+        &g,
+        &mut store,
+        &[loss],
+        Some(Training {
+            grads: &grads,
+            optimizer: &opt,
+        }),
+    )
+    .unwrap();
+    p.run(&[]).unwrap();
+    assert_eq!(store.get("a").unwrap().data, vec![0.5; 3]);
+    assert_eq!(store.get("b").unwrap().data, vec![1.5; 3]);
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let mut g = Graph::new();
+    let x = g.input("x", [4, 3]).unwrap();
+    let w = g.param("w", [4, 2], Init::Zeros).unwrap();
+    // Shape mismatch: the message names the op, the node and both shapes.
+    let e = g.matmul(x, w).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Shape { op: "matmul", .. }));
+    assert!(
+        msg.contains("matmul")
+            && msg.contains("[4, 3]")
+            && msg.contains("[4, 2]")
+            && msg.contains("`x`")
+            && msg.contains("`w`"),
+        "{msg}"
+    );
+    let b = g.input("b", [5]).unwrap();
+    assert!(matches!(g.add(x, b), Err(Error::Shape { op: "add", .. })));
+    assert!(matches!(g.reshape(x, [5, 2]), Err(Error::Shape { .. })));
+    assert!(matches!(g.sum(x, &[2], false), Err(Error::Shape { .. })));
+    assert!(matches!(g.permute(x, &[0, 0]), Err(Error::Shape { .. })));
+    assert!(matches!(g.slice(x, 0, 3, 9), Err(Error::Shape { .. })));
+    assert!(matches!(
+        g.param("w", [3, 3], Init::Zeros),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(g.clamp(x, 1.0, -1.0), Err(Error::Invalid { .. })));
+    // Backward needs a scalar.
+    assert!(matches!(
+        kiln::backward(&mut g, x),
+        Err(Error::Shape { op: "backward", .. })
+    ));
+
+    let y = g.labels("y", [4], 3).unwrap();
+    let l = kiln::loss::cross_entropy(&mut g, x, y).unwrap();
+    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let mut p = Program::compile(&g, &mut store, &[l], None).unwrap();
+    let xs = vec![0.0; 12];
+    assert!(matches!(
+        p.run(&[("nope", Feed::F32(&xs))]),
+        Err(Error::UnknownFeed { .. })
+    ));
+    assert!(matches!(
+        p.run(&[
+            ("x", Feed::F32(&xs[..11])),
+            ("y", Feed::Labels(&[0, 1, 2, 0]))
+        ]),
+        Err(Error::FeedSize { .. })
+    ));
+    assert!(matches!(
+        p.run(&[("x", Feed::F32(&xs))]),
+        Err(Error::MissingFeed { .. })
+    ));
+    assert!(matches!(
+        p.run(&[("x", Feed::F32(&xs)), ("y", Feed::Labels(&[0, 1, 3, 0]))]),
+        Err(Error::Label { label: 3, .. })
+    ));
+    assert!(matches!(
+        p.run(&[
+            ("x", Feed::Labels(&[0; 12])),
+            ("y", Feed::Labels(&[0, 1, 2, 0]))
+        ]),
+        Err(Error::Invalid { .. })
+    ));
+    let ok = p
+        .run(&[("x", Feed::F32(&xs)), ("y", Feed::Labels(&[0, 1, 2, 0]))])
+        .unwrap();
+    assert!((ok.scalar(l).unwrap() - 3f32.ln()).abs() < 1e-6);
+    assert!(ok.get(x).is_err(), "x was not fetched");
+}

@@ -1,0 +1,123 @@
+//! Convergence: models that must learn, learn.
+
+mod common;
+
+use kiln::{backward, loss, nn, Cpu, Feed, Graph, Init, Optimizer, ParamStore, Program, Training};
+
+#[test]
+fn mlp_learns_xor() {
+    let mut g = Graph::new();
+    let x = g.input("x", [4, 2]).unwrap();
+    let y = g.labels("y", [4], 2).unwrap();
+    let l1 = nn::Linear::with_init(&mut g, "l1", 2, 16, Init::HeUniform, true).unwrap();
+    let l2 = nn::Linear::new(&mut g, "l2", 16, 2).unwrap();
+    let h = l1.forward(&mut g, x).unwrap();
+    let h = g.relu(h).unwrap();
+    let logits = l2.forward(&mut g, h).unwrap();
+    let loss = loss::cross_entropy(&mut g, logits, y).unwrap();
+    let grads = backward(&mut g, loss).unwrap();
+    let mut store = ParamStore::new(&Cpu, &g, 3).unwrap();
+    let opt = Optimizer::adam(0.03);
+    let mut train = Program::compile(
+        &g,
+        &mut store,
+        &[loss],
+        Some(Training {
+            grads: &grads,
+            optimizer: &opt,
+        }),
+    )
+    .unwrap();
+    let mut eval = Program::compile(&g, &mut store, &[logits], None).unwrap();
+    let xs = [0., 0., 0., 1., 1., 0., 1., 1.];
+    let ys = [0u32, 1, 1, 0];
+    let feeds = [("x", Feed::F32(&xs)), ("y", Feed::Labels(&ys))];
+    for _ in 0..400 {
+        train.run(&feeds).unwrap();
+    }
+    let out = eval.run(&feeds).unwrap();
+    assert_eq!(loss::accuracy(out.get(logits).unwrap(), &ys), 1.0);
+}
+
+/// Solve `A x = b` by Gaussian elimination with partial pivoting, in f64.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+    let n = b.len();
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
+            .unwrap();
+        a.swap(c, p);
+        b.swap(c, p);
+        for r in c + 1..n {
+            let f = a[r][c] / a[c][c];
+            for k in c..n {
+                a[r][k] -= f * a[c][k];
+            }
+            b[r] -= f * b[c];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for r in (0..n).rev() {
+        x[r] = (b[r] - (r + 1..n).map(|k| a[r][k] * x[k]).sum::<f64>()) / a[r][r];
+    }
+    x
+}
+
+#[test]
+fn linear_regression_by_gradient_descent_matches_the_normal_equations() {
+    let (n, d) = (64, 3);
+    let feats = common::values(5, n * d, -1.0, 1.0);
+    let noise = common::values(6, n, -0.1, 0.1);
+    let true_w = [1.5, -2.0, 0.7];
+    let ys: Vec<f32> = (0..n)
+        .map(|i| (0..d).map(|j| feats[i * d + j] * true_w[j]).sum::<f32>() + 0.3 + noise[i])
+        .collect();
+    // Closed form with a bias column: w = (XᵀX)⁻¹ Xᵀy.
+    let row = |i: usize| -> Vec<f64> {
+        (0..d)
+            .map(|j| feats[i * d + j] as f64)
+            .chain([1.0])
+            .collect()
+    };
+    let mut xtx = vec![vec![0.0; d + 1]; d + 1];
+    let mut xty = vec![0.0; d + 1];
+    for i in 0..n {
+        let r = row(i);
+        for a in 0..=d {
+            xty[a] += r[a] * ys[i] as f64;
+            for b in 0..=d {
+                xtx[a][b] += r[a] * r[b];
+            }
+        }
+    }
+    let closed = solve(xtx, xty);
+
+    let mut g = Graph::new();
+    let x = g.input("x", [n, d]).unwrap();
+    let y = g.input("y", [n, 1]).unwrap();
+    let lin = nn::Linear::with_init(&mut g, "lin", d, 1, Init::Zeros, true).unwrap();
+    let pred = lin.forward(&mut g, x).unwrap();
+    let loss = loss::mse(&mut g, pred, y).unwrap();
+    let grads = backward(&mut g, loss).unwrap();
+    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let opt = Optimizer::sgd(0.5);
+    let mut train = Program::compile(
+        &g,
+        &mut store,
+        &[loss],
+        Some(Training {
+            grads: &grads,
+            optimizer: &opt,
+        }),
+    )
+    .unwrap();
+    for _ in 0..3000 {
+        train
+            .run(&[("x", Feed::F32(&feats)), ("y", Feed::F32(&ys))])
+            .unwrap();
+    }
+    let mut got = store.get("lin.w").unwrap().data;
+    got.extend(store.get("lin.b").unwrap().data);
+    let expected: Vec<f32> = closed.iter().map(|&v| v as f32).collect();
+    common::assert_close(&got, &expected, 1e-4, 0.0);
+}
