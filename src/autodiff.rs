@@ -293,7 +293,8 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
             let da = if wanted[0] {
                 // ∂op(a) = dy @ op(b)ᵀ; when a is stored transposed, transpose that back.
                 let t = g.matmul_t(dy, b, false, !tb)?;
-                Some(if *ta { g.transpose(t)? } else { t })
+                let t = if *ta { g.transpose(t)? } else { t };
+                Some(g.sum_to(t, &shape(g, a))?)
             } else {
                 None
             };
@@ -336,6 +337,32 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
             );
             vec![Some(d), None]
         }
+
+        Op::Im2Col(w) => vec![Some(g.push(Op::Col2Im(*w), vec![dy], shape(g, x[0])))],
+        Op::Col2Im(w) => vec![Some(g.push(Op::Im2Col(*w), vec![dy], shape(g, x[0])))],
+        Op::GatherPlanes => {
+            let w = match g.node(x[1]).op {
+                Op::MaxPoolArgmax(w) => w,
+                _ => {
+                    return Err(Error::NotDifferentiable(format!(
+                        "{}: gather indices must come from max_pool_argmax",
+                        g.describe(y)
+                    )))
+                }
+            };
+            vec![
+                Some(g.push(Op::ScatterPlanes(w), vec![dy, x[1]], shape(g, x[0]))),
+                None,
+            ]
+        }
+        Op::ScatterPlanes(_) => vec![
+            Some(g.push(Op::GatherPlanes, vec![dy, x[1]], shape(g, x[0]))),
+            None,
+        ],
+        Op::AvgPool(w) => vec![Some(g.push(Op::AvgPoolGrad(*w), vec![dy], shape(g, x[0])))],
+        Op::AvgPoolGrad(w) => vec![Some(g.push(Op::AvgPool(*w), vec![dy], shape(g, x[0])))],
+        // Indices and random masks are piecewise constant in their inputs.
+        Op::MaxPoolArgmax(_) | Op::DropoutMask { .. } => vec![None; x.len()],
 
         Op::UnaryGrad(_) | Op::SoftmaxCrossEntropyGrad { .. } | Op::OneHot { .. } => {
             return Err(Error::NotDifferentiable(format!(

@@ -59,3 +59,8 @@ pub use init::Init;
 pub use optim::{Clip, Optimizer, OptimizerKind, Schedule};
 pub use shape::Shape;
 pub use tensor::Tensor;
+
+/// The README's example, compiled and run as a doc-test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

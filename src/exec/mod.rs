@@ -208,13 +208,27 @@ impl<B: Backend> Program<B> {
         for &g in grad_of.keys() {
             needed[g] = true;
         }
-        for i in (0..nodes.len()).rev() {
-            if needed[i] {
-                for x in &nodes[i].inputs {
-                    needed[x.index()] = true;
+        let close = |needed: &mut Vec<bool>| {
+            for i in (0..nodes.len()).rev() {
+                if needed[i] {
+                    for x in &nodes[i].inputs {
+                        needed[x.index()] = true;
+                    }
                 }
             }
-        }
+        };
+        close(&mut needed);
+        // State updates (batch-norm running statistics) of the forward pass a training program runs.
+        let assigns: Vec<(usize, NodeId)> = if training.is_some() {
+            graph
+                .assigns()
+                .iter()
+                .copied()
+                .filter(|(_, v)| needed[v.index()])
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Storage root of each node: reshapes alias their operand.
         let mut root: Vec<usize> = (0..nodes.len()).collect();
         for (i, n) in nodes.iter().enumerate() {
@@ -223,7 +237,7 @@ impl<B: Backend> Program<B> {
             }
         }
         let mut persistent = vec![false; nodes.len()];
-        for &f in fetches {
+        for &f in fetches.iter().chain(assigns.iter().map(|(_, v)| v)) {
             persistent[root[f.index()]] = true;
         }
         let mut last_use = vec![0usize; nodes.len()];

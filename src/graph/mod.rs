@@ -1,9 +1,10 @@
 //! The computational graph: nodes, parameters, and the builder methods that add ops with their
 //! output shapes inferred (and checked) as the graph is built.
 
+mod conv;
 mod op;
 
-pub use op::{BinaryOp, Op, ReduceOp, UnaryOp};
+pub use op::{BinaryOp, Op, ReduceOp, UnaryOp, Window};
 
 use crate::error::{Error, Result};
 use crate::init::Init;
@@ -58,6 +59,7 @@ pub struct Graph {
     params: Vec<ParamInfo>,
     param_by_name: HashMap<String, usize>,
     input_by_name: HashMap<String, NodeId>,
+    assigns: Vec<(usize, NodeId)>,
 }
 
 fn shape_err(
@@ -134,12 +136,12 @@ impl Graph {
     }
 
     /// How messages refer to a node being built from `inputs`.
-    fn describe_new(&self, inputs: &[NodeId]) -> String {
+    pub(crate) fn describe_new(&self, inputs: &[NodeId]) -> String {
         let ops: Vec<String> = inputs.iter().map(|&i| self.describe(i)).collect();
         format!("#{} from {}", self.nodes.len(), ops.join(", "))
     }
 
-    fn check(&self, op: &'static str, ids: &[NodeId]) -> Result<()> {
+    pub(crate) fn check(&self, op: &'static str, ids: &[NodeId]) -> Result<()> {
         for &id in ids {
             if id.0 >= self.nodes.len() {
                 return Err(Error::UnknownNode(format!(
@@ -288,6 +290,37 @@ impl Graph {
     pub fn set_decay(&mut self, name: &str, decay: bool) -> Result<()> {
         self.param_mut(name)?.decay = decay;
         Ok(())
+    }
+
+    /// Make training programs overwrite the parameter `param` with `value` after each step's
+    /// forward pass (how batch norm keeps its running statistics). `param` should be frozen.
+    /// Applies in every training program whose computation includes `value`.
+    pub fn assign(&mut self, param: NodeId, value: NodeId) -> Result<()> {
+        self.check("assign", &[param, value])?;
+        let index = match self.node(param).op {
+            Op::Param { index } => index,
+            _ => {
+                return crate::error::invalid(
+                    "assign",
+                    format!("{} is not a parameter", self.describe(param)),
+                )
+            }
+        };
+        if self.shape(param) != self.shape(value) {
+            return Err(shape_err(
+                "assign",
+                self.describe_new(&[param, value]),
+                vec![self.shape(param), self.shape(value)],
+                "value and parameter shapes differ",
+            ));
+        }
+        self.assigns.push((index, value));
+        Ok(())
+    }
+
+    /// The registered state updates: `(parameter index, value node)`.
+    pub fn assigns(&self) -> &[(usize, NodeId)] {
+        &self.assigns
     }
 
     /// A tensor of the given shape filled with `value`.
@@ -697,7 +730,8 @@ impl Graph {
     }
 
     /// `op(a) @ op(b)` where `op` transposes the last two axes when its flag is set.
-    /// `a` is `(..., M, K)`, `b` is `(..., K, N)` with the same leading axes, or `(K, N)`.
+    /// `a` is `(..., M, K)` and `b` is `(..., K, N)` with the same leading axes, or either one
+    /// has rank 2 and is shared by every batch of the other.
     pub fn matmul_t(&mut self, a: NodeId, b: NodeId, ta: bool, tb: bool) -> Result<NodeId> {
         self.check("matmul", &[a, b])?;
         let (sa, sb) = (self.shape(a).clone(), self.shape(b).clone());
@@ -721,10 +755,14 @@ impl Graph {
         if ka != kb {
             return Err(err(self, format!("inner dimensions differ ({ka} vs {kb})")));
         }
-        if rb != 2 && sa.0[..ra - 2] != sb.0[..rb - 2] {
+        if ra != 2 && rb != 2 && sa.0[..ra - 2] != sb.0[..rb - 2] {
             return Err(err(self, "batch dimensions differ".into()));
         }
-        let mut out = sa.0[..ra - 2].to_vec();
+        let mut out = if ra >= rb {
+            sa.0[..ra - 2].to_vec()
+        } else {
+            sb.0[..rb - 2].to_vec()
+        };
         out.extend([m, n]);
         Ok(self.push(Op::MatMul { ta, tb }, vec![a, b], Shape(out)))
     }

@@ -85,6 +85,36 @@ pub enum ReduceOp {
     Max,
 }
 
+/// The window of a convolution or pooling over the last two axes of `(N, C, H, W)`:
+/// output size `(H + 2P − D·(K − 1) − 1) / S + 1` per axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    /// Kernel height and width.
+    pub k: [usize; 2],
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Zero padding on each side.
+    pub pad: [usize; 2],
+    /// Dilation.
+    pub dilation: [usize; 2],
+}
+
+impl Window {
+    /// Output `(OH, OW)` for input `(H, W)`, or `None` if the window does not fit.
+    pub fn output(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let one = |n: usize, i: usize| -> Option<usize> {
+            let span = self.dilation[i] * (self.k[i] - 1) + 1;
+            let padded = n + 2 * self.pad[i];
+            if self.k[i] == 0 || self.stride[i] == 0 || self.dilation[i] == 0 || padded < span {
+                None
+            } else {
+                Some((padded - span) / self.stride[i] + 1)
+            }
+        };
+        Some((one(h, 0)?, one(w, 1)?))
+    }
+}
+
 /// One operation of the graph. See the module documentation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -155,7 +185,7 @@ pub enum Op {
         after: usize,
     },
     /// `op(a) @ op(b)` over the last two axes, where `op` transposes when the flag is set;
-    /// leading (batch) axes must be equal, or `b` has rank 2 and is shared by every batch.
+    /// leading (batch) axes must be equal, or one operand has rank 2 and is shared by every batch.
     MatMul {
         /// Transpose `a`.
         ta: bool,
@@ -181,6 +211,33 @@ pub enum Op {
     OneHot {
         /// Number of classes.
         classes: usize,
+    },
+    /// Unfold convolution windows: x `(N, C, H, W)` → cols `(N, C·KH·KW, OH·OW)`, zeros where a
+    /// window overhangs the padding.
+    Im2Col(Window),
+    /// Fold columns back, summing overlaps (the adjoint of [`Op::Im2Col`]):
+    /// cols `(N, C·KH·KW, OH·OW)` → x `(N, C, H, W)`.
+    Col2Im(Window),
+    /// Position of the maximum of each pooling window, as an index into its `(H·W)` plane
+    /// (stored as f32, exact below 2²⁴): x `(N, C, H, W)` → `(N, C, OH, OW)`. Padding never wins.
+    MaxPoolArgmax(Window),
+    /// `y[n, c, o] = x[n, c, idx[n, c, o]]`: inputs `[x (N, C, H, W), idx (N, C, OH, OW)]`.
+    GatherPlanes,
+    /// The adjoint of [`Op::GatherPlanes`]: inputs `[dy (N, C, OH, OW), idx]` → `(N, C, H, W)`,
+    /// each input position summing the `dy` of the windows whose argmax it is.
+    ScatterPlanes(Window),
+    /// Average pooling, padding counted in the divisor (PyTorch's default):
+    /// `(N, C, H, W)` → `(N, C, OH, OW)`.
+    AvgPool(Window),
+    /// The adjoint of [`Op::AvgPool`]: `dy (N, C, OH, OW)` → `(N, C, H, W)`.
+    AvgPoolGrad(Window),
+    /// An inverted-dropout mask of the node's shape: each element is `1/(1−p)` with probability
+    /// `1 − p`, else 0, drawn from a counter-based generator keyed by (seed, step, `key`).
+    DropoutMask {
+        /// Drop probability.
+        p: f32,
+        /// Distinguishes masks within one step.
+        key: u32,
     },
 }
 
@@ -208,6 +265,14 @@ impl Op {
             Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
             Op::SoftmaxCrossEntropyGrad { .. } => "softmax_cross_entropy_grad",
             Op::OneHot { .. } => "one_hot",
+            Op::Im2Col(_) => "im2col",
+            Op::Col2Im(_) => "col2im",
+            Op::MaxPoolArgmax(_) => "max_pool_argmax",
+            Op::GatherPlanes => "gather_planes",
+            Op::ScatterPlanes(_) => "scatter_planes",
+            Op::AvgPool(_) => "avg_pool",
+            Op::AvgPoolGrad(_) => "avg_pool_grad",
+            Op::DropoutMask { .. } => "dropout_mask",
         }
     }
 

@@ -3,6 +3,9 @@
 //! reuses the same parameters, because parameters are found by name.
 
 mod activation;
+mod conv;
+
+pub use conv::{AvgPool2d, BatchNorm, Conv2d, Dropout, MaxPool2d, ResidualBlock};
 
 use crate::error::Result;
 use crate::graph::{Graph, NodeId};
@@ -106,4 +109,13 @@ impl Maxout {
         let z = g.reshape(z, [n, self.units, self.pieces])?;
         g.max(z, &[-1], false)
     }
+}
+
+/// `(N, ...)` → `(N, product of the rest)`.
+pub fn flatten(g: &mut Graph, x: NodeId) -> Result<NodeId> {
+    let d = g.shape(x).dims().to_vec();
+    if d.is_empty() {
+        return crate::error::invalid("flatten", "cannot flatten a scalar");
+    }
+    g.reshape(x, [d[0], d[1..].iter().product()])
 }

@@ -2,7 +2,7 @@
 //! shapes in comments, no cleverness beyond a broadcast odometer and the SGEMM call.
 
 use crate::backend::{StepUniforms, UpdateKernel};
-use crate::graph::{BinaryOp, Op, ReduceOp, UnaryOp};
+use crate::graph::{BinaryOp, Op, ReduceOp, UnaryOp, Window};
 use crate::optim::OptimizerKind;
 use crate::shape::{broadcast_strides, Shape};
 use std::sync::MutexGuard;
@@ -193,7 +193,14 @@ fn split3(s: &Shape, axis: usize) -> (usize, usize, usize) {
 }
 
 /// Run one graph op. `x` are the operand slices, `out` the output slice.
-pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape) -> KResult {
+pub fn op(
+    op: &Op,
+    x: &[&[f32]],
+    xs: &[Shape],
+    out: &mut [f32],
+    os: &Shape,
+    u: &StepUniforms,
+) -> KResult {
     match op {
         Op::Input { .. } | Op::Param { .. } => return Err("leaves are not kernels".into()),
         Op::Const { value } => out.fill(*value),
@@ -268,7 +275,7 @@ pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape) -> K
                     .copy_from_slice(&x[0][o * n_in * inner..(o + 1) * n_in * inner]);
             }
         }
-        Op::MatMul { ta, tb } => matmul(*ta, *tb, x[0], &xs[0], x[1], &xs[1], out, os),
+        Op::MatMul { ta, tb } => matmul(*ta, *tb, x[0], &xs[0], x[1], &xs[1], out, os)?,
         Op::Softmax | Op::LogSoftmax => {
             let c = *os.0.last().unwrap_or(&1);
             for (row, o) in x[0].chunks(c).zip(out.chunks_mut(c)) {
@@ -317,6 +324,143 @@ pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape) -> K
             out.fill(0.0);
             for (i, &y) in x[0].iter().enumerate() {
                 out[i * classes + y as usize] = 1.0;
+            }
+        }
+        Op::Im2Col(w) => im2col(w, x[0], &xs[0], out, false)?,
+        Op::Col2Im(w) => {
+            out.fill(0.0);
+            im2col(w, x[0], os, out, true)?
+        }
+        Op::MaxPoolArgmax(w) => pool(w, x[0], &xs[0], out, os, PoolKind::Argmax)?,
+        Op::AvgPool(w) => pool(w, x[0], &xs[0], out, os, PoolKind::Avg)?,
+        Op::AvgPoolGrad(w) => {
+            out.fill(0.0);
+            pool(w, x[0], &xs[0], out, os, PoolKind::AvgGrad)?
+        }
+        Op::GatherPlanes => {
+            let (plane_in, plane_out) = (xs[0].0[2] * xs[0].0[3], os.0[2] * os.0[3]);
+            for (p, (o, idx)) in out
+                .chunks_mut(plane_out)
+                .zip(x[1].chunks(plane_out))
+                .enumerate()
+            {
+                for (o, &i) in o.iter_mut().zip(idx) {
+                    *o = x[0][p * plane_in + i as usize];
+                }
+            }
+        }
+        Op::ScatterPlanes(_) => {
+            let (plane_in, plane_out) = (os.0[2] * os.0[3], xs[0].0[2] * xs[0].0[3]);
+            out.fill(0.0);
+            for (p, (dy, idx)) in x[0]
+                .chunks(plane_out)
+                .zip(x[1].chunks(plane_out))
+                .enumerate()
+            {
+                for (&d, &i) in dy.iter().zip(idx) {
+                    out[p * plane_in + i as usize] += d;
+                }
+            }
+        }
+        Op::DropoutMask { p, key } => {
+            let scale = 1.0 / (1.0 - p);
+            for (i, o) in out.iter_mut().enumerate() {
+                let r = crate::rng::dropout_uniform(u.seed as u32, u.t as u32, *key, i as u32);
+                *o = if r >= *p { scale } else { 0.0 };
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The input position `(iy, ix)` that kernel tap `(i, j)` of output `(oy, ox)` reads, if it is
+/// inside the image (not padding).
+fn tap(w: &Window, h: usize, wd: usize, oy: usize, ox: usize, i: usize, j: usize) -> Option<usize> {
+    let iy = (oy * w.stride[0] + i * w.dilation[0]) as isize - w.pad[0] as isize;
+    let ix = (ox * w.stride[1] + j * w.dilation[1]) as isize - w.pad[1] as isize;
+    (iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd)
+        .then(|| iy as usize * wd + ix as usize)
+}
+
+/// x `(N, C, H, W)` ↔ cols `(N, C·KH·KW, OH·OW)`; `fold` sums cols back into x.
+fn im2col(w: &Window, x: &[f32], xs: &Shape, cols: &mut [f32], fold: bool) -> KResult {
+    let [n, c, h, wd] = [xs.0[0], xs.0[1], xs.0[2], xs.0[3]];
+    let (oh, ow) = w.output(h, wd).ok_or("window does not fit")?;
+    let (kh, kw, l) = (w.k[0], w.k[1], oh * ow);
+    // When folding, `x` is the cols input and `cols` the image output: swap roles.
+    let (src, dst) = (x, cols);
+    for b in 0..n {
+        for ch in 0..c {
+            let plane = (b * c + ch) * h * wd;
+            for i in 0..kh {
+                for j in 0..kw {
+                    let row = ((b * c + ch) * kh + i) * kw + j;
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let col = row * l + oy * ow + ox;
+                            let at = tap(w, h, wd, oy, ox, i, j);
+                            if fold {
+                                if let Some(p) = at {
+                                    dst[plane + p] += src[col];
+                                }
+                            } else {
+                                dst[col] = at.map_or(0.0, |p| src[plane + p]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+enum PoolKind {
+    Argmax,
+    Avg,
+    AvgGrad,
+}
+
+/// Pooling over `(N, C, H, W)` planes. For `AvgGrad`, `x` is `dy (N, C, OH, OW)` and `out` the
+/// zeroed `(N, C, H, W)` gradient.
+fn pool(w: &Window, x: &[f32], xs: &Shape, out: &mut [f32], os: &Shape, kind: PoolKind) -> KResult {
+    let (img, small) = if matches!(kind, PoolKind::AvgGrad) {
+        (os, xs)
+    } else {
+        (xs, os)
+    };
+    let (h, wd) = (img.0[2], img.0[3]);
+    let (oh, ow) = (small.0[2], small.0[3]);
+    let planes = img.0[0] * img.0[1];
+    let area = (w.k[0] * w.k[1]) as f32;
+    for p in 0..planes {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let o = p * oh * ow + oy * ow + ox;
+                let taps = (0..w.k[0])
+                    .flat_map(|i| (0..w.k[1]).map(move |j| (i, j)))
+                    .filter_map(|(i, j)| tap(w, h, wd, oy, ox, i, j));
+                match kind {
+                    PoolKind::Argmax => {
+                        // The first maximum in row-major window order wins; NaN wins (propagates).
+                        let mut best: Option<(usize, f32)> = None;
+                        for t in taps {
+                            let v = x[p * h * wd + t];
+                            if best.is_none_or(|(_, b)| v > b || (v.is_nan() && !b.is_nan())) {
+                                best = Some((t, v));
+                            }
+                        }
+                        out[o] = best
+                            .ok_or("a pooling window lies entirely in the padding")?
+                            .0 as f32;
+                    }
+                    PoolKind::Avg => out[o] = taps.map(|t| x[p * h * wd + t]).sum::<f32>() / area,
+                    PoolKind::AvgGrad => {
+                        for t in taps {
+                            out[p * h * wd + t] += x[o] / area;
+                        }
+                    }
+                }
             }
         }
     }
@@ -371,8 +515,9 @@ fn matmul(
     sb: &Shape,
     c: &mut [f32],
     sc: &Shape,
-) {
-    // a: (..., M, K) or (..., K, M) when ta;  b: (..., K, N) or (..., N, K) when tb, or shared rank 2.
+) -> KResult {
+    // a: (..., M, K) or (..., K, M) when ta;  b: (..., K, N) or (..., N, K) when tb; either may
+    // be a shared rank-2 matrix.
     let (ra, rb, rc) = (sa.rank(), sb.rank(), sc.rank());
     let (m, n) = (sc.0[rc - 2], sc.0[rc - 1]);
     let k = if ta { sa.0[ra - 2] } else { sa.0[ra - 1] };
@@ -380,10 +525,19 @@ fn matmul(
     // Strides of the logical (M, K) and (K, N) matrices inside their storage.
     let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let a_step = if ra == 2 { 0 } else { m * k };
     let b_step = if rb == 2 { 0 } else { k * n };
+    if a.len() < batch.saturating_sub(1) * a_step + m * k
+        || b.len() < batch.saturating_sub(1) * b_step + k * n
+        || c.len() < batch * m * n
+    {
+        return Err(format!(
+            "operand buffers too small for a {batch}×({m}×{k})·({k}×{n}) product"
+        ));
+    }
     for i in 0..batch {
         let (ap, bp, cp) = (
-            &a[i * m * k..],
+            &a[i * a_step..],
             &b[i * b_step..],
             &mut c[i * m * n..(i + 1) * m * n],
         );
@@ -391,9 +545,8 @@ fn matmul(
             cp.fill(0.0);
             continue;
         }
-        // SAFETY: the slices hold at least the M·K, K·N and M·N elements the strides reach
-        // (shapes were checked when the graph was built and views when the program was prepared),
-        // and `cp` is a unique borrow disjoint from `ap` and `bp`.
+        // SAFETY: the check above guarantees `ap` holds M·K, `bp` K·N and `cp` M·N elements,
+        // which is exactly what these strides reach; `cp` is a unique borrow disjoint from both.
         unsafe {
             matrixmultiply::sgemm(
                 m,
@@ -413,6 +566,7 @@ fn matmul(
             );
         }
     }
+    Ok(())
 }
 
 /// The fused optimiser step over every segment.

@@ -167,7 +167,7 @@ fn run_kernel(k: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniform
                         out_shape,
                         node,
                         ..
-                    } => kernels::op(op, &slices, in_shapes, o, out_shape).map_err(|e| {
+                    } => kernels::op(op, &slices, in_shapes, o, out_shape, u).map_err(|e| {
                         Error::Backend(format!("node #{} ({}): {e}", node.index(), op.name()))
                     }),
                     Kernel::Copy { .. } => {

@@ -1,0 +1,167 @@
+//! Finite-difference checks of the convolutional ops and layers on awkward shapes: odd spatial
+//! sizes, stride 2 with padding, dilation, channel counts that are not multiples of 4, batch 1.
+//! Tolerances: see `common::TOL`.
+
+mod common;
+
+use common::*;
+use kiln::{nn, Feed, Graph, NodeId};
+
+#[test]
+fn conv2d_geometries() {
+    // (N, C, H, W, O, k, stride, pad, dilation)
+    let cases = [
+        (1, 1, 5, 5, 2, 3, 1, 0, 1),
+        (2, 3, 7, 6, 5, 3, 2, 1, 1),
+        (1, 2, 6, 7, 3, 3, 1, 2, 2),
+        (2, 3, 5, 5, 2, 1, 1, 0, 1), // 1x1: the matmul-only path
+        (1, 3, 7, 7, 2, 1, 2, 0, 1), // 1x1 with stride 2: a projection shortcut
+        (1, 1, 4, 4, 1, 4, 1, 0, 1), // kernel as large as the image
+        (1, 2, 5, 5, 3, 5, 1, 2, 1), // "same" padding, LeNet's first layer shape
+    ];
+    for (i, &(n, c, h, w, o, k, s, p, d)) in cases.iter().enumerate() {
+        gradcheck(
+            &|g: &mut Graph, v: &[NodeId]| g.conv2d(v[0], v[1], [s, s], [p, p], [d, d]),
+            &[
+                arg(
+                    "x",
+                    &[n, c, h, w],
+                    away_from_zero(100 + i as u64, n * c * h * w),
+                ),
+                arg(
+                    "w",
+                    &[o, c, k, k],
+                    away_from_zero(200 + i as u64, o * c * k * k),
+                ),
+            ],
+            &[],
+        );
+    }
+}
+
+#[test]
+fn conv2d_rejects_impossible_geometry() {
+    let mut g = Graph::new();
+    let x = g.input("x", [1, 3, 4, 4]).unwrap();
+    let w = g.param("w", [2, 3, 7, 7], kiln::Init::Zeros).unwrap();
+    let e = g
+        .conv2d(x, w, [1, 1], [0, 0], [1, 1])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("conv2d") && e.contains("does not fit") && e.contains("[1, 3, 4, 4]"),
+        "{e}"
+    );
+    let w2 = g.param("w2", [2, 4, 3, 3], kiln::Init::Zeros).unwrap();
+    assert!(g
+        .conv2d(x, w2, [1, 1], [0, 0], [1, 1])
+        .unwrap_err()
+        .to_string()
+        .contains("channels"));
+    assert!(
+        g.max_pool2d(x, [2, 2], [2, 2], [2, 2]).is_err(),
+        "padding larger than half the window"
+    );
+}
+
+#[test]
+fn pooling() {
+    for (i, &(n, c, h, w, k, s, p)) in [
+        (1, 1, 4, 4, 2, 2, 0),
+        (2, 3, 7, 5, 3, 2, 1),
+        (1, 2, 5, 5, 3, 1, 1),
+        (2, 1, 6, 6, 2, 1, 0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        // Distinct, well-separated values: no ties for the max to break.
+        let x = distinct(300 + i as u64, n * c * h * w);
+        gradcheck(
+            &|g: &mut Graph, v: &[NodeId]| g.max_pool2d(v[0], [k, k], [s, s], [p, p]),
+            &[arg("x", &[n, c, h, w], x.clone())],
+            &[],
+        );
+        gradcheck(
+            &|g: &mut Graph, v: &[NodeId]| g.avg_pool2d(v[0], [k, k], [s, s], [p, p]),
+            &[arg("x", &[n, c, h, w], x)],
+            &[],
+        );
+    }
+    gradcheck(
+        &|g: &mut Graph, v: &[NodeId]| g.global_avg_pool(v[0]),
+        &[arg("x", &[2, 3, 3, 5], away_from_zero(310, 90))],
+        &[],
+    );
+}
+
+#[test]
+fn max_pool_forward_matches_a_hand_computation() {
+    let mut g = Graph::new();
+    let x = g.input("x", [1, 1, 3, 3]).unwrap();
+    let y = g.max_pool2d(x, [2, 2], [2, 2], [1, 1]).unwrap();
+    let a = g.avg_pool2d(x, [2, 2], [2, 2], [1, 1]).unwrap();
+    let mut store = kiln::ParamStore::new(&kiln::Cpu, &g, 0).unwrap();
+    let mut p = kiln::Program::compile(&g, &mut store, &[y, a], None).unwrap();
+    let xs = [1., -2., 3., -4., 5., -6., 7., -8., 9.];
+    let out = p.run(&[("x", Feed::F32(&xs))]).unwrap();
+    // Windows (padding 1, stride 2): {1}, {-2, 3}, {-4, 7}, {5, -6, -8, 9}.
+    assert_eq!(out.get(y).unwrap().data, vec![1., 3., 7., 9.]);
+    // Padding counts in the divisor, as PyTorch's count_include_pad=True.
+    assert_eq!(out.get(a).unwrap().data, vec![0.25, 0.25, 0.75, 0.0]);
+}
+
+#[test]
+fn batch_norm_in_training_mode() {
+    // Gradients flow through the batch mean and variance, not just the affine part.
+    gradcheck(
+        &|g: &mut Graph, v: &[NodeId]| {
+            let bn = nn::BatchNorm::new(g, "bn", 3)?;
+            let y = bn.forward(g, v[0], true)?;
+            let gm = g.reshape(bn.gamma, [1, 3, 1, 1])?;
+            // Make γ matter non-trivially as well.
+            g.mul(y, gm)
+        },
+        &[arg("x", &[2, 3, 3, 2], away_from_zero(400, 36))],
+        &[],
+    );
+    gradcheck(
+        &|g: &mut Graph, v: &[NodeId]| {
+            let bn = nn::BatchNorm::new(g, "bn1d", 5)?;
+            bn.forward(g, v[0], true)
+        },
+        &[arg("x", &[4, 5], away_from_zero(401, 20))],
+        &[],
+    );
+}
+
+#[test]
+fn dropout_mask_is_fixed_within_a_step() {
+    gradcheck(
+        &|g: &mut Graph, v: &[NodeId]| g.dropout(v[0], 0.3),
+        &[arg("x", &[3, 7], away_from_zero(500, 21))],
+        &[],
+    );
+}
+
+#[test]
+fn residual_blocks() {
+    // The block ends in ReLUs of batch-normalised values, so some pre-activations sit near 0;
+    // a ±eps step that crosses such a kink measures a secant, not a derivative. Inputs are kept
+    // small (3×3 planes) so that no ReLU input lies within reach of the perturbation, as for the
+    // plain ReLU checks. (With 5×5 planes one element crosses a kink at eps = 1e-2 and agrees
+    // with the analytic value to 3 digits at eps = 3e-3.)
+    for (name, (c_in, c_out, s)) in [("identity", (3, 3, 1)), ("projection", (2, 3, 2))] {
+        gradcheck(
+            &|g: &mut Graph, v: &[NodeId]| {
+                nn::ResidualBlock::new(g, name, c_in, c_out, s)?.forward(g, v[0], true)
+            },
+            &[arg(
+                "x",
+                &[2, c_in, 3, 3],
+                away_from_zero(600, 2 * c_in * 9),
+            )],
+            &[],
+        );
+    }
+}
