@@ -5,9 +5,7 @@
 //!
 //! cargo run --release --example linear_regression
 
-use kiln::{
-    backward, loss, nn, rng::Rng, Cpu, Feed, Graph, Init, Optimizer, ParamStore, Program, Training,
-};
+use kiln::{backward, loss, nn, rng::Rng, Cpu, Feed, Graph, Init, Optimizer, ParamStore, Program, Training};
 
 /// Solve `A x = b` (Gaussian elimination with partial pivoting, f64).
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
@@ -43,9 +41,7 @@ fn main() -> kiln::Result<()> {
     let mut ys = Vec::with_capacity(n);
     for _ in 0..n {
         let f: Vec<f32> = (0..d).map(|_| rng.normal()).collect();
-        ys.push(
-            f.iter().zip(true_w).map(|(a, b)| a * b).sum::<f32>() + true_b + 0.1 * rng.normal(),
-        );
+        ys.push(f.iter().zip(true_w).map(|(a, b)| a * b).sum::<f32>() + true_b + 0.1 * rng.normal());
         xs.extend(f);
         xs.push(1.0);
     }

@@ -3,20 +3,14 @@
 //!
 //! cargo run --release --example xor
 
-use kiln::{
-    backward, loss, nn, Cpu, Feed, Graph, Init, NodeId, Optimizer, ParamStore, Program, Training,
-};
+use kiln::{backward, loss, nn, Cpu, Feed, Graph, Init, NodeId, Optimizer, ParamStore, Program, Training};
 
 const XS: [f32; 8] = [0., 0., 0., 1., 1., 0., 1., 1.];
 const YS: [u32; 4] = [0, 1, 1, 0];
 
 /// Train `model` (which maps x (4, 2) to logits (4, 2)) for `steps` Adam steps and return its
 /// predictions and final loss.
-fn train(
-    name: &str,
-    model: impl Fn(&mut Graph, NodeId) -> kiln::Result<NodeId>,
-    steps: usize,
-) -> kiln::Result<()> {
+fn train(name: &str, model: impl Fn(&mut Graph, NodeId) -> kiln::Result<NodeId>, steps: usize) -> kiln::Result<()> {
     let mut g = Graph::new();
     let x = g.input("x", [4, 2])?;
     let y = g.labels("y", [4], 2)?;
@@ -68,8 +62,6 @@ fn main() -> kiln::Result<()> {
         },
         400,
     )?;
-    println!(
-        "A linear decision boundary gets at most 3 of the 4 points; one hidden layer gets all 4."
-    );
+    println!("A linear decision boundary gets at most 3 of the 4 points; one hidden layer gets all 4.");
     Ok(())
 }

@@ -66,8 +66,7 @@ pub fn gradients(g: &mut Graph, loss: NodeId, wrt: &[NodeId]) -> Result<Vec<Opti
             op: "backward",
             node: g.describe(loss),
             shapes: vec![g.shape(loss).0.clone()],
-            reason: "the loss must be a scalar (one element); reduce it with mean or sum first"
-                .into(),
+            reason: "the loss must be a scalar (one element); reduce it with mean or sum first".into(),
         });
     }
     // Which nodes depend on a requested node (forward), and feed the loss (backward).
@@ -165,11 +164,7 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
                         g.binary(BinaryOp::GreaterEqual, b, a)?
                     };
                     let da = g.mul(dy, mask_a)?;
-                    let db = if wanted[1] {
-                        Some(g.sub(dy, da)?)
-                    } else {
-                        None
-                    };
+                    let db = if wanted[1] { Some(g.sub(dy, da)?) } else { None };
                     (Some(da), db)
                 }
                 BinaryOp::Pow => {
@@ -230,11 +225,7 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
                     .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
                     .collect(),
             );
-            let dy_k = if *keepdim {
-                dy
-            } else {
-                g.reshape(dy, kept.clone())?
-            };
+            let dy_k = if *keepdim { dy } else { g.reshape(dy, kept.clone())? };
             let dx = match op {
                 ReduceOp::Sum => g.broadcast_to(dy_k, sx)?,
                 ReduceOp::Mean => {
@@ -329,9 +320,7 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
         Op::SoftmaxCrossEntropy { smoothing } => {
             let shape = shape(g, x[0]);
             let d = g.push(
-                Op::SoftmaxCrossEntropyGrad {
-                    smoothing: *smoothing,
-                },
+                Op::SoftmaxCrossEntropyGrad { smoothing: *smoothing },
                 vec![x[0], x[1], dy],
                 shape,
             );
@@ -350,15 +339,9 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
                     )))
                 }
             };
-            vec![
-                Some(g.push(Op::ScatterPlanes(w), vec![dy, x[1]], shape(g, x[0]))),
-                None,
-            ]
+            vec![Some(g.push(Op::ScatterPlanes(w), vec![dy, x[1]], shape(g, x[0]))), None]
         }
-        Op::ScatterPlanes(_) => vec![
-            Some(g.push(Op::GatherPlanes, vec![dy, x[1]], shape(g, x[0]))),
-            None,
-        ],
+        Op::ScatterPlanes(_) => vec![Some(g.push(Op::GatherPlanes, vec![dy, x[1]], shape(g, x[0]))), None],
         Op::AvgPool(w) => vec![Some(g.push(Op::AvgPoolGrad(*w), vec![dy], shape(g, x[0])))],
         Op::AvgPoolGrad(w) => vec![Some(g.push(Op::AvgPool(*w), vec![dy], shape(g, x[0])))],
         // Indices and random masks are piecewise constant in their inputs.

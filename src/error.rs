@@ -88,10 +88,7 @@ impl fmt::Display for Error {
             }
             Error::Invalid { op, reason } => write!(f, "{op}: {reason}"),
             Error::UnknownFeed { name, known } => {
-                write!(
-                    f,
-                    "unknown feed `{name}`; the program's inputs are {known:?}"
-                )
+                write!(f, "unknown feed `{name}`; the program's inputs are {known:?}")
             }
             Error::FeedSize { name, shape, got } => write!(
                 f,
@@ -99,11 +96,7 @@ impl fmt::Display for Error {
                 shape.iter().product::<usize>()
             ),
             Error::MissingFeed { name } => write!(f, "input `{name}` was not fed"),
-            Error::Label {
-                name,
-                label,
-                classes,
-            } => {
+            Error::Label { name, label, classes } => {
                 write!(f, "feed `{name}`: label {label} is not in 0..{classes}")
             }
             Error::UnknownNode(m) => write!(f, "unknown node: {m}"),

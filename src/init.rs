@@ -28,6 +28,23 @@ pub enum Init {
     HeUniform,
     /// He et al. (2015), for ReLU: N(0, √(2/fan_in)).
     HeNormal,
+    /// Kaiming-uniform for a leaky-ReLU slope `a`: U(±√(6/((1+a²)·fan_in))). `a = 0` is
+    /// [`Init::HeUniform`]; `a = √5` gives U(±1/√fan_in), PyTorch's default for linear and
+    /// convolution weights.
+    KaimingUniform(f32),
+}
+
+impl Init {
+    /// PyTorch's default weight initialiser, U(±1/√fan_in).
+    pub fn torch_default() -> Init {
+        Init::KaimingUniform(5f32.sqrt())
+    }
+
+    /// U(±1/√fan_in): PyTorch's default for a bias whose weight has this fan-in.
+    pub fn bias_for_fan_in(fan_in: usize) -> Init {
+        let b = 1.0 / (fan_in.max(1) as f32).sqrt();
+        Init::Uniform(-b, b)
+    }
 }
 
 /// `(fan_in, fan_out)` of a parameter of this shape (see the module documentation).
@@ -48,6 +65,7 @@ impl Init {
     pub(crate) fn validate(&self, name: &str) -> Result<()> {
         let ok = match *self {
             Init::Zeros | Init::HeUniform | Init::HeNormal => true,
+            Init::KaimingUniform(a) => a.is_finite(),
             Init::Constant(c) => c.is_finite(),
             Init::Uniform(lo, hi) => lo.is_finite() && hi.is_finite() && lo <= hi,
             Init::Normal(m, s) => m.is_finite() && s.is_finite() && s >= 0.0,
@@ -69,14 +87,8 @@ impl Init {
         let k = rng::key(seed, name);
         let (fi, fo) = fans(shape);
         let (fi, fo) = (fi as f32, fo as f32);
-        let uni = |a: f32, b: f32| -> Vec<f32> {
-            (0..n as u64)
-                .map(|i| a + (b - a) * rng::uniform(k, i))
-                .collect()
-        };
-        let nor = |m: f32, s: f32| -> Vec<f32> {
-            (0..n as u64).map(|i| m + s * rng::normal(k, i)).collect()
-        };
+        let uni = |a: f32, b: f32| -> Vec<f32> { (0..n as u64).map(|i| a + (b - a) * rng::uniform(k, i)).collect() };
+        let nor = |m: f32, s: f32| -> Vec<f32> { (0..n as u64).map(|i| m + s * rng::normal(k, i)).collect() };
         match *self {
             Init::Zeros => vec![0.0; n],
             Init::Constant(c) => vec![c; n],
@@ -92,6 +104,10 @@ impl Init {
                 uni(-a, a)
             }
             Init::HeNormal => nor(0.0, (2.0 / fi).sqrt()),
+            Init::KaimingUniform(a) => {
+                let b = (6.0 / ((1.0 + a * a) * fi)).sqrt();
+                uni(-b, b)
+            }
         }
     }
 }
@@ -116,6 +132,9 @@ mod tests {
         assert!((std_of(&hn) - (2.0f32 / 300.0).sqrt()).abs() < 0.01 * (2.0f32 / 300.0).sqrt());
         let conv = Shape::from([16, 6, 5, 5]);
         assert_eq!(fans(&conv), (150, 400));
+        let tu = Init::torch_default().values(1, "c", &conv);
+        let bound = 1.0 / 150f32.sqrt();
+        assert!(tu.iter().all(|x| x.abs() <= bound * (1.0 + 1e-6)) && tu.iter().any(|x| x.abs() > 0.9 * bound));
         // Reproducible and keyed by name and seed.
         assert_eq!(hn, Init::HeNormal.values(1, "w", &s));
         assert_ne!(hn, Init::HeNormal.values(2, "w", &s));

@@ -39,6 +39,7 @@
 
 pub mod autodiff;
 pub mod backend;
+pub mod data;
 mod error;
 pub mod exec;
 pub mod graph;
@@ -49,6 +50,7 @@ pub mod optim;
 pub mod rng;
 pub mod shape;
 mod tensor;
+pub mod train;
 
 pub use autodiff::{backward, gradients, Gradients};
 pub use backend::{Backend, Cpu, DeviceInfo};

@@ -46,12 +46,7 @@ pub fn cross_entropy(g: &mut Graph, logits: NodeId, labels: NodeId) -> Result<No
 }
 
 /// Cross-entropy against labels smoothed by ε: targets `(1−ε)·onehot + ε/C`.
-pub fn cross_entropy_smoothed(
-    g: &mut Graph,
-    logits: NodeId,
-    labels: NodeId,
-    eps: f32,
-) -> Result<NodeId> {
+pub fn cross_entropy_smoothed(g: &mut Graph, logits: NodeId, labels: NodeId, eps: f32) -> Result<NodeId> {
     let per_row = g.softmax_cross_entropy(logits, labels, eps)?;
     g.mean_all(per_row)
 }
@@ -68,12 +63,7 @@ pub fn bce_with_logits(g: &mut Graph, logits: NodeId, targets: NodeId) -> Result
 
 /// Multiclass hinge (SVM) loss of scores `(N, C)` against labels `(N)` with margin Δ:
 /// `mean_i Σ_{j≠yᵢ} max(0, s_j − s_{yᵢ} + Δ)` (Weston & Watkins).
-pub fn multiclass_hinge(
-    g: &mut Graph,
-    scores: NodeId,
-    labels: NodeId,
-    margin: f32,
-) -> Result<NodeId> {
+pub fn multiclass_hinge(g: &mut Graph, scores: NodeId, labels: NodeId, margin: f32) -> Result<NodeId> {
     let dims = g.shape(scores).dims().to_vec();
     if dims.len() != 2 {
         return Err(Error::Shape {
@@ -100,13 +90,7 @@ pub fn multiclass_hinge(
 /// `same: (N)` equal to 1 for similar pairs and 0 for dissimilar ones:
 /// `mean(same·d²/2 + (1 − same)·max(0, m − d)²/2)` with `d = √(‖a − b‖² + 1e-12)` (the tiny
 /// constant keeps the gradient finite when a pair coincides).
-pub fn contrastive(
-    g: &mut Graph,
-    a: NodeId,
-    b: NodeId,
-    same: NodeId,
-    margin: f32,
-) -> Result<NodeId> {
+pub fn contrastive(g: &mut Graph, a: NodeId, b: NodeId, same: NodeId, margin: f32) -> Result<NodeId> {
     same_shape(g, "contrastive", a, b)?;
     let n = g.shape(a).dims()[0];
     if g.shape(a).rank() != 2 || g.shape(same).dims() != [n] {
@@ -207,10 +191,6 @@ pub fn l2_penalty(g: &mut Graph, params: &[NodeId], lambda: f32) -> Result<NodeI
 /// Fraction of rows of `(N, C)` logits whose argmax equals the label.
 pub fn accuracy(logits: &crate::Tensor, labels: &[u32]) -> f32 {
     let pred = logits.argmax_rows();
-    let hits = pred
-        .iter()
-        .zip(labels)
-        .filter(|(p, l)| **p == **l as usize)
-        .count();
+    let hits = pred.iter().zip(labels).filter(|(p, l)| **p == **l as usize).count();
     hits as f32 / labels.len().max(1) as f32
 }

@@ -84,16 +84,8 @@ pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Option<Shape> {
     let r = a.rank().max(b.rank());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.rank() >= r {
-            a.0[i + a.rank() - r]
-        } else {
-            1
-        };
-        let db = if i + b.rank() >= r {
-            b.0[i + b.rank() - r]
-        } else {
-            1
-        };
+        let da = if i + a.rank() >= r { a.0[i + a.rank() - r] } else { 1 };
+        let db = if i + b.rank() >= r { b.0[i + b.rank() - r] } else { 1 };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -111,13 +103,7 @@ pub fn broadcast_strides(from: &Shape, to: &Shape) -> Vec<usize> {
     let s = from.strides();
     let off = to.rank() - from.rank();
     (0..to.rank())
-        .map(|i| {
-            if i < off || from.0[i - off] == 1 {
-                0
-            } else {
-                s[i - off]
-            }
-        })
+        .map(|i| if i < off || from.0[i - off] == 1 { 0 } else { s[i - off] })
         .collect()
 }
 
@@ -138,14 +124,8 @@ mod tests {
         let a = Shape::from([4, 1, 3]);
         let b = Shape::from([5, 1]);
         assert_eq!(broadcast_shapes(&a, &b), Some(Shape::from([4, 5, 3])));
-        assert_eq!(
-            broadcast_shapes(&Shape::from([2, 3]), &Shape::from([3, 2])),
-            None
-        );
-        assert_eq!(
-            broadcast_strides(&b, &Shape::from([4, 5, 3])),
-            vec![0, 1, 0]
-        );
+        assert_eq!(broadcast_shapes(&Shape::from([2, 3]), &Shape::from([3, 2])), None);
+        assert_eq!(broadcast_strides(&b, &Shape::from([4, 5, 3])), vec![0, 1, 0]);
         assert_eq!(broadcast_axes(&b, &Shape::from([4, 5, 3])), vec![0, 2]);
         assert_eq!(Shape::from([2, 3, 4]).strides(), vec![12, 4, 1]);
         assert_eq!(Shape::scalar().numel(), 1);

@@ -3,9 +3,7 @@
 
 mod common;
 
-use kiln::{
-    backward, loss, nn, Cpu, Error, Feed, Graph, Init, Optimizer, ParamStore, Program, Training,
-};
+use kiln::{backward, loss, nn, Cpu, Error, Feed, Graph, Init, Optimizer, ParamStore, Program, Training};
 
 /// A small classifier: x (8, 5) → 16 → 3, with cross-entropy against labels.
 fn classifier() -> (Graph, kiln::NodeId, kiln::NodeId) {
@@ -22,10 +20,7 @@ fn classifier() -> (Graph, kiln::NodeId, kiln::NodeId) {
 }
 
 fn batch() -> (Vec<f32>, Vec<u32>) {
-    (
-        common::values(1, 40, -1.0, 1.0),
-        vec![0, 1, 2, 0, 1, 2, 0, 1],
-    )
+    (common::values(1, 40, -1.0, 1.0), vec![0, 1, 2, 0, 1, 2, 0, 1])
 }
 
 #[test]
@@ -86,9 +81,7 @@ fn frozen_parameters_are_not_updated() {
     )
     .unwrap();
     let (x, y) = batch();
-    train
-        .run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))])
-        .unwrap();
+    train.run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))]).unwrap();
     assert_eq!(store.get("l1.w").unwrap(), w1);
     assert_ne!(store.get("l2.w").unwrap(), w2);
 }
@@ -213,10 +206,7 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(matches!(g.sum(x, &[2], false), Err(Error::Shape { .. })));
     assert!(matches!(g.permute(x, &[0, 0]), Err(Error::Shape { .. })));
     assert!(matches!(g.slice(x, 0, 3, 9), Err(Error::Shape { .. })));
-    assert!(matches!(
-        g.param("w", [3, 3], Init::Zeros),
-        Err(Error::Shape { .. })
-    ));
+    assert!(matches!(g.param("w", [3, 3], Init::Zeros), Err(Error::Shape { .. })));
     assert!(matches!(g.clamp(x, 1.0, -1.0), Err(Error::Invalid { .. })));
     // Backward needs a scalar.
     assert!(matches!(
@@ -234,10 +224,7 @@ fn bad_input_is_an_error_not_a_panic() {
         Err(Error::UnknownFeed { .. })
     ));
     assert!(matches!(
-        p.run(&[
-            ("x", Feed::F32(&xs[..11])),
-            ("y", Feed::Labels(&[0, 1, 2, 0]))
-        ]),
+        p.run(&[("x", Feed::F32(&xs[..11])), ("y", Feed::Labels(&[0, 1, 2, 0]))]),
         Err(Error::FeedSize { .. })
     ));
     assert!(matches!(
@@ -249,10 +236,7 @@ fn bad_input_is_an_error_not_a_panic() {
         Err(Error::Label { label: 3, .. })
     ));
     assert!(matches!(
-        p.run(&[
-            ("x", Feed::Labels(&[0; 12])),
-            ("y", Feed::Labels(&[0, 1, 2, 0]))
-        ]),
+        p.run(&[("x", Feed::Labels(&[0; 12])), ("y", Feed::Labels(&[0, 1, 2, 0]))]),
         Err(Error::Invalid { .. })
     ));
     let ok = p
@@ -260,4 +244,106 @@ fn bad_input_is_an_error_not_a_panic() {
         .unwrap();
     assert!((ok.scalar(l).unwrap() - 3f32.ln()).abs() < 1e-6);
     assert!(ok.get(x).is_err(), "x was not fetched");
+}
+
+#[test]
+fn batch_norm_updates_running_statistics_only_when_training() {
+    let mut g = Graph::new();
+    let x = g.input("x", [4, 2]).unwrap();
+    let bn = nn::BatchNorm::new(&mut g, "bn", 2).unwrap();
+    let y_train = bn.forward(&mut g, x, true).unwrap();
+    let y_eval = bn.forward(&mut g, x, false).unwrap();
+    let loss = g.sum_all(y_train).unwrap();
+    let grads = backward(&mut g, loss).unwrap();
+    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let opt = Optimizer::sgd(0.0);
+    let mut train = Program::compile(
+        &g,
+        &mut store,
+        &[y_train],
+        Some(Training {
+            grads: &grads,
+            optimizer: &opt,
+        }),
+    )
+    .unwrap();
+    let mut eval = Program::compile(&g, &mut store, &[y_eval], None).unwrap();
+    // Column 0: 1, 2, 3, 4 (mean 2.5, unbiased var 5/3); column 1: all 10 (var 0).
+    let xs = [1., 10., 2., 10., 3., 10., 4., 10.];
+    eval.run(&[("x", Feed::F32(&xs))]).unwrap();
+    assert_eq!(
+        store.get("bn.running_mean").unwrap().data,
+        vec![0.0, 0.0],
+        "evaluation leaves the statistics alone"
+    );
+    let out = train.run(&[("x", Feed::F32(&xs))]).unwrap();
+    common::assert_close(&store.get("bn.running_mean").unwrap().data, &[0.25, 1.0], 1e-6, 1e-6);
+    common::assert_close(
+        &store.get("bn.running_var").unwrap().data,
+        &[0.9 + 0.1 * 5.0 / 3.0, 0.9],
+        1e-6,
+        1e-6,
+    );
+    // Training normalises with the batch statistics (biased variance 1.25 for column 0).
+    let col0: Vec<f32> = out.get(y_train).unwrap().data.iter().step_by(2).copied().collect();
+    let expect: Vec<f32> = [1., 2., 3., 4.]
+        .iter()
+        .map(|v: &f32| (v - 2.5) / (1.25f32 + 1e-5).sqrt())
+        .collect();
+    common::assert_close(&col0, &expect, 1e-5, 1e-5);
+    // Evaluation normalises with the running statistics.
+    let ev = eval.run(&[("x", Feed::F32(&xs))]).unwrap();
+    let v0 = 0.9f32 + 0.1 * 5.0 / 3.0;
+    common::assert_close(
+        &ev.get(y_eval).unwrap().data[..1],
+        &[(1.0 - 0.25) / (v0 + 1e-5).sqrt()],
+        1e-5,
+        1e-5,
+    );
+}
+
+#[test]
+fn dropout_drops_the_right_fraction_with_a_fresh_mask_each_step() {
+    let n = 20_000;
+    let mut g = Graph::new();
+    let x = g.input("x", [n]).unwrap();
+    let w = g.param("w", [1], kiln::Init::Constant(1.0)).unwrap();
+    let xw = g.mul(x, w).unwrap();
+    let y = g.dropout(xw, 0.3).unwrap();
+    let loss = g.sum_all(y).unwrap();
+    let grads = backward(&mut g, loss).unwrap();
+    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let opt = Optimizer::sgd(0.0);
+    let mut train = Program::compile(
+        &g,
+        &mut store,
+        &[y],
+        Some(Training {
+            grads: &grads,
+            optimizer: &opt,
+        }),
+    )
+    .unwrap();
+    let ones = vec![1.0f32; n];
+    let a = train
+        .run(&[("x", Feed::F32(&ones))])
+        .unwrap()
+        .get(y)
+        .unwrap()
+        .data
+        .clone();
+    let b = train
+        .run(&[("x", Feed::F32(&ones))])
+        .unwrap()
+        .get(y)
+        .unwrap()
+        .data
+        .clone();
+    let dropped = a.iter().filter(|&&v| v == 0.0).count() as f32 / n as f32;
+    let mean = a.iter().sum::<f32>() / n as f32;
+    // Binomial(20000, 0.3): standard deviation of the fraction is 0.0032; 0.015 is ~5 sigma.
+    assert!((dropped - 0.3).abs() < 0.015, "dropped fraction {dropped}");
+    assert!((mean - 1.0).abs() < 0.03, "inverted dropout keeps the mean: {mean}");
+    assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
+    assert_ne!(a, b, "each step draws a new mask");
 }

@@ -50,13 +50,7 @@ fn unary_ops() {
     // Clamp / hardtanh: values on both sides of the bounds but not within eps of them.
     let c: Vec<f32> = mixed
         .iter()
-        .map(|v| {
-            if (v.abs() - 1.0).abs() < 0.05 {
-                v * 1.2
-            } else {
-                *v
-            }
-        })
+        .map(|v| if (v.abs() - 1.0).abs() < 0.05 { v * 1.2 } else { *v })
         .collect();
     unary_case(UnaryOp::Clamp(-1.0, 1.0), c);
 }
@@ -164,11 +158,7 @@ fn layout_ops() {
         &[arg("x", &[2, 3, 4], x.clone())],
         &[],
     );
-    gradcheck(
-        &|g: &mut Graph, v: &[NodeId]| g.permute(v[0], &[2, 0, 1]),
-        &[a],
-        &[],
-    );
+    gradcheck(&|g: &mut Graph, v: &[NodeId]| g.permute(v[0], &[2, 0, 1]), &[a], &[]);
     gradcheck(
         &|g: &mut Graph, v: &[NodeId]| g.transpose(v[0]),
         &[arg("x", &[2, 3, 4], x.clone())],
@@ -364,10 +354,7 @@ fn losses() {
             let pen = loss::elastic_net(g, &[v[1]], 0.01, 0.1)?;
             loss::weighted_sum(g, &[(a, 0.7), (b, 0.3), (pen, 1.0)])
         },
-        &[
-            arg("p", &[3, 4], p.clone()),
-            arg("w", &[2, 2], away_from_zero(24, 4)),
-        ],
+        &[arg("p", &[3, 4], p.clone()), arg("w", &[2, 2], away_from_zero(24, 4))],
         &[("t", Feed::F32(&t))],
     );
 }
@@ -422,11 +409,7 @@ fn gradcheck_catches_a_wrong_gradient() {
     let tiny = Tol { eps: 1e-6, ..TOL };
     let r = gradcheck_with(
         &|g: &mut Graph, v: &[NodeId]| g.tanh(v[0]),
-        &[arg(
-            "x",
-            &[3, 4],
-            distinct(28, 12).iter().map(|v| v + 0.03).collect(),
-        )],
+        &[arg("x", &[3, 4], distinct(28, 12).iter().map(|v| v + 0.03).collect())],
         &[],
         tiny,
     );

@@ -23,16 +23,8 @@ fn conv2d_geometries() {
         gradcheck(
             &|g: &mut Graph, v: &[NodeId]| g.conv2d(v[0], v[1], [s, s], [p, p], [d, d]),
             &[
-                arg(
-                    "x",
-                    &[n, c, h, w],
-                    away_from_zero(100 + i as u64, n * c * h * w),
-                ),
-                arg(
-                    "w",
-                    &[o, c, k, k],
-                    away_from_zero(200 + i as u64, o * c * k * k),
-                ),
+                arg("x", &[n, c, h, w], away_from_zero(100 + i as u64, n * c * h * w)),
+                arg("w", &[o, c, k, k], away_from_zero(200 + i as u64, o * c * k * k)),
             ],
             &[],
         );
@@ -44,10 +36,7 @@ fn conv2d_rejects_impossible_geometry() {
     let mut g = Graph::new();
     let x = g.input("x", [1, 3, 4, 4]).unwrap();
     let w = g.param("w", [2, 3, 7, 7], kiln::Init::Zeros).unwrap();
-    let e = g
-        .conv2d(x, w, [1, 1], [0, 0], [1, 1])
-        .unwrap_err()
-        .to_string();
+    let e = g.conv2d(x, w, [1, 1], [0, 0], [1, 1]).unwrap_err().to_string();
     assert!(
         e.contains("conv2d") && e.contains("does not fit") && e.contains("[1, 3, 4, 4]"),
         "{e}"
@@ -153,14 +142,8 @@ fn residual_blocks() {
     // with the analytic value to 3 digits at eps = 3e-3.)
     for (name, (c_in, c_out, s)) in [("identity", (3, 3, 1)), ("projection", (2, 3, 2))] {
         gradcheck(
-            &|g: &mut Graph, v: &[NodeId]| {
-                nn::ResidualBlock::new(g, name, c_in, c_out, s)?.forward(g, v[0], true)
-            },
-            &[arg(
-                "x",
-                &[2, c_in, 3, 3],
-                away_from_zero(600, 2 * c_in * 9),
-            )],
+            &|g: &mut Graph, v: &[NodeId]| nn::ResidualBlock::new(g, name, c_in, c_out, s)?.forward(g, v[0], true),
+            &[arg("x", &[2, c_in, 3, 3], away_from_zero(600, 2 * c_in * 9))],
             &[],
         );
     }

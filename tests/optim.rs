@@ -40,11 +40,7 @@ fn run(opt: &Optimizer, steps: usize, decay: bool) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn check(
-    opt: Optimizer,
-    decay: bool,
-    reference: impl Fn(usize, &mut [f64; 4], &mut [[f64; 4]; 2]),
-) {
+fn check(opt: Optimizer, decay: bool, reference: impl Fn(usize, &mut [f64; 4], &mut [[f64; 4]; 2])) {
     let got = run(&opt, 5, decay);
     let mut w = W0;
     let mut state = [[0.0; 4]; 2];
@@ -63,25 +59,17 @@ fn sgd_and_weight_decay() {
             w[i] -= lr * C[i];
         }
     });
-    check(
-        Optimizer::sgd(lr as f32).weight_decay(wd as f32),
-        true,
-        |_, w, _| {
-            for i in 0..4 {
-                w[i] -= lr * (C[i] + wd * w[i]);
-            }
-        },
-    );
+    check(Optimizer::sgd(lr as f32).weight_decay(wd as f32), true, |_, w, _| {
+        for i in 0..4 {
+            w[i] -= lr * (C[i] + wd * w[i]);
+        }
+    });
     // Parameters not marked for decay are not decayed.
-    check(
-        Optimizer::sgd(lr as f32).weight_decay(wd as f32),
-        false,
-        |_, w, _| {
-            for i in 0..4 {
-                w[i] -= lr * C[i];
-            }
-        },
-    );
+    check(Optimizer::sgd(lr as f32).weight_decay(wd as f32), false, |_, w, _| {
+        for i in 0..4 {
+            w[i] -= lr * C[i];
+        }
+    });
 }
 
 #[test]
@@ -123,9 +111,7 @@ fn adam_with_bias_correction() {
     let (lr, b1, b2, eps) = (0.1f64, 0.9f64, 0.999f64, 1e-8f64);
     // The first step of bias-corrected Adam moves every weight by lr·sign(g), whatever |g| is.
     let first = run(&Optimizer::adam(lr as f32), 1, false);
-    let expected: Vec<f32> = (0..4)
-        .map(|i| (W0[i] - lr * C[i].signum()) as f32)
-        .collect();
+    let expected: Vec<f32> = (0..4).map(|i| (W0[i] - lr * C[i].signum()) as f32).collect();
     assert_close(&first[0], &expected, 1e-6, 1e-5);
     check(Optimizer::adam(lr as f32), false, |t, w, s| {
         for i in 0..4 {
@@ -156,35 +142,23 @@ fn adamw_decouples_weight_decay() {
 #[test]
 fn clipping_by_value_and_by_global_norm() {
     let lr = 0.5;
-    check(
-        Optimizer::sgd(lr as f32).clip_value(0.75),
-        false,
-        |_, w, _| {
-            for i in 0..4 {
-                w[i] -= lr * C[i].clamp(-0.75, 0.75);
-            }
-        },
-    );
+    check(Optimizer::sgd(lr as f32).clip_value(0.75), false, |_, w, _| {
+        for i in 0..4 {
+            w[i] -= lr * C[i].clamp(-0.75, 0.75);
+        }
+    });
     let norm = C.iter().map(|c| c * c).sum::<f64>().sqrt();
-    check(
-        Optimizer::sgd(lr as f32).clip_norm(1.0),
-        false,
-        |_, w, _| {
-            for i in 0..4 {
-                w[i] -= lr * C[i] * (1.0 / (norm + 1e-6));
-            }
-        },
-    );
+    check(Optimizer::sgd(lr as f32).clip_norm(1.0), false, |_, w, _| {
+        for i in 0..4 {
+            w[i] -= lr * C[i] * (1.0 / (norm + 1e-6));
+        }
+    });
     // A norm already below the threshold is left alone.
-    check(
-        Optimizer::sgd(lr as f32).clip_norm(100.0),
-        false,
-        |_, w, _| {
-            for i in 0..4 {
-                w[i] -= lr * C[i];
-            }
-        },
-    );
+    check(Optimizer::sgd(lr as f32).clip_norm(100.0), false, |_, w, _| {
+        for i in 0..4 {
+            w[i] -= lr * C[i];
+        }
+    });
 }
 
 #[test]

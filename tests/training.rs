@@ -43,9 +43,7 @@ fn mlp_learns_xor() {
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
     for c in 0..n {
-        let p = (c..n)
-            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
-            .unwrap();
+        let p = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
         a.swap(c, p);
         b.swap(c, p);
         for r in c + 1..n {
@@ -73,12 +71,7 @@ fn linear_regression_by_gradient_descent_matches_the_normal_equations() {
         .map(|i| (0..d).map(|j| feats[i * d + j] * true_w[j]).sum::<f32>() + 0.3 + noise[i])
         .collect();
     // Closed form with a bias column: w = (XᵀX)⁻¹ Xᵀy.
-    let row = |i: usize| -> Vec<f64> {
-        (0..d)
-            .map(|j| feats[i * d + j] as f64)
-            .chain([1.0])
-            .collect()
-    };
+    let row = |i: usize| -> Vec<f64> { (0..d).map(|j| feats[i * d + j] as f64).chain([1.0]).collect() };
     let mut xtx = vec![vec![0.0; d + 1]; d + 1];
     let mut xty = vec![0.0; d + 1];
     for i in 0..n {
@@ -112,9 +105,7 @@ fn linear_regression_by_gradient_descent_matches_the_normal_equations() {
     )
     .unwrap();
     for _ in 0..3000 {
-        train
-            .run(&[("x", Feed::F32(&feats)), ("y", Feed::F32(&ys))])
-            .unwrap();
+        train.run(&[("x", Feed::F32(&feats)), ("y", Feed::F32(&ys))]).unwrap();
     }
     let mut got = store.get("lin.w").unwrap().data;
     got.extend(store.get("lin.b").unwrap().data);

@@ -133,10 +133,5 @@ pub trait Backend: Clone {
     /// Prepare `kernels`, whose views index into `buffers`, for repeated execution.
     fn prepare(&self, buffers: Vec<Self::Buffer>, kernels: Vec<Kernel>) -> Result<Self::Program>;
     /// Run every kernel once, in order, then return the contents of each `fetch` view.
-    fn execute(
-        &self,
-        program: &mut Self::Program,
-        uniforms: &StepUniforms,
-        fetch: &[View],
-    ) -> Result<Vec<Vec<f32>>>;
+    fn execute(&self, program: &mut Self::Program, uniforms: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<f32>>>;
 }

@@ -52,12 +52,7 @@ impl Outputs {
             .iter()
             .find(|(n, _)| *n == node)
             .map(|(_, t)| t)
-            .ok_or_else(|| {
-                Error::UnknownNode(format!(
-                    "node #{} was not fetched by this program",
-                    node.index()
-                ))
-            })
+            .ok_or_else(|| Error::UnknownNode(format!("node #{} was not fetched by this program", node.index())))
     }
 
     /// The value of a fetched one-element node.
@@ -302,9 +297,7 @@ impl<B: Backend> Program<B> {
                     offset: const_at[&i],
                     len,
                 },
-                Op::Reshape => {
-                    view[n.inputs[0].index()].expect("operands are placed before their readers")
-                }
+                Op::Reshape => view[n.inputs[0].index()].expect("operands are placed before their readers"),
                 _ => {
                     let slot = grad_of.get(&i).and_then(|ps| ps.first()).copied();
                     let out = match slot {
@@ -348,12 +341,7 @@ impl<B: Backend> Program<B> {
                 }
             }
             // Release the operands whose last reader this was.
-            for x in n
-                .inputs
-                .iter()
-                .map(|x| root[x.index()])
-                .chain(std::iter::once(root[i]))
-            {
+            for x in n.inputs.iter().map(|x| root[x.index()]).chain(std::iter::once(root[i])) {
                 if !nodes[x].op.is_leaf() && !persistent[x] && !released[x] && last_use[x] == i {
                     released[x] = true;
                     table.release(view[x].expect("released tensors were placed").buf);
@@ -419,13 +407,7 @@ impl<B: Backend> Program<B> {
 
         let fetch_list = fetches
             .iter()
-            .map(|&f| {
-                (
-                    f,
-                    view[f.index()].expect("fetches are placed"),
-                    graph.shape(f).clone(),
-                )
-            })
+            .map(|&f| (f, view[f.index()].expect("fetches are placed"), graph.shape(f).clone()))
             .collect();
         let own = 2 + training.map_or(0, |t| t.optimizer.kind.state_slots());
         let plan_bytes = 4 * table.lens[own..].iter().sum::<usize>();
@@ -508,9 +490,7 @@ impl<B: Backend> Program<B> {
             seed: self.seed,
         };
         let views: Vec<View> = self.fetches.iter().map(|f| f.1).collect();
-        let data = self
-            .backend
-            .execute(&mut self.prepared, &uniforms, &views)?;
+        let data = self.backend.execute(&mut self.prepared, &uniforms, &views)?;
         if self.schedule.is_some() {
             self.updates += 1;
         }

@@ -99,13 +99,7 @@ impl Graph {
 
     /// Max pooling over `k×k` windows: `(N, C, H, W)` → `(N, C, OH, OW)`. The argmax of each
     /// window is computed once and kept for the backward pass.
-    pub fn max_pool2d(
-        &mut self,
-        x: NodeId,
-        k: [usize; 2],
-        stride: [usize; 2],
-        pad: [usize; 2],
-    ) -> Result<NodeId> {
+    pub fn max_pool2d(&mut self, x: NodeId, k: [usize; 2], stride: [usize; 2], pad: [usize; 2]) -> Result<NodeId> {
         let [n, c, _, _] = self.nchw("max_pool2d", x)?;
         let win = Window {
             k,
@@ -125,13 +119,7 @@ impl Graph {
     }
 
     /// Average pooling (padding counted in the divisor): `(N, C, H, W)` → `(N, C, OH, OW)`.
-    pub fn avg_pool2d(
-        &mut self,
-        x: NodeId,
-        k: [usize; 2],
-        stride: [usize; 2],
-        pad: [usize; 2],
-    ) -> Result<NodeId> {
+    pub fn avg_pool2d(&mut self, x: NodeId, k: [usize; 2], stride: [usize; 2], pad: [usize; 2]) -> Result<NodeId> {
         let [n, c, _, _] = self.nchw("avg_pool2d", x)?;
         let win = Window {
             k,
@@ -161,10 +149,7 @@ impl Graph {
     pub fn dropout(&mut self, x: NodeId, p: f32) -> Result<NodeId> {
         self.check("dropout", &[x])?;
         if !(0.0..1.0).contains(&p) {
-            return invalid(
-                "dropout",
-                format!("drop probability must be in [0, 1), got {p}"),
-            );
+            return invalid("dropout", format!("drop probability must be in [0, 1), got {p}"));
         }
         if p == 0.0 {
             return Ok(x);

@@ -62,12 +62,7 @@ pub struct Graph {
     assigns: Vec<(usize, NodeId)>,
 }
 
-fn shape_err(
-    op: &'static str,
-    node: String,
-    shapes: Vec<&Shape>,
-    reason: impl Into<String>,
-) -> Error {
+fn shape_err(op: &'static str, node: String, shapes: Vec<&Shape>, reason: impl Into<String>) -> Error {
     Error::Shape {
         op,
         node,
@@ -173,17 +168,9 @@ impl Graph {
     }
 
     /// A fed vector of integer class labels in `0..classes`.
-    pub fn labels(
-        &mut self,
-        name: &str,
-        shape: impl Into<Shape>,
-        classes: usize,
-    ) -> Result<NodeId> {
+    pub fn labels(&mut self, name: &str, shape: impl Into<Shape>, classes: usize) -> Result<NodeId> {
         if classes == 0 {
-            return crate::error::invalid(
-                "labels",
-                format!("input `{name}` needs at least one class"),
-            );
+            return crate::error::invalid("labels", format!("input `{name}` needs at least one class"));
         }
         self.input_impl(name, shape.into(), Some(classes))
     }
@@ -299,12 +286,7 @@ impl Graph {
         self.check("assign", &[param, value])?;
         let index = match self.node(param).op {
             Op::Param { index } => index,
-            _ => {
-                return crate::error::invalid(
-                    "assign",
-                    format!("{} is not a parameter", self.describe(param)),
-                )
-            }
+            _ => return crate::error::invalid("assign", format!("{} is not a parameter", self.describe(param))),
         };
         if self.shape(param) != self.shape(value) {
             return Err(shape_err(
@@ -478,13 +460,7 @@ impl Graph {
     // ----- reductions ---------------------------------------------------------------------
 
     /// Reduce over `axes` (negative axes count from the end).
-    pub fn reduce(
-        &mut self,
-        op: ReduceOp,
-        x: NodeId,
-        axes: &[isize],
-        keepdim: bool,
-    ) -> Result<NodeId> {
+    pub fn reduce(&mut self, op: ReduceOp, x: NodeId, axes: &[isize], keepdim: bool) -> Result<NodeId> {
         self.check("reduce", &[x])?;
         let s = self.shape(x).clone();
         let mut ax = Vec::with_capacity(axes.len());
@@ -519,15 +495,7 @@ impl Graph {
                     (true, false) => None,
                 })
                 .collect();
-        Ok(self.push(
-            Op::Reduce {
-                op,
-                axes: ax,
-                keepdim,
-            },
-            vec![x],
-            Shape(dims),
-        ))
+        Ok(self.push(Op::Reduce { op, axes: ax, keepdim }, vec![x], Shape(dims)))
     }
 
     /// Sum over `axes`.
@@ -602,11 +570,7 @@ impl Graph {
                 "reshape",
                 self.describe_new(&[x]),
                 vec![&s, &shape],
-                format!(
-                    "{} elements cannot be viewed as {}",
-                    s.numel(),
-                    shape.numel()
-                ),
+                format!("{} elements cannot be viewed as {}", s.numel(), shape.numel()),
             ));
         }
         if s == shape {
@@ -636,13 +600,7 @@ impl Graph {
             return Ok(x);
         }
         let out = Shape(perm.iter().map(|&p| s.0[p]).collect());
-        Ok(self.push(
-            Op::Permute {
-                perm: perm.to_vec(),
-            },
-            vec![x],
-            out,
-        ))
+        Ok(self.push(Op::Permute { perm: perm.to_vec() }, vec![x], out))
     }
 
     /// Swap the last two axes.
@@ -671,9 +629,9 @@ impl Graph {
         let shapes: Vec<Shape> = xs.iter().map(|&x| self.shape(x).clone()).collect();
         let first = &shapes[0];
         let ok = axis < first.rank()
-            && shapes.iter().all(|s| {
-                s.rank() == first.rank() && (0..s.rank()).all(|i| i == axis || s.0[i] == first.0[i])
-            });
+            && shapes
+                .iter()
+                .all(|s| s.rank() == first.rank() && (0..s.rank()).all(|i| i == axis || s.0[i] == first.0[i]));
         if !ok {
             return Err(shape_err(
                 "concat",
@@ -711,15 +669,7 @@ impl Graph {
     pub(crate) fn pad(&mut self, x: NodeId, axis: usize, before: usize, after: usize) -> NodeId {
         let mut out = self.shape(x).clone();
         out.0[axis] += before + after;
-        self.push(
-            Op::Pad {
-                axis,
-                before,
-                after,
-            },
-            vec![x],
-            out,
-        )
+        self.push(Op::Pad { axis, before, after }, vec![x], out)
     }
 
     // ----- linear algebra -----------------------------------------------------------------
@@ -735,9 +685,7 @@ impl Graph {
     pub fn matmul_t(&mut self, a: NodeId, b: NodeId, ta: bool, tb: bool) -> Result<NodeId> {
         self.check("matmul", &[a, b])?;
         let (sa, sb) = (self.shape(a).clone(), self.shape(b).clone());
-        let err = |g: &Self, why: String| {
-            shape_err("matmul", g.describe_new(&[a, b]), vec![&sa, &sb], why)
-        };
+        let err = |g: &Self, why: String| shape_err("matmul", g.describe_new(&[a, b]), vec![&sa, &sb], why);
         if sa.rank() < 2 || sb.rank() < 2 {
             return Err(err(self, "both operands need rank at least 2".into()));
         }
@@ -794,12 +742,7 @@ impl Graph {
     }
 
     /// Per-row softmax cross-entropy: logits `(N, C)`, labels `(N)` → losses `(N)`.
-    pub fn softmax_cross_entropy(
-        &mut self,
-        logits: NodeId,
-        labels: NodeId,
-        smoothing: f32,
-    ) -> Result<NodeId> {
+    pub fn softmax_cross_entropy(&mut self, logits: NodeId, labels: NodeId, smoothing: f32) -> Result<NodeId> {
         self.check("softmax_cross_entropy", &[logits, labels])?;
         let (sl, sy) = (self.shape(logits).clone(), self.shape(labels).clone());
         self.check_labels("softmax_cross_entropy", labels, logits)?;
@@ -836,23 +779,15 @@ impl Graph {
                 "expected labels (N) and at least one class",
             ));
         }
-        Ok(self.push(
-            Op::OneHot { classes },
-            vec![labels],
-            Shape(vec![s.0[0], classes]),
-        ))
+        Ok(self.push(Op::OneHot { classes }, vec![labels], Shape(vec![s.0[0], classes])))
     }
 
     /// Labels must be a labels input whose class count matches the logits' last axis.
     fn check_labels(&self, op: &'static str, labels: NodeId, logits: NodeId) -> Result<()> {
         let c = self.shape(logits).dim(-1).unwrap_or(0);
         match &self.node(labels).op {
-            Op::Input {
-                classes: Some(k), ..
-            } if *k == c => Ok(()),
-            Op::Input {
-                classes: Some(k), ..
-            } => Err(shape_err(
+            Op::Input { classes: Some(k), .. } if *k == c => Ok(()),
+            Op::Input { classes: Some(k), .. } => Err(shape_err(
                 op,
                 self.describe_new(&[logits, labels]),
                 vec![self.shape(logits), self.shape(labels)],

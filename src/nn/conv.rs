@@ -21,8 +21,8 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// A `k×k` convolution `in → out` channels with stride and padding, parameters
-    /// `{name}.w` and `{name}.b`.
+    /// A `k×k` convolution `in → out` channels with stride and padding, He-uniform weights and
+    /// zero bias, parameters `{name}.w` and `{name}.b`.
     pub fn new(
         g: &mut Graph,
         name: &str,
@@ -32,12 +32,24 @@ impl Conv2d {
         stride: usize,
         pad: usize,
     ) -> Result<Self> {
-        let w = g.param(
-            &format!("{name}.w"),
-            [outputs, inputs, k, k],
-            Init::HeUniform,
-        )?;
-        let b = Some(g.param(&format!("{name}.b"), [outputs], Init::Zeros)?);
+        Self::with_init(g, name, inputs, outputs, k, stride, pad, Init::HeUniform, Init::Zeros)
+    }
+
+    /// Like [`Conv2d::new`] with chosen weight and bias initialisers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_init(
+        g: &mut Graph,
+        name: &str,
+        inputs: usize,
+        outputs: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        w_init: Init,
+        b_init: Init,
+    ) -> Result<Self> {
+        let w = g.param(&format!("{name}.w"), [outputs, inputs, k, k], w_init)?;
+        let b = Some(g.param(&format!("{name}.b"), [outputs], b_init)?);
         Ok(Conv2d {
             w,
             b,
@@ -48,18 +60,9 @@ impl Conv2d {
     }
 
     /// "Same" padding for an odd kernel at stride 1: the output keeps the input's size.
-    pub fn same(
-        g: &mut Graph,
-        name: &str,
-        inputs: usize,
-        outputs: usize,
-        k: usize,
-    ) -> Result<Self> {
+    pub fn same(g: &mut Graph, name: &str, inputs: usize, outputs: usize, k: usize) -> Result<Self> {
         if k % 2 == 0 {
-            return invalid(
-                "conv2d",
-                format!("'same' padding needs an odd kernel, got {k}"),
-            );
+            return invalid("conv2d", format!("'same' padding needs an odd kernel, got {k}"));
         }
         Self::new(g, name, inputs, outputs, k, 1, k / 2)
     }
@@ -192,18 +195,10 @@ impl BatchNorm {
         let (axes, bshape): (Vec<isize>, Vec<usize>) = match d.len() {
             2 => (vec![0], vec![1, c]),
             4 => (vec![0, 2, 3], vec![1, c, 1, 1]),
-            _ => {
-                return invalid(
-                    "batch_norm",
-                    format!("expected (N, C) or (N, C, H, W), got {d:?}"),
-                )
-            }
+            _ => return invalid("batch_norm", format!("expected (N, C) or (N, C, H, W), got {d:?}")),
         };
         if d[1] != c {
-            return invalid(
-                "batch_norm",
-                format!("input has {} channels, the layer {c}", d[1]),
-            );
+            return invalid("batch_norm", format!("input has {} channels, the layer {c}", d[1]));
         }
         let count: usize = axes.iter().map(|&a| d[a as usize]).product();
         let (mean, var) = if train {
@@ -214,10 +209,7 @@ impl BatchNorm {
             // Running averages: (1 − m)·running + m·batch, with the unbiased batch variance.
             let m = self.momentum;
             let unbias = count as f32 / (count.max(2) - 1) as f32;
-            for (run, stat, scale) in [
-                (self.running_mean, mean, 1.0),
-                (self.running_var, var, unbias),
-            ] {
+            for (run, stat, scale) in [(self.running_mean, mean, 1.0), (self.running_var, var, unbias)] {
                 let s = g.reshape(stat, [c])?;
                 let s = g.mul_scalar(s, m * scale)?;
                 let r = g.mul_scalar(run, 1.0 - m)?;
@@ -255,15 +247,8 @@ pub struct ResidualBlock {
 
 impl ResidualBlock {
     /// `in → out` channels; `stride` 2 halves the spatial size.
-    pub fn new(
-        g: &mut Graph,
-        name: &str,
-        inputs: usize,
-        outputs: usize,
-        stride: usize,
-    ) -> Result<Self> {
-        let conv1 =
-            Conv2d::new(g, &format!("{name}.conv1"), inputs, outputs, 3, stride, 1)?.no_bias();
+    pub fn new(g: &mut Graph, name: &str, inputs: usize, outputs: usize, stride: usize) -> Result<Self> {
+        let conv1 = Conv2d::new(g, &format!("{name}.conv1"), inputs, outputs, 3, stride, 1)?.no_bias();
         let bn1 = BatchNorm::new(g, &format!("{name}.bn1"), outputs)?;
         let conv2 = Conv2d::new(g, &format!("{name}.conv2"), outputs, outputs, 3, 1, 1)?.no_bias();
         let bn2 = BatchNorm::new(g, &format!("{name}.bn2"), outputs)?;

@@ -26,20 +26,24 @@ impl Linear {
         Self::with_init(g, name, inputs, outputs, Init::XavierUniform(1.0), true)
     }
 
-    /// A layer with a chosen weight initialiser, with or without bias.
-    pub fn with_init(
+    /// A layer with a chosen weight initialiser, with or without (zero) bias.
+    pub fn with_init(g: &mut Graph, name: &str, inputs: usize, outputs: usize, init: Init, bias: bool) -> Result<Self> {
+        Self::with_inits(g, name, inputs, outputs, init, bias.then_some(Init::Zeros))
+    }
+
+    /// A layer with chosen weight and bias initialisers (`None`: no bias).
+    pub fn with_inits(
         g: &mut Graph,
         name: &str,
         inputs: usize,
         outputs: usize,
-        init: Init,
-        bias: bool,
+        w_init: Init,
+        b_init: Option<Init>,
     ) -> Result<Self> {
-        let w = g.param(&format!("{name}.w"), [inputs, outputs], init)?;
-        let b = if bias {
-            Some(g.param(&format!("{name}.b"), [outputs], Init::Zeros)?)
-        } else {
-            None
+        let w = g.param(&format!("{name}.w"), [inputs, outputs], w_init)?;
+        let b = match b_init {
+            Some(i) => Some(g.param(&format!("{name}.b"), [outputs], i)?),
+            None => None,
         };
         Ok(Linear { w, b })
     }
@@ -85,13 +89,7 @@ pub struct Maxout {
 
 impl Maxout {
     /// `inputs → units`, each unit the max of `pieces` affine functions.
-    pub fn new(
-        g: &mut Graph,
-        name: &str,
-        inputs: usize,
-        units: usize,
-        pieces: usize,
-    ) -> Result<Self> {
+    pub fn new(g: &mut Graph, name: &str, inputs: usize, units: usize, pieces: usize) -> Result<Self> {
         if pieces == 0 || units == 0 {
             return crate::error::invalid("maxout", "needs at least one unit and one piece");
         }

@@ -130,17 +130,14 @@ impl OptimizerKind {
         };
         match *self {
             OptimizerKind::Sgd => {}
-            OptimizerKind::Momentum { momentum } | OptimizerKind::Nesterov { momentum } => {
-                c.b1 = momentum as f32
-            }
+            OptimizerKind::Momentum { momentum } | OptimizerKind::Nesterov { momentum } => c.b1 = momentum as f32,
             OptimizerKind::AdaGrad { eps } => c.eps = eps as f32,
             OptimizerKind::RmsProp { rho, eps } => {
                 c.b1 = rho as f32;
                 c.one_minus_b1 = (1.0 - rho) as f32;
                 c.eps = eps as f32;
             }
-            OptimizerKind::Adam { beta1, beta2, eps }
-            | OptimizerKind::AdamW { beta1, beta2, eps } => {
+            OptimizerKind::Adam { beta1, beta2, eps } | OptimizerKind::AdamW { beta1, beta2, eps } => {
                 c.b1 = beta1 as f32;
                 c.one_minus_b1 = (1.0 - beta1) as f32;
                 c.b2 = beta2 as f32;
@@ -203,13 +200,7 @@ impl Optimizer {
     }
     /// RMSProp (ρ = 0.99, ε = 1e-8, as PyTorch).
     pub fn rmsprop(lr: f32) -> Self {
-        Self::with(
-            OptimizerKind::RmsProp {
-                rho: 0.99,
-                eps: 1e-8,
-            },
-            lr,
-        )
+        Self::with(OptimizerKind::RmsProp { rho: 0.99, eps: 1e-8 }, lr)
     }
     /// Adam (β = (0.9, 0.999), ε = 1e-8).
     pub fn adam(lr: f32) -> Self {
@@ -285,8 +276,7 @@ impl Optimizer {
                     return bad("eps", eps);
                 }
             }
-            OptimizerKind::Adam { beta1, beta2, eps }
-            | OptimizerKind::AdamW { beta1, beta2, eps } => {
+            OptimizerKind::Adam { beta1, beta2, eps } | OptimizerKind::AdamW { beta1, beta2, eps } => {
                 if !unit(beta1) {
                     return bad("beta1", beta1);
                 }

@@ -55,9 +55,7 @@ impl Schedule {
     pub fn at(&self, t: u64) -> f32 {
         match self {
             Schedule::Constant(lr) => *lr,
-            Schedule::StepDecay { lr, every, gamma } => {
-                lr * gamma.powi((t / (*every).max(1)) as i32)
-            }
+            Schedule::StepDecay { lr, every, gamma } => lr * gamma.powi((t / (*every).max(1)) as i32),
             Schedule::Exponential { lr, gamma } => lr * (*gamma as f64).powf(t as f64) as f32,
             Schedule::Cosine { lr, min_lr, steps } => {
                 if t >= *steps {
@@ -113,10 +111,7 @@ mod tests {
             gamma: 0.5,
         };
         assert_eq!((s.at(9), s.at(10), s.at(25)), (1.0, 0.5, 0.25));
-        let e = Schedule::Exponential {
-            lr: 2.0,
-            gamma: 0.9,
-        };
+        let e = Schedule::Exponential { lr: 2.0, gamma: 0.9 };
         assert!((e.at(2) - 2.0 * 0.81).abs() < 1e-6);
         let c = Schedule::Cosine {
             lr: 1.0,

@@ -6,18 +6,12 @@ use kiln::{gradients, Cpu, Feed, Graph, Init, NodeId, ParamStore, Program};
 /// `|a − e| ≤ atol + rtol·|e|` for every element, or a message naming the worst element.
 pub fn check_close(actual: &[f32], expected: &[f32], atol: f32, rtol: f32) -> Result<(), String> {
     if actual.len() != expected.len() {
-        return Err(format!(
-            "length {} vs expected {}",
-            actual.len(),
-            expected.len()
-        ));
+        return Err(format!("length {} vs expected {}", actual.len(), expected.len()));
     }
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let ok = (a - e).abs() <= atol + rtol * e.abs();
         if !ok || a.is_nan() != e.is_nan() {
-            return Err(format!(
-                "element {i}: got {a}, expected {e} (atol {atol}, rtol {rtol})"
-            ));
+            return Err(format!("element {i}: got {a}, expected {e} (atol {atol}, rtol {rtol})"));
         }
     }
     Ok(())
@@ -62,11 +56,7 @@ pub struct Arg {
 }
 
 pub fn arg(name: &'static str, shape: &[usize], data: Vec<f32>) -> Arg {
-    assert_eq!(
-        shape.iter().product::<usize>(),
-        data.len(),
-        "test argument {name}"
-    );
+    assert_eq!(shape.iter().product::<usize>(), data.len(), "test argument {name}");
     Arg {
         name,
         shape: shape.to_vec(),
@@ -126,10 +116,7 @@ pub fn gradients_of(
     let mut all: Vec<(&str, Feed<'_>)> = feeds.to_vec();
     all.push(("__w", Feed::F32(&wv)));
     let out0 = prog.run(&all).expect("running the checked expression");
-    let analytic: Vec<Vec<f32>> = grads
-        .iter()
-        .map(|&gn| out0.get(gn).unwrap().data.clone())
-        .collect();
+    let analytic: Vec<Vec<f32>> = grads.iter().map(|&gn| out0.get(gn).unwrap().data.clone()).collect();
     let mut result = Vec::new();
     for (ai, a) in args.iter().enumerate() {
         let mut numeric = vec![0f32; a.data.len()];
@@ -157,12 +144,8 @@ pub fn gradcheck_with(
     tol: Tol,
 ) -> Result<(), String> {
     for (a, (an, nu)) in args.iter().zip(gradients_of(build, args, feeds, tol.eps)) {
-        check_close(&an, &nu, tol.atol, tol.rtol).map_err(|e| {
-            format!(
-                "gradient of `{}`: {e}\n  analytic {an:?}\n  numeric  {nu:?}",
-                a.name
-            )
-        })?;
+        check_close(&an, &nu, tol.atol, tol.rtol)
+            .map_err(|e| format!("gradient of `{}`: {e}\n  analytic {an:?}\n  numeric  {nu:?}", a.name))?;
     }
     Ok(())
 }

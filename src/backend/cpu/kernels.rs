@@ -13,8 +13,7 @@ type KResult = std::result::Result<(), String>;
 pub fn erf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
     let y = 1.0
-        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
-            + 0.254_829_592)
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t + 0.254_829_592)
             * t
             * (-x * x).exp();
     if x >= 0.0 {
@@ -145,11 +144,7 @@ fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
 
 /// Walk every index of `dims` in row-major order, calling `f(linear, [offset in operand k])`
 /// where operand `k` is read with `strides[k]` (0 on broadcast axes).
-fn for_each_index<const N: usize>(
-    dims: &[usize],
-    strides: [&[usize]; N],
-    mut f: impl FnMut(usize, [usize; N]),
-) {
+fn for_each_index<const N: usize>(dims: &[usize], strides: [&[usize]; N], mut f: impl FnMut(usize, [usize; N])) {
     let r = dims.len();
     if r == 0 {
         f(0, [0; N]);
@@ -193,14 +188,7 @@ fn split3(s: &Shape, axis: usize) -> (usize, usize, usize) {
 }
 
 /// Run one graph op. `x` are the operand slices, `out` the output slice.
-pub fn op(
-    op: &Op,
-    x: &[&[f32]],
-    xs: &[Shape],
-    out: &mut [f32],
-    os: &Shape,
-    u: &StepUniforms,
-) -> KResult {
+pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape, u: &StepUniforms) -> KResult {
     match op {
         Op::Input { .. } | Op::Param { .. } => return Err("leaves are not kernels".into()),
         Op::Const { value } => out.fill(*value),
@@ -221,9 +209,7 @@ pub fn op(
                 }
             } else {
                 let (sa, sb) = (broadcast_strides(&xs[0], os), broadcast_strides(&xs[1], os));
-                for_each_index(&os.0, [&sa, &sb], |i, [ia, ib]| {
-                    out[i] = binary(*b, x[0][ia], x[1][ib])
-                });
+                for_each_index(&os.0, [&sa, &sb], |i, [ia, ib]| out[i] = binary(*b, x[0][ia], x[1][ib]));
             }
         }
         Op::Where => {
@@ -250,8 +236,7 @@ pub fn op(
                 let n = si.0[*axis];
                 for o in 0..outer {
                     let dst = (o * n_out + start) * inner;
-                    out[dst..dst + n * inner]
-                        .copy_from_slice(&xi[o * n * inner..(o + 1) * n * inner]);
+                    out[dst..dst + n * inner].copy_from_slice(&xi[o * n * inner..(o + 1) * n * inner]);
                 }
                 start += n;
             }
@@ -261,8 +246,7 @@ pub fn op(
             let n = end - start;
             for o in 0..outer {
                 let src = (o * n_in + start) * inner;
-                out[o * n * inner..(o + 1) * n * inner]
-                    .copy_from_slice(&x[0][src..src + n * inner]);
+                out[o * n * inner..(o + 1) * n * inner].copy_from_slice(&x[0][src..src + n * inner]);
             }
         }
         Op::Pad { axis, before, .. } => {
@@ -271,8 +255,7 @@ pub fn op(
             out.fill(0.0);
             for o in 0..outer {
                 let dst = (o * n_out + before) * inner;
-                out[dst..dst + n_in * inner]
-                    .copy_from_slice(&x[0][o * n_in * inner..(o + 1) * n_in * inner]);
+                out[dst..dst + n_in * inner].copy_from_slice(&x[0][o * n_in * inner..(o + 1) * n_in * inner]);
             }
         }
         Op::MatMul { ta, tb } => matmul(*ta, *tb, x[0], &xs[0], x[1], &xs[1], out, os)?,
@@ -339,11 +322,7 @@ pub fn op(
         }
         Op::GatherPlanes => {
             let (plane_in, plane_out) = (xs[0].0[2] * xs[0].0[3], os.0[2] * os.0[3]);
-            for (p, (o, idx)) in out
-                .chunks_mut(plane_out)
-                .zip(x[1].chunks(plane_out))
-                .enumerate()
-            {
+            for (p, (o, idx)) in out.chunks_mut(plane_out).zip(x[1].chunks(plane_out)).enumerate() {
                 for (o, &i) in o.iter_mut().zip(idx) {
                     *o = x[0][p * plane_in + i as usize];
                 }
@@ -352,11 +331,7 @@ pub fn op(
         Op::ScatterPlanes(_) => {
             let (plane_in, plane_out) = (os.0[2] * os.0[3], xs[0].0[2] * xs[0].0[3]);
             out.fill(0.0);
-            for (p, (dy, idx)) in x[0]
-                .chunks(plane_out)
-                .zip(x[1].chunks(plane_out))
-                .enumerate()
-            {
+            for (p, (dy, idx)) in x[0].chunks(plane_out).zip(x[1].chunks(plane_out)).enumerate() {
                 for (&d, &i) in dy.iter().zip(idx) {
                     out[p * plane_in + i as usize] += d;
                 }
@@ -378,8 +353,7 @@ pub fn op(
 fn tap(w: &Window, h: usize, wd: usize, oy: usize, ox: usize, i: usize, j: usize) -> Option<usize> {
     let iy = (oy * w.stride[0] + i * w.dilation[0]) as isize - w.pad[0] as isize;
     let ix = (ox * w.stride[1] + j * w.dilation[1]) as isize - w.pad[1] as isize;
-    (iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd)
-        .then(|| iy as usize * wd + ix as usize)
+    (iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd).then(|| iy as usize * wd + ix as usize)
 }
 
 /// x `(N, C, H, W)` ↔ cols `(N, C·KH·KW, OH·OW)`; `fold` sums cols back into x.
@@ -450,9 +424,7 @@ fn pool(w: &Window, x: &[f32], xs: &Shape, out: &mut [f32], os: &Shape, kind: Po
                                 best = Some((t, v));
                             }
                         }
-                        out[o] = best
-                            .ok_or("a pooling window lies entirely in the padding")?
-                            .0 as f32;
+                        out[o] = best.ok_or("a pooling window lies entirely in the padding")?.0 as f32;
                     }
                     PoolKind::Avg => out[o] = taps.map(|t| x[p * h * wd + t]).sum::<f32>() / area,
                     PoolKind::AvgGrad => {
@@ -506,16 +478,7 @@ fn reduce(op: ReduceOp, axes: &[usize], x: &[f32], xs: &Shape, out: &mut [f32]) 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn matmul(
-    ta: bool,
-    tb: bool,
-    a: &[f32],
-    sa: &Shape,
-    b: &[f32],
-    sb: &Shape,
-    c: &mut [f32],
-    sc: &Shape,
-) -> KResult {
+fn matmul(ta: bool, tb: bool, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, c: &mut [f32], sc: &Shape) -> KResult {
     // a: (..., M, K) or (..., K, M) when ta;  b: (..., K, N) or (..., N, K) when tb; either may
     // be a shared rank-2 matrix.
     let (ra, rb, rc) = (sa.rank(), sb.rank(), sc.rank());
@@ -536,11 +499,7 @@ fn matmul(
         ));
     }
     for i in 0..batch {
-        let (ap, bp, cp) = (
-            &a[i * a_step..],
-            &b[i * b_step..],
-            &mut c[i * m * n..(i + 1) * m * n],
-        );
+        let (ap, bp, cp) = (&a[i * a_step..], &b[i * b_step..], &mut c[i * m * n..(i + 1) * m * n]);
         if k == 0 {
             cp.fill(0.0);
             continue;
@@ -570,17 +529,9 @@ fn matmul(
 }
 
 /// The fused optimiser step over every segment.
-pub fn update(
-    up: &UpdateKernel,
-    bufs: &mut [MutexGuard<'_, Vec<f32>>],
-    u: &StepUniforms,
-) -> crate::error::Result<()> {
+pub fn update(up: &UpdateKernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniforms) -> crate::error::Result<()> {
     let mut w = std::mem::take(&mut *bufs[up.params]);
-    let mut st: Vec<Vec<f32>> = up
-        .state
-        .iter()
-        .map(|&s| std::mem::take(&mut *bufs[s]))
-        .collect();
+    let mut st: Vec<Vec<f32>> = up.state.iter().map(|&s| std::mem::take(&mut *bufs[s])).collect();
     let g = &bufs[up.grads];
     let scale = match up.max_norm {
         Some((max_norm, v)) => {

@@ -44,9 +44,7 @@ impl Backend for Cpu {
     type Program = CpuProgram;
 
     fn info(&self) -> DeviceInfo {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         DeviceInfo {
             backend: "cpu".into(),
             adapter: format!("CPU reference ({threads} threads)"),
@@ -78,15 +76,7 @@ impl Backend for Cpu {
 
     fn read(&self, buf: &CpuBuffer, offset: usize, len: usize) -> Result<Vec<f32>> {
         let b = buf.lock()?;
-        check_view(
-            &View {
-                buf: 0,
-                offset,
-                len,
-            },
-            b.len(),
-            "read",
-        )?;
+        check_view(&View { buf: 0, offset, len }, b.len(), "read")?;
         Ok(b[offset..offset + len].to_vec())
     }
 
@@ -107,14 +97,8 @@ impl Backend for Cpu {
         Ok(CpuProgram { buffers, kernels })
     }
 
-    fn execute(
-        &self,
-        p: &mut CpuProgram,
-        u: &StepUniforms,
-        fetch: &[View],
-    ) -> Result<Vec<Vec<f32>>> {
-        let mut guards: Vec<MutexGuard<'_, Vec<f32>>> =
-            p.buffers.iter().map(|b| b.lock()).collect::<Result<_>>()?;
+    fn execute(&self, p: &mut CpuProgram, u: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<f32>>> {
+        let mut guards: Vec<MutexGuard<'_, Vec<f32>>> = p.buffers.iter().map(|b| b.lock()).collect::<Result<_>>()?;
         for k in &p.kernels {
             run_kernel(k, &mut guards, u)?;
         }
@@ -145,9 +129,7 @@ fn run_kernel(k: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniform
             let out = outs[0];
             let copies: Vec<Option<Vec<f32>>> = ins
                 .iter()
-                .map(|v| {
-                    (v.buf == out.buf).then(|| bufs[v.buf][v.offset..v.offset + v.len].to_vec())
-                })
+                .map(|v| (v.buf == out.buf).then(|| bufs[v.buf][v.offset..v.offset + v.len].to_vec()))
                 .collect();
             let mut out_buf = std::mem::take(&mut *bufs[out.buf]);
             let result = {
@@ -167,9 +149,8 @@ fn run_kernel(k: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniform
                         out_shape,
                         node,
                         ..
-                    } => kernels::op(op, &slices, in_shapes, o, out_shape, u).map_err(|e| {
-                        Error::Backend(format!("node #{} ({}): {e}", node.index(), op.name()))
-                    }),
+                    } => kernels::op(op, &slices, in_shapes, o, out_shape, u)
+                        .map_err(|e| Error::Backend(format!("node #{} ({}): {e}", node.index(), op.name()))),
                     Kernel::Copy { .. } => {
                         o.copy_from_slice(slices[0]);
                         Ok(())

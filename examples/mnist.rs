@@ -1,0 +1,241 @@
+//! Train LeNet-5 (or a small residual CNN) on MNIST and report test accuracy.
+//!
+//! cargo run --release --example mnist -- [--epochs 1] [--batch 64] [--lr 1e-3]
+//!     [--optimizer adam|adamw|sgd|momentum|nesterov|rmsprop|adagrad] [--device auto|cpu|gpu]
+//!     [--data DIR] [--limit N] [--val N] [--model lenet|resnet] [--seed S] [--patience P]
+//!
+//! Progress goes to stderr; the last line of stdout is a JSON object with the run's metrics.
+
+use kiln::data::{load_mnist, Dataset};
+use kiln::nn::{self, BatchNorm, Conv2d, Linear, ResidualBlock};
+use kiln::train::{FitConfig, Trainer};
+use kiln::{Backend, Cpu, Graph, Init, NodeId, Optimizer};
+use std::path::PathBuf;
+
+struct Args {
+    epochs: usize,
+    batch: usize,
+    lr: f32,
+    optimizer: String,
+    device: String,
+    data: PathBuf,
+    limit: Option<usize>,
+    val: usize,
+    model: String,
+    seed: u64,
+    patience: Option<usize>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        epochs: 1,
+        batch: 64,
+        lr: 1e-3,
+        optimizer: "adam".into(),
+        device: std::env::var("KILN_DEVICE").unwrap_or_else(|_| "auto".into()),
+        data: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist"),
+        limit: None,
+        val: 5000,
+        model: "lenet".into(),
+        seed: 1,
+        patience: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
+        let num = |v: String| v.parse::<f64>().map_err(|_| format!("{flag}: `{v}` is not a number"));
+        match flag.as_str() {
+            "--epochs" => a.epochs = num(val()?)? as usize,
+            "--batch" => a.batch = num(val()?)? as usize,
+            "--lr" => a.lr = num(val()?)? as f32,
+            "--optimizer" => a.optimizer = val()?,
+            "--device" => a.device = val()?,
+            "--data" => a.data = PathBuf::from(val()?),
+            "--limit" => a.limit = Some(num(val()?)? as usize),
+            "--val" => a.val = num(val()?)? as usize,
+            "--model" => a.model = val()?,
+            "--seed" => a.seed = num(val()?)? as u64,
+            "--patience" => a.patience = Some(num(val()?)? as usize),
+            "-h" | "--help" => return Err("usage: see the comment at the top of examples/mnist.rs".into()),
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(a)
+}
+
+/// LeNet-5: conv 5×5×6 pad 2 → ReLU → maxpool 2 → conv 5×5×16 → ReLU → maxpool 2 →
+/// FC 120 → ReLU → FC 84 → ReLU → FC 10, initialised as mainstream frameworks do by default
+/// (weights and biases U(±1/√fan_in)).
+fn lenet(g: &mut Graph, x: NodeId, _train: bool) -> kiln::Result<NodeId> {
+    let conv = |g: &mut Graph, name: &str, i: usize, o: usize, pad: usize| {
+        Conv2d::with_init(
+            g,
+            name,
+            i,
+            o,
+            5,
+            1,
+            pad,
+            Init::torch_default(),
+            Init::bias_for_fan_in(i * 25),
+        )
+    };
+    let fc = |g: &mut Graph, name: &str, i: usize, o: usize| {
+        Linear::with_inits(g, name, i, o, Init::torch_default(), Some(Init::bias_for_fan_in(i)))
+    };
+    let c1 = conv(g, "conv1", 1, 6, 2)?;
+    let c2 = conv(g, "conv2", 6, 16, 0)?;
+    let f1 = fc(g, "fc1", 16 * 5 * 5, 120)?;
+    let f2 = fc(g, "fc2", 120, 84)?;
+    let f3 = fc(g, "fc3", 84, 10)?;
+    let h = c1.forward(g, x)?; // (B, 6, 28, 28)
+    let h = g.relu(h)?;
+    let h = g.max_pool2d(h, [2, 2], [2, 2], [0, 0])?; // (B, 6, 14, 14)
+    let h = c2.forward(g, h)?; // (B, 16, 10, 10)
+    let h = g.relu(h)?;
+    let h = g.max_pool2d(h, [2, 2], [2, 2], [0, 0])?; // (B, 16, 5, 5)
+    let h = nn::flatten(g, h)?; // (B, 400)
+    let h = f1.forward(g, h)?;
+    let h = g.relu(h)?;
+    let h = f2.forward(g, h)?;
+    let h = g.relu(h)?;
+    f3.forward(g, h)
+}
+
+/// A small residual CNN: conv 3×3×16 + BN → two residual stages (16, then 32 at stride 2) →
+/// global average pooling → FC 10.
+fn resnet(g: &mut Graph, x: NodeId, train: bool) -> kiln::Result<NodeId> {
+    let stem = Conv2d::same(g, "stem", 1, 16, 3)?.no_bias();
+    let bn = BatchNorm::new(g, "stem_bn", 16)?;
+    let b1 = ResidualBlock::new(g, "block1", 16, 16, 1)?;
+    let b2 = ResidualBlock::new(g, "block2", 16, 32, 2)?;
+    let fc = Linear::new(g, "fc", 32, 10)?;
+    let h = stem.forward(g, x)?;
+    let h = bn.forward(g, h, train)?;
+    let h = g.relu(h)?;
+    let h = g.max_pool2d(h, [2, 2], [2, 2], [0, 0])?; // (B, 16, 14, 14)
+    let h = b1.forward(g, h, train)?;
+    let h = b2.forward(g, h, train)?; // (B, 32, 7, 7)
+    let h = g.global_avg_pool(h)?; // (B, 32)
+    fc.forward(g, h)
+}
+
+fn optimizer(name: &str, lr: f32) -> Result<Optimizer, String> {
+    Ok(match name {
+        "adam" => Optimizer::adam(lr),
+        "adamw" => Optimizer::adamw(lr, 1e-2),
+        "sgd" => Optimizer::sgd(lr),
+        "momentum" => Optimizer::momentum(lr, 0.9),
+        "nesterov" => Optimizer::nesterov(lr, 0.9),
+        "rmsprop" => Optimizer::rmsprop(lr),
+        "adagrad" => Optimizer::adagrad(lr),
+        other => return Err(format!("unknown optimizer `{other}`")),
+    })
+}
+
+fn run<B: Backend>(
+    backend: &B,
+    a: &Args,
+    train: &Dataset,
+    val: Option<&Dataset>,
+    test: &Dataset,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let model: &dyn Fn(&mut Graph, NodeId, bool) -> kiln::Result<NodeId> = match a.model.as_str() {
+        "lenet" => &lenet,
+        "resnet" => &resnet,
+        other => return Err(format!("unknown model `{other}` (lenet or resnet)").into()),
+    };
+    let opt = optimizer(&a.optimizer, a.lr)?;
+    let t0 = std::time::Instant::now();
+    let mut trainer = Trainer::classifier(backend, &train.sample_shape, 10, a.batch, model, None, &opt, a.seed)?;
+    let info = backend.info();
+    eprintln!(
+        "{} on {} ({}): {} parameters, {} kernels per step, compiled in {:.2}s",
+        a.model,
+        info.adapter,
+        info.backend,
+        trainer.store().entries().iter().map(|e| e.shape.numel()).sum::<usize>(),
+        trainer.kernels_per_step(),
+        t0.elapsed().as_secs_f64()
+    );
+    let cfg = FitConfig {
+        epochs: a.epochs,
+        seed: a.seed,
+        patience: a.patience,
+        progress: true,
+    };
+    let hist = trainer.fit(train, val, &cfg)?;
+    let tm = trainer.evaluate(test)?;
+    let last = hist.train.last().copied().unwrap_or_default();
+    let vm = hist.validation.last().copied();
+    let opt_num = |v: Option<f32>| v.map_or("null".to_string(), |v| format!("{v:.6}"));
+    eprintln!("test loss {:.4}, test accuracy {:.2}%", tm.loss, 100.0 * tm.accuracy);
+    Ok(format!(
+        "{{\"model\":\"{}\",\"epochs\":{},\"batch\":{},\"optimizer\":\"{}\",\"lr\":{},\"train_samples\":{},\"train_loss\":{:.6},\"train_accuracy\":{:.6},\"validation_loss\":{},\"validation_accuracy\":{},\"test_loss\":{:.6},\"test_accuracy\":{:.6},\"samples_per_s\":{:.1},\"device\":\"{}\",\"adapter\":\"{}\",\"peak_bytes\":{},\"stopped_early\":{}}}",
+        a.model,
+        hist.train.len(),
+        a.batch,
+        a.optimizer,
+        a.lr,
+        train.len(),
+        last.loss,
+        last.accuracy,
+        opt_num(vm.map(|m| m.loss)),
+        opt_num(vm.map(|m| m.accuracy)),
+        tm.loss,
+        tm.accuracy,
+        hist.samples_per_s,
+        info.backend,
+        info.adapter.replace('"', "'"),
+        trainer.peak_bytes(),
+        hist.stopped_early
+    ))
+}
+
+fn main() {
+    let a = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("mnist: {e}");
+            std::process::exit(2);
+        }
+    };
+    let result = (|| -> Result<String, Box<dyn std::error::Error>> {
+        let (mut train, mut test) = load_mnist(&a.data)?;
+        if let Some(n) = a.limit {
+            train = train.take(n);
+        }
+        let (mut train, mut val) = if a.val > 0 && a.val < train.len() {
+            let (t, v) = train.split(a.val, a.seed)?;
+            (t, Some(v))
+        } else {
+            (train, None)
+        };
+        // Normalise with the training set's own statistics.
+        let (mean, std) = train.stats();
+        train.normalize(mean, std);
+        test.normalize(mean, std);
+        if let Some(v) = val.as_mut() {
+            v.normalize(mean, std);
+        }
+        eprintln!(
+            "MNIST from {}: {} train, {} validation, {} test",
+            a.data.display(),
+            train.len(),
+            val.as_ref().map_or(0, |v| v.len()),
+            test.len()
+        );
+        match a.device.as_str() {
+            "auto" | "cpu" => run(&Cpu, &a, &train, val.as_ref(), &test),
+            "gpu" => Err("the wgpu backend is not built yet (issue #3); use --device cpu".into()),
+            other => Err(format!("unknown device `{other}` (auto, cpu or gpu)").into()),
+        }
+    })();
+    match result {
+        Ok(json) => println!("{json}"),
+        Err(e) => {
+            eprintln!("mnist: {e}");
+            std::process::exit(1);
+        }
+    }
+}

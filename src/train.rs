@@ -1,0 +1,300 @@
+//! The Trainer: builds a classifier's training and evaluation programs over one ParamStore,
+//! runs epochs of seeded mini-batches with a live progress line, evaluates on validation and
+//! test sets, and stops early when validation loss stops improving.
+
+use crate::autodiff::backward;
+use crate::backend::Backend;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::exec::{Feed, ParamStore, Program, Training};
+use crate::graph::{Graph, NodeId};
+use crate::optim::Optimizer;
+use crate::rng::Rng;
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+/// Loss and accuracy on a dataset.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Mean cross-entropy.
+    pub loss: f32,
+    /// Fraction classified correctly.
+    pub accuracy: f32,
+}
+
+/// What [`Trainer::fit`] did.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// Training metrics of each epoch (running over its batches).
+    pub train: Vec<Metrics>,
+    /// Validation metrics after each epoch, if a validation set was given.
+    pub validation: Vec<Metrics>,
+    /// Training throughput over all epochs, samples per second.
+    pub samples_per_s: f64,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+}
+
+/// How to fit.
+#[derive(Clone, Debug)]
+pub struct FitConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Seed of the per-epoch shuffles.
+    pub seed: u64,
+    /// Stop after this many epochs without a better validation loss.
+    pub patience: Option<usize>,
+    /// Print a progress line to stderr.
+    pub progress: bool,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig {
+            epochs: 1,
+            seed: 0,
+            patience: None,
+            progress: true,
+        }
+    }
+}
+
+/// A classifier being trained: logits `(B, classes)` from samples `(B, sample_shape…)`.
+pub struct Trainer<B: Backend> {
+    store: ParamStore<B>,
+    train: Program<B>,
+    eval: Program<B>,
+    loss: NodeId,
+    train_logits: NodeId,
+    eval_logits: NodeId,
+    eval_losses: NodeId,
+    batch: usize,
+    sample_len: usize,
+    graph: Graph,
+}
+
+impl<B: Backend> Trainer<B> {
+    /// Build a classifier. `model(graph, x, train)` maps `x: (batch, sample_shape…)` to logits
+    /// `(batch, classes)`; it is called twice, with `train` true and false, over the same
+    /// parameters (dropout and batch norm differ between the two). The training loss is mean
+    /// cross-entropy plus `penalty(graph)` when given (e.g. an L2 term).
+    #[allow(clippy::too_many_arguments)]
+    pub fn classifier(
+        backend: &B,
+        sample_shape: &[usize],
+        classes: usize,
+        batch: usize,
+        model: &dyn Fn(&mut Graph, NodeId, bool) -> Result<NodeId>,
+        penalty: Option<&dyn Fn(&mut Graph) -> Result<NodeId>>,
+        optimizer: &Optimizer,
+        seed: u64,
+    ) -> Result<Self> {
+        if batch == 0 {
+            return Err(Error::Invalid {
+                op: "Trainer",
+                reason: "batch size must be at least 1".into(),
+            });
+        }
+        let mut g = Graph::new();
+        let mut shape = vec![batch];
+        shape.extend_from_slice(sample_shape);
+        let x = g.input("x", shape)?;
+        let y = g.labels("y", [batch], classes)?;
+        let train_logits = model(&mut g, x, true)?;
+        if g.shape(train_logits).dims() != [batch, classes] {
+            return Err(Error::Shape {
+                op: "Trainer::classifier",
+                node: g.describe(train_logits),
+                shapes: vec![g.shape(train_logits).0.clone()],
+                reason: format!("the model must return logits ({batch}, {classes})"),
+            });
+        }
+        let mut loss = crate::loss::cross_entropy(&mut g, train_logits, y)?;
+        if let Some(p) = penalty {
+            let pen = p(&mut g)?;
+            loss = g.add(loss, pen)?;
+        }
+        g.set_name(loss, "loss");
+        let grads = backward(&mut g, loss)?;
+        let eval_logits = model(&mut g, x, false)?;
+        let eval_losses = g.softmax_cross_entropy(eval_logits, y, 0.0)?;
+        let mut store = ParamStore::new(backend, &g, seed)?;
+        let mut train = Program::compile(
+            &g,
+            &mut store,
+            &[loss, train_logits],
+            Some(Training {
+                grads: &grads,
+                optimizer,
+            }),
+        )?;
+        train.set_seed(seed);
+        let eval = Program::compile(&g, &mut store, &[eval_logits, eval_losses], None)?;
+        Ok(Trainer {
+            store,
+            train,
+            eval,
+            loss,
+            train_logits,
+            eval_logits,
+            eval_losses,
+            batch,
+            sample_len: sample_shape.iter().product(),
+            graph: g,
+        })
+    }
+
+    /// The parameters.
+    pub fn store(&self) -> &ParamStore<B> {
+        &self.store
+    }
+
+    /// The graph holding both programs.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Peak device bytes of the training step (its buffers plus the ParamStore).
+    pub fn peak_bytes(&self) -> usize {
+        self.train.peak_bytes()
+    }
+
+    /// Kernels one training step runs.
+    pub fn kernels_per_step(&self) -> usize {
+        self.train.kernel_count()
+    }
+
+    /// Train for `cfg.epochs` epochs (dropping each epoch's final partial batch), evaluating on
+    /// `validation` after each.
+    pub fn fit(&mut self, data: &Dataset, validation: Option<&Dataset>, cfg: &FitConfig) -> Result<History> {
+        self.check_data(data)?;
+        let steps = data.len() / self.batch;
+        if steps == 0 {
+            return Err(Error::Invalid {
+                op: "fit",
+                reason: format!("{} samples do not fill one batch of {}", data.len(), self.batch),
+            });
+        }
+        let mut rng = Rng::new(cfg.seed);
+        let mut x = vec![0f32; self.batch * self.sample_len];
+        let mut y = vec![0u32; self.batch];
+        let mut hist = History::default();
+        let (mut best, mut since_best) = (f32::INFINITY, 0);
+        let mut train_time = 0.0;
+        let tty = std::io::stderr().is_terminal();
+        for epoch in 1..=cfg.epochs {
+            let mut order: Vec<usize> = (0..data.len()).collect();
+            rng.shuffle(&mut order);
+            let (mut loss_sum, mut hits) = (0f64, 0usize);
+            let start = Instant::now();
+            for s in 0..steps {
+                let idx = &order[s * self.batch..(s + 1) * self.batch];
+                data.gather(idx, &mut x, &mut y);
+                let out = self.train.run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))])?;
+                let l = out.scalar(self.loss)?;
+                if !l.is_finite() {
+                    return Err(Error::NonFinite(format!(
+                        "training loss is {l} at epoch {epoch}, step {}; lower the learning rate or clip gradients",
+                        s + 1
+                    )));
+                }
+                loss_sum += l as f64;
+                hits += accuracy_hits(&out.get(self.train_logits)?.argmax_rows(), &y, self.batch);
+                let done = s + 1;
+                if cfg.progress
+                    && (tty && (done % 10 == 0 || done == steps) || !tty && (done * 10 / steps != s * 10 / steps))
+                {
+                    let rate = (done * self.batch) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                    let bar: String = (0..30).map(|i| if i * steps < 30 * done { '#' } else { '.' }).collect();
+                    let line = format!(
+                        "epoch {epoch}/{} [{bar}] {done}/{steps} loss {:.4} {:.0} samples/s",
+                        cfg.epochs,
+                        loss_sum / done as f64,
+                        rate
+                    );
+                    if tty {
+                        eprint!("\r{line}");
+                    } else {
+                        eprintln!("{line}");
+                    }
+                    let _ = std::io::stderr().flush();
+                }
+            }
+            train_time += start.elapsed().as_secs_f64();
+            let m = Metrics {
+                loss: (loss_sum / steps as f64) as f32,
+                accuracy: hits as f32 / (steps * self.batch) as f32,
+            };
+            hist.train.push(m);
+            let mut line = format!(
+                "epoch {epoch}/{}: train loss {:.4} acc {:.2}%",
+                cfg.epochs,
+                m.loss,
+                100.0 * m.accuracy
+            );
+            if let Some(v) = validation {
+                let vm = self.evaluate(v)?;
+                hist.validation.push(vm);
+                line += &format!(", validation loss {:.4} acc {:.2}%", vm.loss, 100.0 * vm.accuracy);
+                if vm.loss < best {
+                    best = vm.loss;
+                    since_best = 0;
+                } else {
+                    since_best += 1;
+                }
+            }
+            if cfg.progress {
+                if tty {
+                    eprint!("\r\x1b[2K");
+                }
+                eprintln!("{line}");
+            }
+            if cfg.patience.is_some_and(|p| since_best >= p) {
+                hist.stopped_early = true;
+                if cfg.progress {
+                    eprintln!("early stopping: validation loss has not improved for {since_best} epochs");
+                }
+                break;
+            }
+        }
+        hist.samples_per_s = (hist.train.len() * steps * self.batch) as f64 / train_time.max(1e-9);
+        Ok(hist)
+    }
+
+    /// Loss and accuracy on every sample of `data` (the final partial batch is padded, and the
+    /// padding excluded).
+    pub fn evaluate(&mut self, data: &Dataset) -> Result<Metrics> {
+        self.check_data(data)?;
+        let mut x = vec![0f32; self.batch * self.sample_len];
+        let mut y = vec![0u32; self.batch];
+        let order: Vec<usize> = (0..data.len()).collect();
+        let (mut loss_sum, mut hits) = (0f64, 0usize);
+        for idx in order.chunks(self.batch) {
+            data.gather(idx, &mut x, &mut y);
+            let out = self.eval.run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))])?;
+            loss_sum += out.get(self.eval_losses)?.data[..idx.len()]
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>();
+            hits += accuracy_hits(&out.get(self.eval_logits)?.argmax_rows(), &y, idx.len());
+        }
+        Ok(Metrics {
+            loss: (loss_sum / data.len().max(1) as f64) as f32,
+            accuracy: hits as f32 / data.len().max(1) as f32,
+        })
+    }
+
+    fn check_data(&self, d: &Dataset) -> Result<()> {
+        if d.sample_len() != self.sample_len {
+            return Err(Error::Invalid {
+                op: "Trainer",
+                reason: format!("samples of shape {:?} do not match the model's input", d.sample_shape),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn accuracy_hits(pred: &[usize], y: &[u32], n: usize) -> usize {
+    pred.iter().zip(y).take(n).filter(|(p, l)| **p == **l as usize).count()
+}
