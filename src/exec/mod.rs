@@ -213,17 +213,27 @@ impl<B: Backend> Program<B> {
             }
         };
         close(&mut needed);
-        // State updates (batch-norm running statistics) of the forward pass a training program runs.
+        // State updates (batch-norm running statistics) of the forward pass a training program
+        // runs: those whose value depends on a node this program computes. The update itself is
+        // a side branch no fetch depends on, so it is added to the needed set here.
+        let mut touches = vec![false; nodes.len()];
+        for (i, n) in nodes.iter().enumerate() {
+            touches[i] = (needed[i] && !n.op.is_leaf()) || n.inputs.iter().any(|x| touches[x.index()]);
+        }
         let assigns: Vec<(usize, NodeId)> = if training.is_some() {
             graph
                 .assigns()
                 .iter()
                 .copied()
-                .filter(|(_, v)| needed[v.index()])
+                .filter(|(_, v)| touches[v.index()])
                 .collect()
         } else {
             Vec::new()
         };
+        for (_, v) in &assigns {
+            needed[v.index()] = true;
+        }
+        close(&mut needed);
         // Storage root of each node: reshapes alias their operand.
         let mut root: Vec<usize> = (0..nodes.len()).collect();
         for (i, n) in nodes.iter().enumerate() {
@@ -353,6 +363,17 @@ impl<B: Backend> Program<B> {
                 src,
                 dst: View {
                     buf: GRADS,
+                    offset: param_offset[pi],
+                    len: src.len,
+                },
+            });
+        }
+        for &(pi, v) in &assigns {
+            let src = view[v.index()].expect("assigned values are placed");
+            kernels.push(Kernel::Copy {
+                src,
+                dst: View {
+                    buf: PARAMS,
                     offset: param_offset[pi],
                     len: src.len,
                 },
