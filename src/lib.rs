@@ -53,7 +53,7 @@ mod tensor;
 pub mod train;
 
 pub use autodiff::{backward, gradients, Gradients};
-pub use backend::{Backend, Cpu, DeviceInfo};
+pub use backend::{Backend, Cpu, DeviceInfo, Gpu};
 pub use error::{Error, Result};
 pub use exec::{Feed, Outputs, ParamStore, Program, Training};
 pub use graph::{BinaryOp, Graph, NodeId, Op, ReduceOp, UnaryOp};

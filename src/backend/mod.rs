@@ -8,12 +8,14 @@
 //! replays them in one submission per step.
 
 pub mod cpu;
+pub mod wgpu;
 
 use crate::error::Result;
 use crate::graph::{NodeId, Op};
 use crate::optim::OptimizerKind;
 use crate::shape::Shape;
 
+pub use self::wgpu::Gpu;
 pub use cpu::Cpu;
 
 /// A window of `len` f32 elements starting at `offset` in buffer `buf` of the program's table.

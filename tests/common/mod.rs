@@ -161,3 +161,75 @@ pub fn gradcheck(
         panic!("{e}");
     }
 }
+
+/// The GPU for tests: shared per test binary so pipelines compile once. `None` (with a printed
+/// line) when there is no adapter, unless `KILN_REQUIRE_GPU=1`, which makes that a failure.
+pub fn gpu() -> Option<kiln::Gpu> {
+    static GPU: std::sync::OnceLock<Option<kiln::Gpu>> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| match kiln::Gpu::new(std::env::var("KILN_ADAPTER").ok().as_deref()) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            if std::env::var("KILN_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("KILN_REQUIRE_GPU=1 but no GPU: {e}");
+            }
+            eprintln!("skipping GPU tests: {e}");
+            None
+        }
+    })
+    .clone()
+}
+
+/// Forward value of `f(args)` and the gradients of `Σ w ⊙ f(args)` w.r.t. each arg, on `backend`.
+pub fn forward_and_grads<B: kiln::Backend>(
+    backend: &B,
+    build: &dyn Fn(&mut Graph, &[NodeId]) -> kiln::Result<NodeId>,
+    args: &[Arg],
+    feeds: &[(&str, Feed<'_>)],
+) -> Vec<Vec<f32>> {
+    let mut g = Graph::new();
+    let nodes: Vec<NodeId> = args
+        .iter()
+        .map(|a| g.param(a.name, a.shape.clone(), Init::Zeros).unwrap())
+        .collect();
+    let out = build(&mut g, &nodes).expect("building the expression");
+    let w = g.input("__w", g.shape(out).clone()).unwrap();
+    let weighted = g.mul(out, w).unwrap();
+    let loss = g.sum_all(weighted).unwrap();
+    let grads: Vec<NodeId> = gradients(&mut g, loss, &nodes).unwrap().into_iter().flatten().collect();
+    let mut store = ParamStore::new(backend, &g, 0).unwrap();
+    for a in args {
+        store.set(a.name, &a.data).unwrap();
+    }
+    let mut fetch = vec![out];
+    fetch.extend(&grads);
+    let mut prog = Program::compile(&g, &mut store, &fetch, None).expect("compiling");
+    let wv = values(99, g.shape(out).numel(), 0.5, 1.5);
+    let mut all: Vec<(&str, Feed<'_>)> = feeds.to_vec();
+    all.push(("__w", Feed::F32(&wv)));
+    let res = prog.run(&all).expect("running");
+    fetch.iter().map(|&f| res.get(f).unwrap().data.clone()).collect()
+}
+
+/// GPU results of `build` match the CPU reference, forward and backward.
+#[track_caller]
+pub fn parity(
+    build: &dyn Fn(&mut Graph, &[NodeId]) -> kiln::Result<NodeId>,
+    args: &[Arg],
+    feeds: &[(&str, Feed<'_>)],
+    atol: f32,
+    rtol: f32,
+) {
+    let Some(gpu) = gpu() else { return };
+    let cpu = forward_and_grads(&Cpu, build, args, feeds);
+    let dev = forward_and_grads(&gpu, build, args, feeds);
+    for (i, (c, d)) in cpu.iter().zip(&dev).enumerate() {
+        let what = if i == 0 {
+            "forward".to_string()
+        } else {
+            format!("gradient of `{}`", args[i - 1].name)
+        };
+        if let Err(e) = check_close(d, c, atol, rtol) {
+            panic!("{what}: GPU vs CPU: {e}");
+        }
+    }
+}

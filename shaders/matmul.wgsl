@@ -1,0 +1,84 @@
+// matmul.wgsl — batched C = op(A) · op(B), transposes expressed as strides.
+//
+// Bindings: a = A, b = B, out = C. Dispatch (⌈N/64⌉, ⌈M/64⌉, batch). A 16×16 workgroup computes
+// a 64×64 tile of C; each invocation accumulates a 4×4 register block. K advances in steps of
+// 16 through tiles of A and B staged in workgroup memory; loads outside the matrix read zero,
+// so any M, N, K works.
+//
+// kp: [M, N, K, a_off, b_off, c_off, rsa, csa, rsb, csb, a_batch_stride, b_batch_stride]
+
+@group(0) @binding(2) var<storage, read> a: array<f32>;
+@group(0) @binding(3) var<storage, read> b: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+
+var<workgroup> As: array<array<f32, 65>, 16>; // [k][m], padded against bank conflicts
+var<workgroup> Bs: array<array<f32, 64>, 16>; // [k][n]
+
+@compute @workgroup_size(16, 16)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let M = kp[0];
+    let N = kp[1];
+    let K = kp[2];
+    let a0 = kp[3] + wid.z * kp[10];
+    let b0 = kp[4] + wid.z * kp[11];
+    let c0 = kp[5] + wid.z * M * N;
+    let rsa = kp[6];
+    let csa = kp[7];
+    let rsb = kp[8];
+    let csb = kp[9];
+    let tx = lid3.x;
+    let ty = lid3.y;
+    let t = ty * 16u + tx;
+    let row0 = wid.y * TM;
+    let col0 = wid.x * TN;
+    var acc: array<array<f32, 4>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            acc[i][j] = 0.0;
+        }
+    }
+    for (var k0 = 0u; k0 < K; k0 += TK) {
+        // Stage a 64×16 tile of A and a 16×64 tile of B: 4 elements of each per invocation.
+        for (var l = 0u; l < 4u; l++) {
+            let e = t + l * 256u;
+            let am = e / TK;
+            let ak = e % TK;
+            let gm = row0 + am;
+            let gk = k0 + ak;
+            As[ak][am] = select(0.0, a[a0 + gm * rsa + gk * csa], gm < M && gk < K);
+            let bk = e / TN;
+            let bn = e % TN;
+            let gk2 = k0 + bk;
+            let gn = col0 + bn;
+            Bs[bk][bn] = select(0.0, b[b0 + gk2 * rsb + gn * csb], gk2 < K && gn < N);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            var av: array<f32, 4>;
+            var bv: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                av[i] = As[kk][ty + 16u * i];
+                bv[i] = Bs[kk][tx + 16u * i];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let r = row0 + ty + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let cidx = col0 + tx + 16u * j;
+            if (r < M && cidx < N) {
+                out[c0 + r * N + cidx] = acc[i][j];
+            }
+        }
+    }
+}

@@ -1,0 +1,593 @@
+//! Lowering: each executor [`Kernel`] becomes one or more dispatch specs — which WGSL family and
+//! entry point, its parameter words (`kp`), which buffers sit in which binding, and the grid.
+//! Pure data, no wgpu types, so it can be read (and tested) on its own.
+
+use crate::backend::{Kernel, View};
+use crate::graph::{BinaryOp, Op, ReduceOp, UnaryOp, Window};
+use crate::optim::OptimizerKind;
+use crate::shape::{broadcast_strides, Shape};
+
+/// Highest tensor rank the strided kernels take.
+pub const MAX_RANK: usize = 6;
+
+/// The WGSL source families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// elementwise.wgsl
+    Elementwise,
+    /// reduce.wgsl
+    Reduce,
+    /// matmul.wgsl
+    Matmul,
+    /// softmax.wgsl
+    Softmax,
+    /// conv.wgsl
+    Conv,
+    /// optim.wgsl
+    Optim,
+}
+
+impl Family {
+    /// Every family, for shader validation.
+    pub const ALL: [Family; 6] = [
+        Family::Elementwise,
+        Family::Reduce,
+        Family::Matmul,
+        Family::Softmax,
+        Family::Conv,
+        Family::Optim,
+    ];
+
+    /// The WGSL source: the common prelude followed by the family's file.
+    pub fn source(self) -> String {
+        let body = match self {
+            Family::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
+            Family::Reduce => include_str!("../../../shaders/reduce.wgsl"),
+            Family::Matmul => include_str!("../../../shaders/matmul.wgsl"),
+            Family::Softmax => include_str!("../../../shaders/softmax.wgsl"),
+            Family::Conv => include_str!("../../../shaders/conv.wgsl"),
+            Family::Optim => include_str!("../../../shaders/optim.wgsl"),
+        };
+        format!("{}\n{}", include_str!("../../../shaders/common.wgsl"), body)
+    }
+}
+
+/// How many workgroups to launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grid {
+    /// One invocation per element, 256 per workgroup.
+    Elements(usize),
+    /// One workgroup per item.
+    Groups(usize),
+    /// Exactly these workgroup counts.
+    Fixed([u32; 3]),
+}
+
+/// Which buffers go in the bindings. `inputs` fill bindings 2, 3, 4 (standard layout) or
+/// grads, norm (update layout); `outputs` fill binding 5 (standard) or params, state0, state1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dispatch {
+    /// Source family.
+    pub family: Family,
+    /// Entry point.
+    pub entry: &'static str,
+    /// Parameter words.
+    pub kp: Vec<u32>,
+    /// Buffer-table indices read.
+    pub inputs: Vec<usize>,
+    /// Buffer-table indices written.
+    pub outputs: Vec<usize>,
+    /// Launch size.
+    pub grid: Grid,
+}
+
+fn bits(x: f32) -> u32 {
+    x.to_bits()
+}
+
+fn u(x: usize) -> u32 {
+    x as u32
+}
+
+fn padded(v: &[usize]) -> Vec<u32> {
+    let mut out: Vec<u32> = v.iter().map(|&x| x as u32).collect();
+    out.resize(MAX_RANK, 1);
+    out
+}
+
+fn unary_code(op: UnaryOp) -> (u32, f32, f32) {
+    match op {
+        UnaryOp::Neg => (0, 0.0, 0.0),
+        UnaryOp::Exp => (1, 0.0, 0.0),
+        UnaryOp::Log => (2, 0.0, 0.0),
+        UnaryOp::Sqrt => (3, 0.0, 0.0),
+        UnaryOp::Square => (4, 0.0, 0.0),
+        UnaryOp::Abs => (5, 0.0, 0.0),
+        UnaryOp::Sign => (6, 0.0, 0.0),
+        UnaryOp::Recip => (7, 0.0, 0.0),
+        UnaryOp::Step => (8, 0.0, 0.0),
+        UnaryOp::Sigmoid => (9, 0.0, 0.0),
+        UnaryOp::Tanh => (10, 0.0, 0.0),
+        UnaryOp::Relu => (11, 0.0, 0.0),
+        UnaryOp::LeakyRelu(a) => (12, a, 0.0),
+        UnaryOp::Elu(a) => (13, a, 0.0),
+        UnaryOp::Softplus => (14, 0.0, 0.0),
+        UnaryOp::Gelu => (15, 0.0, 0.0),
+        UnaryOp::Clamp(lo, hi) => (16, lo, hi),
+        UnaryOp::PowScalar(p) => (17, p, 0.0),
+        UnaryOp::AddScalar(c) => (18, c, 0.0),
+        UnaryOp::MulScalar(c) => (19, c, 0.0),
+    }
+}
+
+fn binary_code(op: BinaryOp) -> u32 {
+    match op {
+        BinaryOp::Add => 0,
+        BinaryOp::Sub => 1,
+        BinaryOp::Mul => 2,
+        BinaryOp::Div => 3,
+        BinaryOp::Max => 4,
+        BinaryOp::Min => 5,
+        BinaryOp::Pow => 6,
+        BinaryOp::Greater => 7,
+        BinaryOp::GreaterEqual => 8,
+        BinaryOp::Equal => 9,
+    }
+}
+
+fn rule_code(k: &OptimizerKind) -> u32 {
+    match k {
+        OptimizerKind::Sgd => 0,
+        OptimizerKind::Momentum { .. } => 1,
+        OptimizerKind::Nesterov { .. } => 2,
+        OptimizerKind::AdaGrad { .. } => 3,
+        OptimizerKind::RmsProp { .. } => 4,
+        OptimizerKind::Adam { .. } => 5,
+        OptimizerKind::AdamW { .. } => 6,
+    }
+}
+
+fn ew(entry: &'static str, kp: Vec<u32>, inputs: Vec<usize>, out: usize, n: usize) -> Dispatch {
+    Dispatch {
+        family: Family::Elementwise,
+        entry,
+        kp,
+        inputs,
+        outputs: vec![out],
+        grid: Grid::Elements(n),
+    }
+}
+
+/// `dst[dims, dst_strides] = src[dims, src_strides]`.
+fn strided_copy(src: View, src_strides: &[usize], dst: View, dst_strides: &[usize], dims: &[usize]) -> Dispatch {
+    let n: usize = dims.iter().product();
+    let mut kp = vec![u(n), u(dims.len()), u(src.offset), u(dst.offset)];
+    kp.extend(padded(dims));
+    kp.extend(padded(src_strides));
+    kp.extend(padded(dst_strides));
+    ew("strided_copy", kp, vec![src.buf], dst.buf, n)
+}
+
+fn window_kp(
+    total: usize,
+    img: &Shape,
+    w: &Window,
+    oh: usize,
+    ow: usize,
+    a_off: usize,
+    out_off: usize,
+    b_off: usize,
+) -> Vec<u32> {
+    let d = img.dims();
+    [
+        total,
+        d[0],
+        d[1],
+        d[2],
+        d[3],
+        w.k[0],
+        w.k[1],
+        w.stride[0],
+        w.stride[1],
+        w.pad[0],
+        w.pad[1],
+        w.dilation[0],
+        w.dilation[1],
+        oh,
+        ow,
+        a_off,
+        out_off,
+        b_off,
+    ]
+    .iter()
+    .map(|&x| x as u32)
+    .collect()
+}
+
+fn conv(entry: &'static str, kp: Vec<u32>, inputs: Vec<usize>, out: usize, n: usize) -> Dispatch {
+    Dispatch {
+        family: Family::Conv,
+        entry,
+        kp,
+        inputs,
+        outputs: vec![out],
+        grid: Grid::Elements(n),
+    }
+}
+
+/// Lower one kernel. Errors name what the kernels cannot take (rank above 6, ...).
+pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
+    let (op, x, xs, out, os) = match k {
+        Kernel::Op {
+            op,
+            inputs,
+            in_shapes,
+            out,
+            out_shape,
+            ..
+        } => (op, inputs, in_shapes, *out, out_shape),
+        Kernel::Copy { src, dst } => return Ok(vec![strided_copy(*src, &[1], *dst, &[1], &[src.len])]),
+        Kernel::SumSquares { src, out } => {
+            let buf = src.first().map_or(out.buf, |v| v.buf);
+            if src.iter().any(|v| v.buf != buf) {
+                return Err("sum of squares over several buffers".into());
+            }
+            let mut kp = vec![u(src.len()), u(out.offset)];
+            for v in src {
+                kp.extend([u(v.offset), u(v.len)]);
+            }
+            return Ok(vec![Dispatch {
+                family: Family::Reduce,
+                entry: "sum_squares",
+                kp,
+                inputs: vec![buf],
+                outputs: vec![out.buf],
+                grid: Grid::Fixed([1, 1, 1]),
+            }]);
+        }
+        Kernel::Update(up) => {
+            let (clip_on, clip) = up.clip_value.map_or((0, 0.0), |c| (1, c));
+            let (norm_on, max_norm, norm_view) = up.max_norm.map_or((0, 0.0, None), |(m, v)| (1, m, Some(v)));
+            let n = up.segments.iter().map(|s| s.offset + s.len).max().unwrap_or(0);
+            let mut kp = vec![
+                rule_code(&up.rule),
+                u(up.segments.len()),
+                clip_on,
+                bits(clip),
+                norm_on,
+                bits(max_norm),
+                bits(up.weight_decay),
+                u(norm_view.map_or(0, |v| v.offset)),
+                u(n),
+            ];
+            for s in &up.segments {
+                kp.extend([u(s.offset), u(s.len), s.decay as u32]);
+            }
+            let mut inputs = vec![up.grads];
+            if let Some(v) = norm_view {
+                inputs.push(v.buf);
+            }
+            let mut outputs = vec![up.params];
+            outputs.extend(&up.state);
+            if up.segments.is_empty() {
+                return Ok(vec![]);
+            }
+            return Ok(vec![Dispatch {
+                family: Family::Optim,
+                entry: "update",
+                kp,
+                inputs,
+                outputs,
+                grid: Grid::Elements(n),
+            }]);
+        }
+    };
+    if os.rank() > MAX_RANK || xs.iter().any(|s| s.rank() > MAX_RANK) {
+        return Err(format!("{} on rank above {MAX_RANK}", op.name()));
+    }
+    let n = os.numel();
+    let d = match op {
+        Op::Input { .. } | Op::Param { .. } => return Err("leaves are not kernels".into()),
+        Op::Const { value } => ew("fill", vec![u(n), u(out.offset), bits(*value)], vec![], out.buf, n),
+        Op::Unary(uo) => {
+            let (code, p0, p1) = unary_code(*uo);
+            ew(
+                "unary",
+                vec![u(n), code, u(x[0].offset), u(out.offset), bits(p0), bits(p1), 0],
+                vec![x[0].buf],
+                out.buf,
+                n,
+            )
+        }
+        Op::UnaryGrad(uo) => {
+            let (code, p0, p1) = unary_code(*uo);
+            ew(
+                "unary_grad",
+                vec![
+                    u(n),
+                    code,
+                    u(x[0].offset),
+                    u(out.offset),
+                    bits(p0),
+                    bits(p1),
+                    u(x[1].offset),
+                ],
+                vec![x[0].buf, x[1].buf],
+                out.buf,
+                n,
+            )
+        }
+        Op::Binary(bo) => {
+            let mut kp = vec![
+                u(n),
+                binary_code(*bo),
+                u(os.rank()),
+                u(x[0].offset),
+                u(x[1].offset),
+                u(out.offset),
+            ];
+            kp.extend(padded(os.dims()));
+            kp.extend(padded(&broadcast_strides(&xs[0], os)));
+            kp.extend(padded(&broadcast_strides(&xs[1], os)));
+            ew("binary", kp, vec![x[0].buf, x[1].buf], out.buf, n)
+        }
+        Op::Where => {
+            let mut kp = vec![
+                u(n),
+                u(os.rank()),
+                u(x[0].offset),
+                u(x[1].offset),
+                u(x[2].offset),
+                u(out.offset),
+            ];
+            kp.extend(padded(os.dims()));
+            for s in xs {
+                kp.extend(padded(&broadcast_strides(s, os)));
+            }
+            ew("where3", kp, vec![x[0].buf, x[1].buf, x[2].buf], out.buf, n)
+        }
+        Op::Reduce { op, axes, .. } => {
+            let s = &xs[0];
+            let st = s.strides();
+            let (mut kd, mut ks, mut rd, mut rs) = (vec![], vec![], vec![], vec![]);
+            for i in 0..s.rank() {
+                if axes.contains(&i) {
+                    rd.push(s.dims()[i]);
+                    rs.push(st[i]);
+                } else {
+                    kd.push(s.dims()[i]);
+                    ks.push(st[i]);
+                }
+            }
+            let code = match op {
+                ReduceOp::Sum => 0,
+                ReduceOp::Mean => 1,
+                ReduceOp::Max => 2,
+            };
+            let r: usize = rd.iter().product();
+            let mut kp = vec![
+                u(n),
+                code,
+                u(x[0].offset),
+                u(out.offset),
+                u(r),
+                u(kd.len()),
+                u(rd.len()),
+            ];
+            kp.extend(padded(&kd));
+            kp.extend(padded(&ks));
+            kp.extend(padded(&rd));
+            kp.extend(padded(&rs));
+            Dispatch {
+                family: Family::Reduce,
+                entry: "reduce",
+                kp,
+                inputs: vec![x[0].buf],
+                outputs: vec![out.buf],
+                grid: Grid::Groups(n),
+            }
+        }
+        Op::BroadcastTo => strided_copy(x[0], &broadcast_strides(&xs[0], os), out, &os.strides(), os.dims()),
+        Op::Reshape => strided_copy(x[0], &[1], out, &[1], &[n]),
+        Op::Permute { perm } => {
+            let st = xs[0].strides();
+            let src: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
+            strided_copy(x[0], &src, out, &os.strides(), os.dims())
+        }
+        Op::Slice { axis, start, .. } => {
+            let st = xs[0].strides();
+            let src = View {
+                offset: x[0].offset + start * st[*axis],
+                ..x[0]
+            };
+            strided_copy(src, &st, out, &os.strides(), os.dims())
+        }
+        Op::Pad { axis, before, .. } => {
+            let ost = os.strides();
+            let dst = View {
+                offset: out.offset + before * ost[*axis],
+                ..out
+            };
+            let fill = ew("fill", vec![u(n), u(out.offset), 0], vec![], out.buf, n);
+            return Ok(vec![
+                fill,
+                strided_copy(x[0], &xs[0].strides(), dst, &ost, xs[0].dims()),
+            ]);
+        }
+        Op::Concat { axis } => {
+            let ost = os.strides();
+            let mut start = 0;
+            let mut v = Vec::new();
+            for (xi, si) in x.iter().zip(xs) {
+                let dst = View {
+                    offset: out.offset + start * ost[*axis],
+                    ..out
+                };
+                v.push(strided_copy(*xi, &si.strides(), dst, &ost, si.dims()));
+                start += si.dims()[*axis];
+            }
+            return Ok(v);
+        }
+        Op::MatMul { ta, tb } => {
+            let (sa, sb) = (&xs[0], &xs[1]);
+            let (ra, rb, rc) = (sa.rank(), sb.rank(), os.rank());
+            let (m, nn) = (os.dims()[rc - 2], os.dims()[rc - 1]);
+            let kk = if *ta { sa.dims()[ra - 2] } else { sa.dims()[ra - 1] };
+            let batch: usize = os.dims()[..rc - 2].iter().product();
+            let (rsa, csa) = if *ta { (1, m) } else { (kk, 1) };
+            let (rsb, csb) = if *tb { (1, kk) } else { (nn, 1) };
+            let ab = if ra == 2 { 0 } else { m * kk };
+            let bb = if rb == 2 { 0 } else { kk * nn };
+            let kp = [
+                m,
+                nn,
+                kk,
+                x[0].offset,
+                x[1].offset,
+                out.offset,
+                rsa,
+                csa,
+                rsb,
+                csb,
+                ab,
+                bb,
+            ]
+            .iter()
+            .map(|&v| v as u32)
+            .collect();
+            let grid = [nn.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32];
+            if grid.iter().any(|&g| g > 65535) {
+                return Err(format!(
+                    "matmul of {batch}×{m}×{nn} needs more than 65535 workgroups in one dimension"
+                ));
+            }
+            Dispatch {
+                family: Family::Matmul,
+                entry: "matmul",
+                kp,
+                inputs: vec![x[0].buf, x[1].buf],
+                outputs: vec![out.buf],
+                grid: Grid::Fixed(grid),
+            }
+        }
+        Op::Softmax | Op::LogSoftmax | Op::SoftmaxCrossEntropy { .. } | Op::SoftmaxCrossEntropyGrad { .. } => {
+            let c = *xs[0].dims().last().unwrap_or(&1);
+            let rows = xs[0].numel() / c.max(1);
+            let (entry, eps) = match op {
+                Op::Softmax => ("softmax", 0.0),
+                Op::LogSoftmax => ("log_softmax", 0.0),
+                Op::SoftmaxCrossEntropy { smoothing } => ("sce", *smoothing),
+                Op::SoftmaxCrossEntropyGrad { smoothing } => ("sce_grad", *smoothing),
+                _ => unreachable!("matched above"),
+            };
+            let off = |i: usize| x.get(i).map_or(0, |v| u(v.offset));
+            let kp = vec![u(rows), u(c), off(0), off(1), off(2), u(out.offset), bits(eps)];
+            Dispatch {
+                family: Family::Softmax,
+                entry,
+                kp,
+                inputs: x.iter().map(|v| v.buf).collect(),
+                outputs: vec![out.buf],
+                grid: Grid::Groups(rows),
+            }
+        }
+        Op::OneHot { classes } => ew(
+            "one_hot",
+            vec![u(n), u(*classes), u(x[0].offset), u(out.offset)],
+            vec![x[0].buf],
+            out.buf,
+            n,
+        ),
+        Op::DropoutMask { p, key } => ew(
+            "dropout_mask",
+            vec![u(n), u(out.offset), bits(*p), *key],
+            vec![],
+            out.buf,
+            n,
+        ),
+        Op::Im2Col(w) => {
+            let (oh, ow) = w
+                .output(xs[0].dims()[2], xs[0].dims()[3])
+                .ok_or("window does not fit")?;
+            conv(
+                "im2col",
+                window_kp(n, &xs[0], w, oh, ow, x[0].offset, out.offset, 0),
+                vec![x[0].buf],
+                out.buf,
+                n,
+            )
+        }
+        Op::Col2Im(w) => {
+            let (oh, ow) = w.output(os.dims()[2], os.dims()[3]).ok_or("window does not fit")?;
+            conv(
+                "col2im",
+                window_kp(n, os, w, oh, ow, x[0].offset, out.offset, 0),
+                vec![x[0].buf],
+                out.buf,
+                n,
+            )
+        }
+        Op::MaxPoolArgmax(w) | Op::AvgPool(w) => {
+            let entry = if matches!(op, Op::AvgPool(_)) {
+                "avg_pool"
+            } else {
+                "pool_argmax"
+            };
+            conv(
+                entry,
+                window_kp(n, &xs[0], w, os.dims()[2], os.dims()[3], x[0].offset, out.offset, 0),
+                vec![x[0].buf],
+                out.buf,
+                n,
+            )
+        }
+        Op::AvgPoolGrad(w) => conv(
+            "avg_pool_grad",
+            window_kp(n, os, w, xs[0].dims()[2], xs[0].dims()[3], x[0].offset, out.offset, 0),
+            vec![x[0].buf],
+            out.buf,
+            n,
+        ),
+        Op::GatherPlanes => {
+            let w = Window {
+                k: [1, 1],
+                stride: [1, 1],
+                pad: [0, 0],
+                dilation: [1, 1],
+            };
+            conv(
+                "gather_planes",
+                window_kp(
+                    n,
+                    &xs[0],
+                    &w,
+                    os.dims()[2],
+                    os.dims()[3],
+                    x[0].offset,
+                    out.offset,
+                    x[1].offset,
+                ),
+                vec![x[0].buf, x[1].buf],
+                out.buf,
+                n,
+            )
+        }
+        Op::ScatterPlanes(w) => conv(
+            "scatter_planes",
+            window_kp(
+                n,
+                os,
+                w,
+                xs[0].dims()[2],
+                xs[0].dims()[3],
+                x[0].offset,
+                out.offset,
+                x[1].offset,
+            ),
+            vec![x[0].buf, x[1].buf],
+            out.buf,
+            n,
+        ),
+    };
+    Ok(vec![d])
+}

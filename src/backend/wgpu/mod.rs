@@ -1,0 +1,615 @@
+//! The GPU backend: WGSL compute kernels through wgpu (Vulkan, Metal, DX12).
+//!
+//! `prepare` lowers the executor's kernel list (see [`lower`]) and creates everything a step
+//! needs — pipelines (cached per device by family and entry point), one small parameter buffer
+//! per dispatch, bind groups — once. `execute` writes the per-step values, records every
+//! dispatch into one compute pass, copies the fetched views to a staging buffer in the same
+//! encoder, and submits once. Nothing is created on the hot path except the command encoder.
+
+pub mod lower;
+
+use super::{Backend, DeviceInfo, Kernel, StepUniforms, View};
+use crate::error::{Error, Result};
+use crate::optim::OptimizerKind;
+use lower::{Dispatch, Family, Grid};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const STD_SLOTS: u32 = 6;
+const MAX_GROUPS: usize = 65535;
+
+/// A wgpu device with Kiln's pipeline cache.
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    std_layout: wgpu::BindGroupLayout,
+    update_layout: wgpu::BindGroupLayout,
+    std_pipeline_layout: wgpu::PipelineLayout,
+    update_pipeline_layout: wgpu::PipelineLayout,
+    modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<(Family, &'static str), wgpu::ComputePipeline>>,
+    dummy_ro: wgpu::Buffer,
+    dummy_rw: [wgpu::Buffer; 2],
+    errors: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+/// A device buffer of f32 elements.
+#[derive(Clone, Debug)]
+pub struct GpuBuffer {
+    buf: wgpu::Buffer,
+    len: usize,
+}
+
+struct Prepared {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+}
+
+/// A prepared kernel list.
+pub struct GpuProgram {
+    dispatches: Vec<Prepared>,
+    step: wgpu::Buffer,
+    rule: Option<OptimizerKind>,
+    buffers: Vec<GpuBuffer>,
+    staging: Option<(wgpu::Buffer, usize)>,
+}
+
+/// One adapter wgpu can see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterSummary {
+    /// Its name.
+    pub name: String,
+    /// Vulkan, Metal, DX12, ...
+    pub backend: String,
+    /// Discrete, integrated, virtual, CPU (software), other.
+    pub device_type: String,
+    /// Largest storage buffer binding, bytes.
+    pub max_storage_binding: u64,
+    /// Largest buffer, bytes.
+    pub max_buffer: u64,
+    /// Most invocations in one workgroup.
+    pub max_invocations: u32,
+    /// Workgroup memory, bytes.
+    pub max_workgroup_memory: u32,
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+    wgpu::Instance::new(desc)
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// Every adapter wgpu can see, best first.
+pub fn adapters() -> Vec<AdapterSummary> {
+    let mut v = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    v.sort_by_key(|a| rank(a.get_info().device_type));
+    v.iter()
+        .map(|a| {
+            let (i, l) = (a.get_info(), a.limits());
+            AdapterSummary {
+                name: i.name,
+                backend: format!("{:?}", i.backend),
+                device_type: format!("{:?}", i.device_type),
+                max_storage_binding: l.max_storage_buffer_binding_size as u64,
+                max_buffer: l.max_buffer_size,
+                max_invocations: l.max_compute_invocations_per_workgroup,
+                max_workgroup_memory: l.max_compute_workgroup_storage_size,
+            }
+        })
+        .collect()
+}
+
+fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl Gpu {
+    /// Open the best adapter: the first whose name contains `name` when given, else a discrete
+    /// GPU, then integrated, virtual, other, and a software one (lavapipe, WARP) last.
+    pub fn new(name: Option<&str>) -> Result<Gpu> {
+        let inst = instance();
+        let mut all = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+        all.sort_by_key(|a| rank(a.get_info().device_type));
+        let adapter = match name {
+            Some(n) => all
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&n.to_lowercase())),
+            None => all.into_iter().next(),
+        }
+        .ok_or_else(|| {
+            Error::Backend(match name {
+                Some(n) => format!("no GPU adapter's name contains `{n}` (see `cargo run --example devices`)"),
+                None => {
+                    "no GPU adapter found (on Linux, Mesa's lavapipe comes with the mesa-vulkan-drivers package)".into()
+                }
+            })
+        })?;
+        Self::open(adapter)
+    }
+
+    fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("kiln"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Backend(format!("{}: cannot open the device: {e}", info.name)))?;
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let e2 = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = e2.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let l2 = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut l) = l2.lock() {
+                *l = Some(format!("{reason:?}: {msg}"));
+            }
+        });
+        let std_entries: Vec<_> = (0..STD_SLOTS).map(|b| storage(b, b != STD_SLOTS - 1)).collect();
+        let update_entries: Vec<_> = (0..7).map(|b| storage(b, b < 4)).collect();
+        let std_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("kiln std"),
+            entries: &std_entries,
+        });
+        let update_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("kiln update"),
+            entries: &update_entries,
+        });
+        let pl = |l: &wgpu::BindGroupLayout| {
+            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: None,
+                bind_group_layouts: &[Some(l)],
+                immediate_size: 0,
+            })
+        };
+        let std_pipeline_layout = pl(&std_layout);
+        let update_pipeline_layout = pl(&update_layout);
+        let small = |label: &str| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let dummy_ro = small("dummy ro");
+        let dummy_rw = [small("dummy rw 0"), small("dummy rw 1")];
+        Ok(Gpu {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                limits,
+                std_layout,
+                update_layout,
+                std_pipeline_layout,
+                update_pipeline_layout,
+                modules: Mutex::default(),
+                pipelines: Mutex::default(),
+                dummy_ro,
+                dummy_rw,
+                errors,
+                lost,
+            }),
+        })
+    }
+
+    /// Whether this is a software adapter (lavapipe, WARP).
+    pub fn is_software(&self) -> bool {
+        self.inner.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Distinct pipelines created so far (each one is a shader compile).
+    pub fn pipeline_count(&self) -> usize {
+        self.inner.pipelines.lock().map_or(0, |p| p.len())
+    }
+
+    /// Errors wgpu reported outside an error scope, or device loss, as an `Err`.
+    fn check(&self, what: &str) -> Result<()> {
+        if let Some(l) = self.inner.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(Error::Backend(format!("{what}: the device was lost ({l})")));
+        }
+        let errs: Vec<String> = self
+            .inner
+            .errors
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default();
+        if !errs.is_empty() {
+            return Err(Error::Backend(format!("{what}: {}", errs.join("; "))));
+        }
+        Ok(())
+    }
+
+    fn pipeline(&self, family: Family, entry: &'static str) -> Result<wgpu::ComputePipeline> {
+        let mut cache = self
+            .inner
+            .pipelines
+            .lock()
+            .map_err(|_| Error::Backend("pipeline cache poisoned".into()))?;
+        if let Some(p) = cache.get(&(family, entry)) {
+            return Ok(p.clone());
+        }
+        let d = &self.inner.device;
+        let mut modules = self
+            .inner
+            .modules
+            .lock()
+            .map_err(|_| Error::Backend("module cache poisoned".into()))?;
+        let module = modules
+            .entry(family)
+            .or_insert_with(|| {
+                d.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(entry),
+                    source: wgpu::ShaderSource::Wgsl(family.source().into()),
+                })
+            })
+            .clone();
+        let layout = if family == Family::Optim {
+            &self.inner.update_pipeline_layout
+        } else {
+            &self.inner.std_pipeline_layout
+        };
+        let p = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        cache.insert((family, entry), p.clone());
+        Ok(p)
+    }
+
+    fn groups(&self, grid: Grid) -> Result<[u32; 3]> {
+        let flat = |g: usize| -> Result<[u32; 3]> {
+            let max = (self.inner.limits.max_compute_workgroups_per_dimension as usize).min(MAX_GROUPS);
+            if g <= max {
+                return Ok([g as u32, 1, 1]);
+            }
+            let y = g.div_ceil(max);
+            if y > max {
+                return Err(Error::Backend(format!(
+                    "{g} workgroups exceed the adapter's {max}×{max} grid"
+                )));
+            }
+            Ok([max as u32, y as u32, 1])
+        };
+        match grid {
+            Grid::Elements(n) => flat(n.div_ceil(256)),
+            Grid::Groups(n) => flat(n),
+            Grid::Fixed(g) => Ok(g),
+        }
+    }
+
+    fn bind(&self, d: &Dispatch, kp: &wgpu::Buffer, step: &wgpu::Buffer, bufs: &[wgpu::Buffer]) -> wgpu::BindGroup {
+        let i = &self.inner;
+        let mut res: Vec<&wgpu::Buffer> = vec![kp, step];
+        if d.family == Family::Optim {
+            res.push(&bufs[d.inputs[0]]);
+            res.push(d.inputs.get(1).map_or(&i.dummy_ro, |&b| &bufs[b]));
+            res.push(&bufs[d.outputs[0]]);
+            res.push(d.outputs.get(1).map_or(&i.dummy_rw[0], |&b| &bufs[b]));
+            res.push(d.outputs.get(2).map_or(&i.dummy_rw[1], |&b| &bufs[b]));
+        } else {
+            for s in 0..3 {
+                res.push(d.inputs.get(s).map_or(&i.dummy_ro, |&b| &bufs[b]));
+            }
+            res.push(&bufs[d.outputs[0]]);
+        }
+        let entries: Vec<wgpu::BindGroupEntry> = res
+            .iter()
+            .enumerate()
+            .map(|(b, buf)| wgpu::BindGroupEntry {
+                binding: b as u32,
+                resource: buf.as_entire_binding(),
+            })
+            .collect();
+        let layout = if d.family == Family::Optim {
+            &i.update_layout
+        } else {
+            &i.std_layout
+        };
+        i.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(d.entry),
+            layout,
+            entries: &entries,
+        })
+    }
+
+    fn raw(&self, len: usize, usage: wgpu::BufferUsages, label: &str) -> wgpu::Buffer {
+        self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (len.max(4) * 4) as u64,
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn map_read(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let slice = staging.slice(..(len * 4) as u64);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
+            .map_err(|e| Error::Backend(format!("waiting for the device: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Backend("the map callback never ran".into()))?
+            .map_err(|e| Error::Backend(format!("mapping the staging buffer: {e}")))?;
+        let out = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Backend(format!("reading the staging buffer: {e:?}")))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+}
+
+fn out_view(k: &Kernel) -> Option<View> {
+    match k {
+        Kernel::Op { out, .. } => Some(*out),
+        Kernel::Copy { dst, .. } => Some(*dst),
+        Kernel::SumSquares { out, .. } => Some(*out),
+        Kernel::Update(_) => None,
+    }
+}
+
+impl Backend for Gpu {
+    type Buffer = GpuBuffer;
+    type Program = GpuProgram;
+
+    fn info(&self) -> DeviceInfo {
+        let i = &self.inner.info;
+        DeviceInfo {
+            backend: "wgpu".into(),
+            adapter: format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type),
+        }
+    }
+
+    fn alloc(&self, len: usize, label: &str) -> Result<GpuBuffer> {
+        let bytes = (len.max(4) * 4) as u64;
+        let max = (self.inner.limits.max_storage_buffer_binding_size as u64).min(self.inner.limits.max_buffer_size);
+        if bytes > max {
+            return Err(Error::Backend(format!(
+                "`{label}` needs {bytes} bytes but {} binds at most {max} bytes per storage buffer",
+                self.inner.info.name
+            )));
+        }
+        let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buf = self.raw(
+            len,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            label,
+        );
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Backend(format!("allocating `{label}` ({bytes} bytes): {e}")));
+        }
+        Ok(GpuBuffer { buf, len })
+    }
+
+    fn write(&self, b: &GpuBuffer, offset: usize, data: &[f32]) -> Result<()> {
+        if offset + data.len() > b.len {
+            return Err(Error::Backend(format!(
+                "write of {} elements at {offset} overruns a buffer of {}",
+                data.len(),
+                b.len
+            )));
+        }
+        if !data.is_empty() {
+            self.inner
+                .queue
+                .write_buffer(&b.buf, (offset * 4) as u64, bytemuck::cast_slice(data));
+        }
+        self.check("write")
+    }
+
+    fn read(&self, b: &GpuBuffer, offset: usize, len: usize) -> Result<Vec<f32>> {
+        if offset + len > b.len {
+            return Err(Error::Backend(format!(
+                "read of {len} elements at {offset} overruns a buffer of {}",
+                b.len
+            )));
+        }
+        let staging = self.raw(
+            len,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            "read staging",
+        );
+        let mut enc = self.inner.device.create_command_encoder(&Default::default());
+        if len > 0 {
+            enc.copy_buffer_to_buffer(&b.buf, (offset * 4) as u64, &staging, 0, (len * 4) as u64);
+        }
+        self.inner.queue.submit(std::iter::once(enc.finish()));
+        let v = if len > 0 {
+            self.map_read(&staging, len)?
+        } else {
+            Vec::new()
+        };
+        self.check("read")?;
+        Ok(v)
+    }
+
+    fn prepare(&self, mut buffers: Vec<GpuBuffer>, kernels: Vec<Kernel>) -> Result<GpuProgram> {
+        let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let step = self.raw(
+            16,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            "step values",
+        );
+        let mut rule = None;
+        let mut planned: Vec<Dispatch> = Vec::new();
+        for k in &kernels {
+            if let Kernel::Update(u) = k {
+                rule = Some(u.rule);
+            }
+            let mut ds = lower::lower(k).map_err(Error::Backend)?;
+            // A kernel may not read the buffer it writes in the same dispatch: write to a
+            // scratch twin of that buffer, then copy the written range across.
+            if let Some(out) = out_view(k) {
+                if ds.iter().any(|d| d.inputs.contains(&out.buf)) {
+                    let scratch = self.alloc(buffers[out.buf].len, "alias scratch")?;
+                    buffers.push(scratch);
+                    let s = buffers.len() - 1;
+                    for d in &mut ds {
+                        d.outputs = vec![s];
+                    }
+                    ds.extend(
+                        lower::lower(&Kernel::Copy {
+                            src: View { buf: s, ..out },
+                            dst: out,
+                        })
+                        .map_err(Error::Backend)?,
+                    );
+                }
+            }
+            planned.extend(ds);
+        }
+        let raw: Vec<wgpu::Buffer> = buffers.iter().map(|b| b.buf.clone()).collect();
+        let mut dispatches = Vec::with_capacity(planned.len());
+        for d in &planned {
+            let kp = self.raw(
+                d.kp.len(),
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                d.entry,
+            );
+            self.inner.queue.write_buffer(&kp, 0, bytemuck::cast_slice(&d.kp));
+            dispatches.push(Prepared {
+                pipeline: self.pipeline(d.family, d.entry)?,
+                bind_group: self.bind(d, &kp, &step, &raw),
+                groups: self.groups(d.grid)?,
+            });
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Backend(format!("preparing the program: {e}")));
+        }
+        self.check("prepare")?;
+        Ok(GpuProgram {
+            dispatches,
+            step,
+            rule,
+            buffers,
+            staging: None,
+        })
+    }
+
+    fn execute(&self, p: &mut GpuProgram, u: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<f32>>> {
+        let c = p.rule.map(|r| r.coefficients(u.lr, u.t)).unwrap_or_default();
+        let words: [u32; 16] = [
+            u.lr.to_bits(),
+            u.t as u32,
+            u.seed as u32,
+            c.b1.to_bits(),
+            c.one_minus_b1.to_bits(),
+            c.b2.to_bits(),
+            c.one_minus_b2.to_bits(),
+            c.eps.to_bits(),
+            c.inv_bias1.to_bits(),
+            c.inv_bias2.to_bits(),
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        let q = &self.inner.queue;
+        q.write_buffer(&p.step, 0, bytemuck::cast_slice(&words));
+        let total: usize = fetch.iter().map(|v| v.len).sum();
+        if total > 0 && p.staging.as_ref().is_none_or(|(_, n)| *n < total) {
+            p.staging = Some((
+                self.raw(
+                    total,
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    "fetch staging",
+                ),
+                total,
+            ));
+        }
+        let mut enc = self
+            .inner
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("kiln step"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("kiln step"),
+                timestamp_writes: None,
+            });
+            for d in &p.dispatches {
+                pass.set_pipeline(&d.pipeline);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+            }
+        }
+        let mut at = 0;
+        if let Some((staging, _)) = &p.staging {
+            for v in fetch.iter().filter(|v| v.len > 0) {
+                enc.copy_buffer_to_buffer(
+                    &p.buffers[v.buf].buf,
+                    (v.offset * 4) as u64,
+                    staging,
+                    (at * 4) as u64,
+                    (v.len * 4) as u64,
+                );
+                at += v.len;
+            }
+        }
+        q.submit(std::iter::once(enc.finish()));
+        let data = match &p.staging {
+            Some((staging, _)) if total > 0 => self.map_read(staging, total)?,
+            _ => Vec::new(),
+        };
+        self.check("execute")?;
+        let mut out = Vec::with_capacity(fetch.len());
+        let mut at = 0;
+        for v in fetch {
+            out.push(data[at..at + v.len].to_vec());
+            at += v.len;
+        }
+        Ok(out)
+    }
+}
