@@ -9,7 +9,7 @@
 use kiln::data::{load_mnist, Dataset};
 use kiln::nn::{self, BatchNorm, Conv2d, Linear, ResidualBlock};
 use kiln::train::{FitConfig, Trainer};
-use kiln::{Backend, Cpu, Graph, Init, NodeId, Optimizer};
+use kiln::{Backend, Graph, Init, NodeId, Optimizer};
 use std::path::PathBuf;
 
 struct Args {
@@ -225,10 +225,9 @@ fn main() {
             val.as_ref().map_or(0, |v| v.len()),
             test.len()
         );
-        match a.device.as_str() {
-            "auto" | "cpu" => run(&Cpu, &a, &train, val.as_ref(), &test),
-            "gpu" => Err("the wgpu backend is not built yet (issue #3); use --device cpu".into()),
-            other => Err(format!("unknown device `{other}` (auto, cpu or gpu)").into()),
+        match kiln::Device::choose(&a.device)? {
+            kiln::Device::Cpu(cpu) => run(&cpu, &a, &train, val.as_ref(), &test),
+            kiln::Device::Gpu(gpu) => run(&gpu, &a, &train, val.as_ref(), &test),
         }
     })();
     match result {

@@ -82,3 +82,29 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         }
     }
 }
+
+// The same product for skinny shapes (M or N below one tile): one invocation per element of C,
+// a plain loop over K, no workgroup memory or barriers. Dispatched 1-D over batch·M·N.
+// kp as above, plus kp[12] = batch.
+@compute @workgroup_size(256)
+fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = gid(wid, nwg, lid);
+    let M = kp[0];
+    let N = kp[1];
+    let K = kp[2];
+    if (e >= kp[12] * M * N) { return; }
+    let z = e / (M * N);
+    let r = (e / N) % M;
+    let cc = e % N;
+    var pa = kp[3] + z * kp[10] + r * kp[6];
+    var pb = kp[4] + z * kp[11] + cc * kp[9];
+    let sa = kp[7];
+    let sb = kp[8];
+    var acc = 0.0;
+    for (var k = 0u; k < K; k++) {
+        acc = fma(a[pa], b[pb], acc);
+        pa += sa;
+        pb += sb;
+    }
+    out[kp[5] + e] = acc;
+}

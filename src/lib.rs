@@ -40,6 +40,7 @@
 pub mod autodiff;
 pub mod backend;
 pub mod data;
+pub mod device;
 mod error;
 pub mod exec;
 pub mod graph;
@@ -54,6 +55,7 @@ pub mod train;
 
 pub use autodiff::{backward, gradients, Gradients};
 pub use backend::{Backend, Cpu, DeviceInfo, Gpu};
+pub use device::Device;
 pub use error::{Error, Result};
 pub use exec::{Feed, Outputs, ParamStore, Program, Training};
 pub use graph::{BinaryOp, Graph, NodeId, Op, ReduceOp, UnaryOp};

@@ -451,10 +451,24 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
                 csb,
                 ab,
                 bb,
+                batch,
             ]
             .iter()
             .map(|&v| v as u32)
-            .collect();
+            .collect::<Vec<u32>>();
+            if m < 64 || nn < 64 {
+                // Skinny products waste most of a 64×64 tile: one invocation per output instead.
+                let inputs = vec![x[0].buf, x[1].buf];
+                let grid = Grid::Elements(batch * m * nn);
+                return Ok(vec![Dispatch {
+                    family: Family::Matmul,
+                    entry: "matmul_small",
+                    kp,
+                    inputs,
+                    outputs: vec![out.buf],
+                    grid,
+                }]);
+            }
             let grid = [nn.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32];
             if grid.iter().any(|&g| g > 65535) {
                 return Err(format!(

@@ -49,6 +49,7 @@ pub struct GpuBuffer {
 }
 
 struct Prepared {
+    entry: &'static str,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
@@ -61,6 +62,30 @@ pub struct GpuProgram {
     rule: Option<OptimizerKind>,
     buffers: Vec<GpuBuffer>,
     staging: Option<(wgpu::Buffer, usize)>,
+    /// With `KILN_PROFILE=1`: seconds and count per entry point (each dispatch submitted and
+    /// waited for on its own, so only for finding hot kernels, never for throughput).
+    profile: Option<HashMap<&'static str, (f64, usize)>>,
+}
+
+impl Drop for GpuProgram {
+    fn drop(&mut self) {
+        if let Some(p) = &self.profile {
+            let mut v: Vec<_> = p.iter().collect();
+            v.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+            let total: f64 = v.iter().map(|x| x.1 .0).sum();
+            eprintln!(
+                "kiln profile ({} dispatches/step): {:.3}s in kernels",
+                self.dispatches.len(),
+                total
+            );
+            for (name, (t, n)) in v {
+                eprintln!(
+                    "  {name:<16} {t:>9.3}s {n:>8} dispatches {:>6.1}%",
+                    100.0 * t / total.max(1e-12)
+                );
+            }
+        }
+    }
 }
 
 /// One adapter wgpu can see.
@@ -517,6 +542,7 @@ impl Backend for Gpu {
             );
             self.inner.queue.write_buffer(&kp, 0, bytemuck::cast_slice(&d.kp));
             dispatches.push(Prepared {
+                entry: d.entry,
                 pipeline: self.pipeline(d.family, d.entry)?,
                 bind_group: self.bind(d, &kp, &step, &raw),
                 groups: self.groups(d.grid)?,
@@ -526,12 +552,14 @@ impl Backend for Gpu {
             return Err(Error::Backend(format!("preparing the program: {e}")));
         }
         self.check("prepare")?;
+        let profile = (std::env::var("KILN_PROFILE").as_deref() == Ok("1")).then(HashMap::new);
         Ok(GpuProgram {
             dispatches,
             step,
             rule,
             buffers,
             staging: None,
+            profile,
         })
     }
 
@@ -568,13 +596,36 @@ impl Backend for Gpu {
                 total,
             ));
         }
+        if let Some(prof) = p.profile.as_mut() {
+            for d in &p.dispatches {
+                let t = std::time::Instant::now();
+                let mut enc = self.inner.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(&d.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                }
+                q.submit(std::iter::once(enc.finish()));
+                self.inner
+                    .device
+                    .poll(wgpu::PollType::Wait {
+                        submission_index: None,
+                        timeout: None,
+                    })
+                    .map_err(|e| Error::Backend(e.to_string()))?;
+                let e = prof.entry(d.entry).or_default();
+                e.0 += t.elapsed().as_secs_f64();
+                e.1 += 1;
+            }
+        }
         let mut enc = self
             .inner
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("kiln step"),
             });
-        {
+        if p.profile.is_none() {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("kiln step"),
                 timestamp_writes: None,
