@@ -7,7 +7,9 @@
 
 use kiln::{backward, loss, nn, rng::Rng, Cpu, Feed, Graph, Init, Optimizer, ParamStore, Program, Training};
 
-/// Solve `A x = b` (Gaussian elimination with partial pivoting, f64).
+/// Solve `A x = b` (Gaussian elimination with partial pivoting, f64). Index loops read like the
+/// textbook algorithm.
+#[allow(clippy::needless_range_loop)]
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
     for c in 0..n {

@@ -83,6 +83,24 @@ impl Rng {
     }
 }
 
+/// A 32-bit integer hash with strong avalanche (Wellons' "lowbias32"): cheap in WGSL, where
+/// 64-bit integers are not available, so device kernels reproduce it bit for bit.
+pub fn hash32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The uniform in `[0, 1)` that element `i` of dropout mask `key` draws at step `t` under
+/// `seed`: 24 bits of `hash32` chained over (seed, t, key, i).
+pub fn dropout_uniform(seed: u32, t: u32, key: u32, i: u32) -> f32 {
+    let k = hash32(key.wrapping_add(hash32(t.wrapping_add(hash32(seed)))));
+    (hash32(i ^ k) >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,22 +123,4 @@ mod tests {
         assert_ne!(key(7, "w"), key(8, "w"));
         assert_ne!(key(7, "w"), key(7, "b"));
     }
-}
-
-/// A 32-bit integer hash with strong avalanche (Wellons' "lowbias32"): cheap in WGSL, where
-/// 64-bit integers are not available, so device kernels reproduce it bit for bit.
-pub fn hash32(mut x: u32) -> u32 {
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7feb_352d);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846c_a68b);
-    x ^= x >> 16;
-    x
-}
-
-/// The uniform in `[0, 1)` that element `i` of dropout mask `key` draws at step `t` under
-/// `seed`: 24 bits of `hash32` chained over (seed, t, key, i).
-pub fn dropout_uniform(seed: u32, t: u32, key: u32, i: u32) -> f32 {
-    let k = hash32(key.wrapping_add(hash32(t.wrapping_add(hash32(seed)))));
-    (hash32(i ^ k) >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
 }

@@ -83,10 +83,10 @@ impl From<Vec<usize>> for Shape {
 pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Option<Shape> {
     let r = a.rank().max(b.rank());
     let mut out = vec![0; r];
-    for i in 0..r {
+    for (i, o) in out.iter_mut().enumerate() {
         let da = if i + a.rank() >= r { a.0[i + a.rank() - r] } else { 1 };
         let db = if i + b.rank() >= r { b.0[i + b.rank() - r] } else { 1 };
-        out[i] = match (da, db) {
+        *o = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,

@@ -13,6 +13,12 @@ use crate::rng::Rng;
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
+/// A model: `(graph, input, train) → logits`, called once for training and once for evaluation.
+pub type Model<'a> = &'a dyn Fn(&mut Graph, NodeId, bool) -> Result<NodeId>;
+
+/// An extra loss term added to the training loss, e.g. an L2 penalty.
+pub type Penalty<'a> = &'a dyn Fn(&mut Graph) -> Result<NodeId>;
+
 /// Loss and accuracy on a dataset.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Metrics {
@@ -84,8 +90,8 @@ impl<B: Backend> Trainer<B> {
         sample_shape: &[usize],
         classes: usize,
         batch: usize,
-        model: &dyn Fn(&mut Graph, NodeId, bool) -> Result<NodeId>,
-        penalty: Option<&dyn Fn(&mut Graph) -> Result<NodeId>>,
+        model: Model<'_>,
+        penalty: Option<Penalty<'_>>,
         optimizer: &Optimizer,
         seed: u64,
     ) -> Result<Self> {

@@ -40,6 +40,7 @@ fn mlp_learns_xor() {
 }
 
 /// Solve `A x = b` by Gaussian elimination with partial pivoting, in f64.
+#[allow(clippy::needless_range_loop)]
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
     for c in 0..n {
@@ -62,6 +63,7 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)]
 fn linear_regression_by_gradient_descent_matches_the_normal_equations() {
     let (n, d) = (64, 3);
     let feats = common::values(5, n * d, -1.0, 1.0);

@@ -61,7 +61,7 @@ impl Conv2d {
 
     /// "Same" padding for an odd kernel at stride 1: the output keeps the input's size.
     pub fn same(g: &mut Graph, name: &str, inputs: usize, outputs: usize, k: usize) -> Result<Self> {
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             return invalid("conv2d", format!("'same' padding needs an odd kernel, got {k}"));
         }
         Self::new(g, name, inputs, outputs, k, 1, k / 2)

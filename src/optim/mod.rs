@@ -256,6 +256,8 @@ impl Optimizer {
             )
         };
         let unit = |v: f64| (0.0..1.0).contains(&v);
+        // NaN is neither positive nor non-negative, so these reject it too.
+        let positive = |v: f64| v > 0.0;
         match self.kind {
             OptimizerKind::Sgd => {}
             OptimizerKind::Momentum { momentum } | OptimizerKind::Nesterov { momentum } => {
@@ -264,7 +266,7 @@ impl Optimizer {
                 }
             }
             OptimizerKind::AdaGrad { eps } => {
-                if !(eps > 0.0) {
+                if !positive(eps) {
                     return bad("eps", eps);
                 }
             }
@@ -272,7 +274,7 @@ impl Optimizer {
                 if !unit(rho) {
                     return bad("rho", rho);
                 }
-                if !(eps > 0.0) {
+                if !positive(eps) {
                     return bad("eps", eps);
                 }
             }
@@ -283,17 +285,17 @@ impl Optimizer {
                 if !unit(beta2) {
                     return bad("beta2", beta2);
                 }
-                if !(eps > 0.0) {
+                if !positive(eps) {
                     return bad("eps", eps);
                 }
             }
         }
-        if !(self.weight_decay >= 0.0) {
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return bad("weight_decay", self.weight_decay as f64);
         }
         for c in &self.clip {
             match *c {
-                Clip::Value(v) | Clip::Norm(v) if !(v > 0.0) => return bad("clip", v as f64),
+                Clip::Value(v) | Clip::Norm(v) if !positive(v as f64) => return bad("clip", v as f64),
                 _ => {}
             }
         }

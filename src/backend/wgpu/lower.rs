@@ -168,6 +168,7 @@ fn strided_copy(src: View, src_strides: &[usize], dst: View, dst_strides: &[usiz
     ew("strided_copy", kp, vec![src.buf], dst.buf, n)
 }
 
+#[allow(clippy::too_many_arguments)] // one argument per parameter word group of the conv kernels
 fn window_kp(
     total: usize,
     img: &Shape,
@@ -350,14 +351,14 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
             let s = &xs[0];
             let st = s.strides();
             let (mut kd, mut ks, mut rd, mut rs) = (vec![], vec![], vec![], vec![]);
-            for i in 0..s.rank() {
-                if axes.contains(&i) {
-                    rd.push(s.dims()[i]);
-                    rs.push(st[i]);
+            for (i, (&dim, &stride)) in s.dims().iter().zip(&st).enumerate() {
+                let (d, t) = if axes.contains(&i) {
+                    (&mut rd, &mut rs)
                 } else {
-                    kd.push(s.dims()[i]);
-                    ks.push(st[i]);
-                }
+                    (&mut kd, &mut ks)
+                };
+                d.push(dim);
+                t.push(stride);
             }
             let code = match op {
                 ReduceOp::Sum => 0,

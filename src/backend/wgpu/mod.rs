@@ -134,7 +134,7 @@ pub fn adapters() -> Vec<AdapterSummary> {
                 name: i.name,
                 backend: format!("{:?}", i.backend),
                 device_type: format!("{:?}", i.device_type),
-                max_storage_binding: l.max_storage_buffer_binding_size as u64,
+                max_storage_binding: l.max_storage_buffer_binding_size,
                 max_buffer: l.max_buffer_size,
                 max_invocations: l.max_compute_invocations_per_workgroup,
                 max_workgroup_memory: l.max_compute_workgroup_storage_size,
@@ -436,7 +436,11 @@ impl Backend for Gpu {
 
     fn alloc(&self, len: usize, label: &str) -> Result<GpuBuffer> {
         let bytes = (len.max(4) * 4) as u64;
-        let max = (self.inner.limits.max_storage_buffer_binding_size as u64).min(self.inner.limits.max_buffer_size);
+        let max = self
+            .inner
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.inner.limits.max_buffer_size);
         if bytes > max {
             return Err(Error::Backend(format!(
                 "`{label}` needs {bytes} bytes but {} binds at most {max} bytes per storage buffer",
