@@ -5,11 +5,19 @@
 // 16 through tiles of A and B staged in workgroup memory; loads outside the matrix read zero,
 // so any M, N, K works.
 //
-// kp: [M, N, K, a_off, b_off, c_off, rsa, csa, rsb, csb, a_batch_stride, b_batch_stride]
+// When A is row-major with K, its offset and batch stride multiples of 4 (kp[13] = 1), each
+// invocation stages its share of the A tile as one vec4 load through `a4`, the same buffer
+// viewed as vec4; likewise B through `b4` when B is row-major and N, offset and batch stride are
+// multiples of 4 (kp[14] = 1). Otherwise it makes four scalar (coalesced) loads.
+//
+// kp: [M, N, K, a_off, b_off, c_off, rsa, csa, rsb, csb, a_batch_stride, b_batch_stride, batch,
+//      vec_a, vec_b]
 
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> b4: array<vec4<f32>>;
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -43,18 +51,51 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     }
     for (var k0 = 0u; k0 < K; k0 += TK) {
         // Stage a 64×16 tile of A and a 16×64 tile of B: 4 elements of each per invocation.
-        for (var l = 0u; l < 4u; l++) {
-            let e = t + l * 256u;
-            let am = e / TK;
-            let ak = e % TK;
+        if (kp[13] != 0u) {
+            let am = t / 4u;
+            let ak = (t % 4u) * 4u;
             let gm = row0 + am;
             let gk = k0 + ak;
-            As[ak][am] = select(0.0, a[a0 + gm * rsa + gk * csa], gm < M && gk < K);
-            let bk = e / TN;
-            let bn = e % TN;
-            let gk2 = k0 + bk;
+            var v = vec4<f32>(0.0);
+            if (gm < M && gk < K) {
+                v = a4[(a0 + gm * rsa + gk) / 4u];
+            }
+            As[ak][am] = v.x;
+            As[ak + 1u][am] = v.y;
+            As[ak + 2u][am] = v.z;
+            As[ak + 3u][am] = v.w;
+        } else {
+            for (var l = 0u; l < 4u; l++) {
+                let e = t + l * 256u;
+                let am = e / TK;
+                let ak = e % TK;
+                let gm = row0 + am;
+                let gk = k0 + ak;
+                As[ak][am] = select(0.0, a[a0 + gm * rsa + gk * csa], gm < M && gk < K);
+            }
+        }
+        if (kp[14] != 0u) {
+            let bk = t / 16u;
+            let bn = (t % 16u) * 4u;
+            let gk = k0 + bk;
             let gn = col0 + bn;
-            Bs[bk][bn] = select(0.0, b[b0 + gk2 * rsb + gn * csb], gk2 < K && gn < N);
+            var v = vec4<f32>(0.0);
+            if (gk < K && gn < N) {
+                v = b4[(b0 + gk * rsb + gn) / 4u];
+            }
+            Bs[bk][bn] = v.x;
+            Bs[bk][bn + 1u] = v.y;
+            Bs[bk][bn + 2u] = v.z;
+            Bs[bk][bn + 3u] = v.w;
+        } else {
+            for (var l = 0u; l < 4u; l++) {
+                let e = t + l * 256u;
+                let bk = e / TN;
+                let bn = e % TN;
+                let gk2 = k0 + bk;
+                let gn = col0 + bn;
+                Bs[bk][bn] = select(0.0, b[b0 + gk2 * rsb + gn * csb], gk2 < K && gn < N);
+            }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {

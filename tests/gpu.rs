@@ -125,6 +125,28 @@ fn tiled_matmul_batched_and_shared() {
 }
 
 #[test]
+fn tiled_matmul_with_vec4_staging() {
+    // K and N multiples of 4 (with M, N ≥ 64): the vec4 loads of A (not transposed) and B (not
+    // transposed) are taken; the transposed operands keep the scalar path in the same dispatch.
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        for (batch, m, k, n) in [(1, 65, 64, 132), (3, 130, 36, 68)] {
+            let sa = if ta { vec![batch, k, m] } else { vec![batch, m, k] };
+            let sb = if tb { vec![batch, n, k] } else { vec![batch, k, n] };
+            parity(
+                &|g: &mut Graph, v: &[NodeId]| g.matmul_t(v[0], v[1], ta, tb),
+                &[
+                    arg("a", &sa, values(7, batch * m * k, -1.0, 1.0)),
+                    arg("b", &sb, values(8, batch * k * n, -1.0, 1.0)),
+                ],
+                &[],
+                1e-4,
+                1e-3,
+            );
+        }
+    }
+}
+
+#[test]
 fn more_than_65535_workgroups() {
     // 65536·256 + 7 elements need a 2-D grid of element-wise workgroups; 70001 rows need a 2-D
     // grid of reduction workgroups.

@@ -470,6 +470,11 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
                     grid,
                 }]);
             }
+            // vec4 staging needs the contiguous dimension, offsets and batch strides 4-aligned.
+            let vec_a = !*ta && kk % 4 == 0 && x[0].offset % 4 == 0 && ab % 4 == 0;
+            let vec_b = !*tb && nn % 4 == 0 && x[1].offset % 4 == 0 && bb % 4 == 0;
+            let mut kp = kp;
+            kp.extend([vec_a as u32, vec_b as u32]);
             let grid = [nn.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32];
             if grid.iter().any(|&g| g > 65535) {
                 return Err(format!(

@@ -15,7 +15,10 @@ use lower::{Dispatch, Family, Grid};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-const STD_SLOTS: u32 = 6;
+/// Bindings of the standard layout: kp, su, a, b, c, out, a as vec4, b as vec4.
+const STD_SLOTS: u32 = 8;
+/// The one written binding of the standard layout.
+const STD_OUT: u32 = 5;
 const MAX_GROUPS: usize = 65535;
 
 /// A wgpu device with Kiln's pipeline cache.
@@ -204,7 +207,7 @@ impl Gpu {
                 *l = Some(format!("{reason:?}: {msg}"));
             }
         });
-        let std_entries: Vec<_> = (0..STD_SLOTS).map(|b| storage(b, b != STD_SLOTS - 1)).collect();
+        let std_entries: Vec<_> = (0..STD_SLOTS).map(|b| storage(b, b != STD_OUT)).collect();
         let update_entries: Vec<_> = (0..7).map(|b| storage(b, b < 4)).collect();
         let std_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("kiln std"),
@@ -356,6 +359,14 @@ impl Gpu {
                 res.push(d.inputs.get(s).map_or(&i.dummy_ro, |&b| &bufs[b]));
             }
             res.push(&bufs[d.outputs[0]]);
+            // The vec4 views of the first two inputs (read by matmul only).
+            for s in 0..2 {
+                res.push(if d.family == Family::Matmul {
+                    &bufs[d.inputs[s]]
+                } else {
+                    &i.dummy_ro
+                });
+            }
         }
         let entries: Vec<wgpu::BindGroupEntry> = res
             .iter()
