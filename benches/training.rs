@@ -7,7 +7,7 @@ mod common;
 
 use common::each_backend;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kiln::nn::{self, Conv2d, Linear};
+use kiln::nn;
 use kiln::{backward, loss, Graph, Optimizer};
 use std::time::Duration;
 
@@ -16,24 +16,7 @@ fn lenet_step(c: &mut Criterion) {
     let mut g = Graph::new();
     let x = g.input("x", [batch, 1, 28, 28]).unwrap();
     let y = g.labels("y", [batch], 10).unwrap();
-    let h = Conv2d::new(&mut g, "c1", 1, 6, 5, 1, 2)
-        .unwrap()
-        .forward(&mut g, x)
-        .unwrap();
-    let h = g.relu(h).unwrap();
-    let h = g.max_pool2d(h, [2, 2], [2, 2], [0, 0]).unwrap();
-    let h = Conv2d::new(&mut g, "c2", 6, 16, 5, 1, 0)
-        .unwrap()
-        .forward(&mut g, h)
-        .unwrap();
-    let h = g.relu(h).unwrap();
-    let h = g.max_pool2d(h, [2, 2], [2, 2], [0, 0]).unwrap();
-    let h = nn::flatten(&mut g, h).unwrap();
-    let h = Linear::new(&mut g, "f1", 400, 120).unwrap().forward(&mut g, h).unwrap();
-    let h = g.relu(h).unwrap();
-    let h = Linear::new(&mut g, "f2", 120, 84).unwrap().forward(&mut g, h).unwrap();
-    let h = g.relu(h).unwrap();
-    let logits = Linear::new(&mut g, "f3", 84, 10).unwrap().forward(&mut g, h).unwrap();
+    let logits = nn::lenet5(&mut g, x).unwrap();
     let l = loss::cross_entropy(&mut g, logits, y).unwrap();
     let grads = backward(&mut g, l).unwrap();
     let opt = Optimizer::adam(1e-3);

@@ -9,7 +9,7 @@
 use kiln::data::{load_mnist, Dataset};
 use kiln::nn::{self, BatchNorm, Conv2d, Linear, ResidualBlock};
 use kiln::train::{FitConfig, Trainer};
-use kiln::{Backend, Graph, Init, NodeId, Optimizer};
+use kiln::{Backend, Graph, NodeId, Optimizer};
 use std::path::PathBuf;
 
 struct Args {
@@ -63,43 +63,9 @@ fn parse() -> Result<Args, String> {
     Ok(a)
 }
 
-/// LeNet-5: conv 5×5×6 pad 2 → ReLU → maxpool 2 → conv 5×5×16 → ReLU → maxpool 2 →
-/// FC 120 → ReLU → FC 84 → ReLU → FC 10, initialised as mainstream frameworks do by default
-/// (weights and biases U(±1/√fan_in)).
+/// LeNet-5 (the library's `nn::lenet5`); it has no train/eval differences.
 fn lenet(g: &mut Graph, x: NodeId, _train: bool) -> kiln::Result<NodeId> {
-    let conv = |g: &mut Graph, name: &str, i: usize, o: usize, pad: usize| {
-        Conv2d::with_init(
-            g,
-            name,
-            i,
-            o,
-            5,
-            1,
-            pad,
-            Init::torch_default(),
-            Init::bias_for_fan_in(i * 25),
-        )
-    };
-    let fc = |g: &mut Graph, name: &str, i: usize, o: usize| {
-        Linear::with_inits(g, name, i, o, Init::torch_default(), Some(Init::bias_for_fan_in(i)))
-    };
-    let c1 = conv(g, "conv1", 1, 6, 2)?;
-    let c2 = conv(g, "conv2", 6, 16, 0)?;
-    let f1 = fc(g, "fc1", 16 * 5 * 5, 120)?;
-    let f2 = fc(g, "fc2", 120, 84)?;
-    let f3 = fc(g, "fc3", 84, 10)?;
-    let h = c1.forward(g, x)?; // (B, 6, 28, 28)
-    let h = g.relu(h)?;
-    let h = g.max_pool2d(h, [2, 2], [2, 2], [0, 0])?; // (B, 6, 14, 14)
-    let h = c2.forward(g, h)?; // (B, 16, 10, 10)
-    let h = g.relu(h)?;
-    let h = g.max_pool2d(h, [2, 2], [2, 2], [0, 0])?; // (B, 16, 5, 5)
-    let h = nn::flatten(g, h)?; // (B, 400)
-    let h = f1.forward(g, h)?;
-    let h = g.relu(h)?;
-    let h = f2.forward(g, h)?;
-    let h = g.relu(h)?;
-    f3.forward(g, h)
+    nn::lenet5(g, x)
 }
 
 /// A small residual CNN: conv 3×3×16 + BN → two residual stages (16, then 32 at stride 2) →

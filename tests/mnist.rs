@@ -2,7 +2,7 @@
 //! test set far above chance (10%).
 
 use kiln::data::load_mnist;
-use kiln::nn::{self, Conv2d, Linear};
+use kiln::nn;
 use kiln::train::{FitConfig, Trainer};
 use kiln::{Cpu, Graph, NodeId, Optimizer};
 use std::path::Path;
@@ -10,23 +10,7 @@ use std::path::Path;
 mod common;
 
 fn lenet(g: &mut Graph, x: NodeId, _train: bool) -> kiln::Result<NodeId> {
-    let c1 = Conv2d::new(g, "conv1", 1, 6, 5, 1, 2)?;
-    let c2 = Conv2d::new(g, "conv2", 6, 16, 5, 1, 0)?;
-    let f1 = Linear::new(g, "fc1", 400, 120)?;
-    let f2 = Linear::new(g, "fc2", 120, 84)?;
-    let f3 = Linear::new(g, "fc3", 84, 10)?;
-    let h = c1.forward(g, x)?;
-    let h = g.relu(h)?;
-    let h = g.max_pool2d(h, [2, 2], [2, 2], [0, 0])?;
-    let h = c2.forward(g, h)?;
-    let h = g.relu(h)?;
-    let h = g.max_pool2d(h, [2, 2], [2, 2], [0, 0])?;
-    let h = nn::flatten(g, h)?;
-    let h = f1.forward(g, h)?;
-    let h = g.relu(h)?;
-    let h = f2.forward(g, h)?;
-    let h = g.relu(h)?;
-    f3.forward(g, h)
+    nn::lenet5(g, x)
 }
 
 /// Train LeNet on the first `n_train` MNIST images and return (accuracy before, after) on the
