@@ -24,26 +24,58 @@ fn tap(oy: u32, ox: u32, i: u32, j: u32) -> i32 {
 // The output index along one axis whose tap k covers input position p, or -1.
 fn covering(p: u32, k: u32, s: u32, pad: u32, d: u32, on: u32) -> i32 {
     let num = i32(p + pad) - i32(k * d);
-    if (num < 0 || num % i32(s) != 0) {
+    if (num < 0) {
         return -1;
     }
-    let o = num / i32(s);
+    var o = num;
+    if (s != 1u) { // uniform: stride-1 windows need no division
+        o = num / i32(s);
+        if (o * i32(s) != num) {
+            return -1;
+        }
+    }
     return select(-1, o, o < i32(on));
 }
 
-// cols (N, C·KH·KW, OH·OW) from x (N, C, H, W).
+// (plane, row, column) of element e of a stack of rows×cols planes, with two divisions.
+fn coords(e: u32, rows: u32, cols: u32) -> vec3<u32> {
+    let q = e / cols;
+    let plane = q / rows;
+    return vec3<u32>(plane, q - plane * rows, e - q * cols);
+}
+
+// cols (N, C·KH·KW, OH·OW) from x (N, C, H, W). One invocation per (image, channel, output
+// pixel) writes that pixel's KH·KW taps (kp[0] counts invocations): its index is split into
+// coordinates once rather than once per element, and neighbouring invocations write
+// neighbouring columns.
 @compute @workgroup_size(256)
 fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
     if (e >= kp[0]) { return; }
+    let H = i32(kp[3]);
+    let W = i32(kp[4]);
     let L = kp[13] * kp[14];
-    let KK = kp[5] * kp[6];
-    let l = e % L;
-    let row = e / L; // (n·C + c)·KK + i·KW + j
-    let q = row % KK;
-    let plane = row / KK;
-    let p = tap(l / kp[14], l % kp[14], q / kp[6], q % kp[6]);
-    out[kp[16] + e] = select(0.0, a[kp[15] + plane * kp[3] * kp[4] + u32(max(p, 0))], p >= 0);
+    let plane = e / L; // n·C + c
+    let l = e - plane * L;
+    let oy = l / kp[14];
+    let ox = l - oy * kp[14];
+    let src = kp[15] + plane * kp[3] * kp[4];
+    var dst = kp[16] + plane * kp[5] * kp[6] * L + l;
+    let y0 = i32(oy * kp[7]) - i32(kp[9]);
+    let x0 = i32(ox * kp[8]) - i32(kp[10]);
+    for (var i = 0u; i < kp[5]; i++) {
+        let iy = y0 + i32(i * kp[11]);
+        let row_in = iy >= 0 && iy < H;
+        for (var j = 0u; j < kp[6]; j++) {
+            let ix = x0 + i32(j * kp[12]);
+            var v = 0.0;
+            if (row_in && ix >= 0 && ix < W) {
+                v = a[src + u32(iy * W + ix)];
+            }
+            out[dst] = v;
+            dst += L;
+        }
+    }
 }
 
 // x (N, C, H, W) += cols, gathered per pixel over taps (i, j) in order.
@@ -51,10 +83,10 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
     if (e >= kp[0]) { return; }
-    let HW = kp[3] * kp[4];
-    let plane = e / HW;
-    let y = (e % HW) / kp[4];
-    let x = e % kp[4];
+    let co = coords(e, kp[3], kp[4]);
+    let plane = co.x;
+    let y = co.y;
+    let x = co.z;
     let L = kp[13] * kp[14];
     var s = 0.0;
     for (var i = 0u; i < kp[5]; i++) {
@@ -75,10 +107,10 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 fn pool_argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
     if (e >= kp[0]) { return; }
-    let L = kp[13] * kp[14];
-    let plane = e / L;
-    let oy = (e % L) / kp[14];
-    let ox = e % kp[14];
+    let co = coords(e, kp[13], kp[14]);
+    let plane = co.x;
+    let oy = co.y;
+    let ox = co.z;
     let base = kp[15] + plane * kp[3] * kp[4];
     var best = -1;
     var bv = 0.0;
@@ -103,10 +135,10 @@ fn pool_argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 fn avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
     if (e >= kp[0]) { return; }
-    let L = kp[13] * kp[14];
-    let plane = e / L;
-    let oy = (e % L) / kp[14];
-    let ox = e % kp[14];
+    let co = coords(e, kp[13], kp[14]);
+    let plane = co.x;
+    let oy = co.y;
+    let ox = co.z;
     let base = kp[15] + plane * kp[3] * kp[4];
     var s = 0.0;
     for (var i = 0u; i < kp[5]; i++) {
@@ -125,10 +157,10 @@ fn avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 fn avg_pool_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
     if (e >= kp[0]) { return; }
-    let HW = kp[3] * kp[4];
-    let plane = e / HW;
-    let y = (e % HW) / kp[4];
-    let x = e % kp[4];
+    let co = coords(e, kp[3], kp[4]);
+    let plane = co.x;
+    let y = co.y;
+    let x = co.z;
     let L = kp[13] * kp[14];
     let area = f32(kp[5] * kp[6]);
     var s = 0.0;
@@ -160,11 +192,11 @@ fn gather_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 fn scatter_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
     if (e >= kp[0]) { return; }
-    let HW = kp[3] * kp[4];
-    let plane = e / HW;
-    let pix = e % HW;
-    let y = pix / kp[4];
-    let x = pix % kp[4];
+    let co = coords(e, kp[3], kp[4]);
+    let plane = co.x;
+    let y = co.y;
+    let x = co.z;
+    let pix = y * kp[4] + x;
     let L = kp[13] * kp[14];
     // Windows covering (y, x): oy with oy·S − P ≤ y < oy·S − P + K.
     let oy_lo = select(0u, (y + kp[9] + 1u - kp[5] + kp[7] - 1u) / kp[7], y + kp[9] + 1u > kp[5]);

@@ -114,15 +114,24 @@ fn binary_f(op: u32, x: f32, y: f32) -> f32 {
     }
 }
 
-// Offset of linear index i into an operand with strides at kp[s..s+rank], dims at kp[d..].
-fn strided(i: u32, rank: u32, d: u32, s: u32) -> u32 {
+// Offsets of linear index i into `count` (≤ 3) operands whose strides sit at kp[s..s+rank],
+// kp[s+6..] and kp[s+12..], over dims at kp[d..]. The index is split into coordinates once for
+// all operands (integer division is the expensive part of these kernels), and the lowering has
+// already merged contiguous axes, so rank is usually 1 to 3.
+fn offsets(i: u32, rank: u32, d: u32, s: u32, count: u32) -> vec3<u32> {
     var rem = i;
-    var off = 0u;
+    var off = vec3<u32>(0u);
     for (var k = 0u; k < rank; k++) {
         let ax = rank - 1u - k;
         let dim = kp[d + ax];
-        off += (rem % dim) * kp[s + ax];
-        rem = rem / dim;
+        let q = rem / dim;
+        let idx = rem - q * dim;
+        rem = q;
+        off.x += idx * kp[s + ax];
+        off.y += idx * kp[s + 6u + ax];
+        if (count > 2u) {
+            off.z += idx * kp[s + 12u + ax];
+        }
     }
     return off;
 }
@@ -132,9 +141,9 @@ fn strided(i: u32, rank: u32, d: u32, s: u32) -> u32 {
 fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= kp[0]) { return; }
-    let r = kp[2];
-    let x = a[kp[3] + strided(i, r, 6u, 12u)];
-    let y = b[kp[4] + strided(i, r, 6u, 18u)];
+    let o = offsets(i, kp[2], 6u, 12u, 2u);
+    let x = a[kp[3] + o.x];
+    let y = b[kp[4] + o.y];
     out[kp[5] + i] = binary_f(kp[1], x, y);
 }
 
@@ -143,10 +152,10 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 fn where3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= kp[0]) { return; }
-    let r = kp[1];
-    let cond = a[kp[2] + strided(i, r, 6u, 12u)];
-    let x = b[kp[3] + strided(i, r, 6u, 18u)];
-    let y = c[kp[4] + strided(i, r, 6u, 24u)];
+    let o = offsets(i, kp[1], 6u, 12u, 3u);
+    let cond = a[kp[2] + o.x];
+    let x = b[kp[3] + o.y];
+    let y = c[kp[4] + o.z];
     out[kp[5] + i] = select(y, x, cond != 0.0);
 }
 
@@ -156,8 +165,8 @@ fn where3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 fn strided_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= kp[0]) { return; }
-    let r = kp[1];
-    out[kp[3] + strided(i, r, 4u, 16u)] = a[kp[2] + strided(i, r, 4u, 10u)];
+    let o = offsets(i, kp[1], 4u, 10u, 2u);
+    out[kp[3] + o.y] = a[kp[2] + o.x];
 }
 
 // kp: [n, out_off, value]

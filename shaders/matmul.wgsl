@@ -124,28 +124,53 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     }
 }
 
-// The same product for skinny shapes (M or N below one tile): one invocation per element of C,
-// a plain loop over K, no workgroup memory or barriers. Dispatched 1-D over batch·M·N.
-// kp as above, plus kp[12] = batch.
+// The same product for skinny shapes (M or N below one tile, or a short K): no workgroup
+// memory or barriers; each invocation accumulates a 4×4 block of C in registers, reading 8
+// elements per 16 multiply-adds. Its rows are 4 consecutive rows of C; its columns are
+// cb, cb + NB, cb + 2·NB, cb + 3·NB (NB = ⌈N/4⌉), so neighbouring invocations read and write
+// neighbouring columns. Indices past the edge are clamped for loads and skipped for stores.
+// Dispatched 1-D over batch·⌈M/4⌉·NB; kp as above, plus kp[12] = batch.
 @compute @workgroup_size(256)
 fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
     let M = kp[0];
     let N = kp[1];
     let K = kp[2];
-    if (e >= kp[12] * M * N) { return; }
-    let z = e / (M * N);
-    let r = (e / N) % M;
-    let cc = e % N;
-    var pa = kp[3] + z * kp[10] + r * kp[6];
-    var pb = kp[4] + z * kp[11] + cc * kp[9];
+    let MB = (M + 3u) / 4u;
+    let NB = (N + 3u) / 4u;
+    if (e >= kp[12] * MB * NB) { return; }
+    let cb = e % NB;
+    let rest = e / NB;
+    let r0 = (rest % MB) * 4u;
+    let z = rest / MB;
+    let rows = vec4<u32>(r0, r0 + 1u, r0 + 2u, r0 + 3u);
+    let cols = vec4<u32>(cb, cb + NB, cb + 2u * NB, cb + 3u * NB);
+    var pa = kp[3] + z * kp[10] + min(rows, vec4<u32>(M - 1u)) * kp[6];
+    var pb = kp[4] + z * kp[11] + min(cols, vec4<u32>(N - 1u)) * kp[9];
     let sa = kp[7];
     let sb = kp[8];
-    var acc = 0.0;
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
     for (var k = 0u; k < K; k++) {
-        acc = fma(a[pa], b[pb], acc);
-        pa += sa;
-        pb += sb;
+        let av = vec4<f32>(a[pa.x], a[pa.y], a[pa.z], a[pa.w]);
+        let bv = vec4<f32>(b[pb.x], b[pb.y], b[pb.z], b[pb.w]);
+        c0 = fma(vec4<f32>(av.x), bv, c0);
+        c1 = fma(vec4<f32>(av.y), bv, c1);
+        c2 = fma(vec4<f32>(av.z), bv, c2);
+        c3 = fma(vec4<f32>(av.w), bv, c3);
+        pa += vec4<u32>(sa);
+        pb += vec4<u32>(sb);
     }
-    out[kp[5] + e] = acc;
+    let base = kp[5] + z * M * N;
+    let acc = array<vec4<f32>, 4>(c0, c1, c2, c3);
+    for (var i = 0u; i < 4u; i++) {
+        if (rows[i] >= M) { break; }
+        for (var j = 0u; j < 4u; j++) {
+            if (cols[j] < N) {
+                out[base + rows[i] * N + cols[j]] = acc[i][j];
+            }
+        }
+    }
 }

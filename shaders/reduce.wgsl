@@ -1,10 +1,14 @@
 // reduce.wgsl — sum / mean / max over any set of axes, and the sum of squares behind global
 // gradient-norm clipping.
 //
-// Bindings: a input, out output. One 256-invocation workgroup computes one output element:
-// each invocation accumulates a strided share of the reduced elements, then the workgroup
-// combines them by a tree in workgroup memory. The order is fixed, so results are
-// deterministic (no atomics).
+// Bindings: a input, out output. Two strategies, both in a fixed order, so results are
+// deterministic (no atomics):
+// - `reduce`: one 256-invocation workgroup per output element, for long reductions: each
+//   invocation accumulates a strided share of the reduced elements, then the workgroup combines
+//   them by a tree in workgroup memory.
+// - `reduce_serial`: one invocation per output element, a plain loop, for short reductions
+//   (a weight gradient summed over a batch of 64, say), where a workgroup per output would
+//   leave most of its invocations idle and pay for the tree's barriers.
 
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
@@ -23,41 +27,75 @@ fn tree(lid: u32, is_max: bool) {
 }
 
 // kp: [n_out, op (0 sum, 1 mean, 2 max), a_off, out_off, R, nk, nr,
-//      kdims @7, kstr @13, rdims @19, rstr @25]
+//      kdims @7, kstr @13, rdims @19, rstr @25]. Contiguous axes are merged by the lowering,
+// so nk and nr are usually 1 or 2.
+
+// Offset in `a` of index i over the nd axes with dims at kp[d..] and strides at kp[s..].
+fn offset_of(i: u32, nd: u32, d: u32, s: u32) -> u32 {
+    var rem = i;
+    var off = 0u;
+    for (var k = 0u; k < nd; k++) {
+        let ax = nd - 1u - k;
+        let q = rem / kp[d + ax];
+        off += (rem - q * kp[d + ax]) * kp[s + ax];
+        rem = q;
+    }
+    return off;
+}
+
+fn finish(acc: f32, o: u32) {
+    out[kp[3] + o] = select(acc, acc / f32(kp[4]), kp[1] == 1u);
+}
+
 @compute @workgroup_size(256)
 fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let o = group_index(wid, nwg);
     if (o >= kp[0]) { return; }
-    let op = kp[1];
-    let is_max = op == 2u;
-    // Base offset of this output's kept index.
-    var rem = o;
-    var base = kp[2];
-    let nk = kp[5];
-    for (var k = 0u; k < nk; k++) {
-        let ax = nk - 1u - k;
-        base += (rem % kp[7u + ax]) * kp[13u + ax];
-        rem = rem / kp[7u + ax];
-    }
+    let is_max = kp[1] == 2u;
+    let base = kp[2] + offset_of(o, kp[5], 7u, 13u);
     let total = kp[4];
     let nr = kp[6];
     var acc = select(0.0, -3.4028235e38, is_max);
     for (var r = lid; r < total; r += 256u) {
-        var rr = r;
-        var off = base;
-        for (var k = 0u; k < nr; k++) {
-            let ax = nr - 1u - k;
-            off += (rr % kp[19u + ax]) * kp[25u + ax];
-            rr = rr / kp[19u + ax];
+        // One reduced axis (the usual case) needs no division.
+        var off = r * kp[25];
+        if (nr != 1u) {
+            off = offset_of(r, nr, 19u, 25u);
         }
-        let v = a[off];
+        let v = a[base + off];
         acc = select(acc + v, max(acc, v), is_max);
     }
     sh[lid] = acc;
     tree(lid, is_max);
     if (lid == 0u) {
-        out[kp[3] + o] = select(sh[0], sh[0] / f32(total), op == 1u);
+        finish(sh[0], o);
     }
+}
+
+// kp as `reduce`; dispatched 1-D over the outputs. The reduced index advances as an odometer
+// over at most two axes (the lowering merges the rest or sends the reduction to `reduce`).
+@compute @workgroup_size(256)
+fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let o = gid(wid, nwg, lid);
+    if (o >= kp[0]) { return; }
+    let is_max = kp[1] == 2u;
+    let base = kp[2] + offset_of(o, kp[5], 7u, 13u);
+    // Reduced axes as (outer, inner); a single axis is (1, R).
+    let two = kp[6] == 2u;
+    let n_in = select(kp[19], kp[20], two);
+    let s_in = select(kp[25], kp[26], two);
+    let n_out = select(1u, kp[19], two);
+    let s_out = select(0u, kp[25], two);
+    var acc = select(0.0, -3.4028235e38, is_max);
+    for (var p = 0u; p < n_out; p++) {
+        var off = base + p * s_out;
+        for (var q = 0u; q < n_in; q++) {
+            let v = a[off];
+            acc = select(acc + v, max(acc, v), is_max);
+            off += s_in;
+        }
+    }
+    finish(acc, o);
 }
 
 // out[out_off] = Σ over segments of a[i]². kp: [nseg, out_off, (off, len) × nseg]

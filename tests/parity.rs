@@ -136,6 +136,24 @@ fn reductions() {
             }
         }
     }
+    // Reduced and kept axes that cannot be merged: two reduced axes (short: one invocation per
+    // output; long: a workgroup per output), and three.
+    for (shape, axes) in [
+        (&[9usize, 5, 7, 6][..], &[0isize, 2][..]),
+        (&[40, 3, 9][..], &[0, 2][..]),
+        (&[3, 2, 5, 2, 7][..], &[0, 2, 4][..]),
+    ] {
+        let n = shape.iter().product();
+        for op in [kiln::ReduceOp::Sum, kiln::ReduceOp::Mean, kiln::ReduceOp::Max] {
+            parity(
+                &|g: &mut Graph, v: &[NodeId]| g.reduce(op, v[0], axes, false),
+                &[arg("x", shape, distinct(9, n))],
+                &[],
+                ATOL,
+                RTOL,
+            );
+        }
+    }
     // A long reduction (257 × 129 = 33153 terms) and a single-element one.
     parity(
         &|g: &mut Graph, v: &[NodeId]| g.sum_all(v[0]),
@@ -204,7 +222,7 @@ fn layout_ops() {
 #[test]
 fn matmul_in_every_layout() {
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-        for (m, k, n) in [(65, 33, 129), (1, 7, 1), (7, 257, 33)] {
+        for (m, k, n) in [(65, 33, 129), (1, 7, 1), (7, 257, 33), (70, 16, 129)] {
             let sa = if ta { vec![k, m] } else { vec![m, k] };
             let sb = if tb { vec![n, k] } else { vec![k, n] };
             parity(

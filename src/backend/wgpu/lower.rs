@@ -81,6 +81,9 @@ pub struct Dispatch {
     pub grid: Grid,
 }
 
+/// Reductions over at most this many elements run one invocation per output (`reduce_serial`).
+const SERIAL_REDUCE: usize = 256;
+
 fn bits(x: f32) -> u32 {
     x.to_bits()
 }
@@ -158,13 +161,47 @@ fn ew(entry: &'static str, kp: Vec<u32>, inputs: Vec<usize>, out: usize, n: usiz
     }
 }
 
+/// The same index space with fewer axes: size-1 axes dropped, and each axis merged into the
+/// one before it where every operand steps over both as over one (`s[i] = s[i+1]·dims[i+1]`).
+/// Returns at least one axis. The kernels split each linear index into coordinates with one
+/// integer division per axis, which costs more than the memory access on many devices.
+fn coalesce<const K: usize>(dims: &[usize], strides: [&[usize]; K]) -> (Vec<usize>, [Vec<usize>; K]) {
+    let mut d: Vec<usize> = Vec::with_capacity(dims.len());
+    let mut s: [Vec<usize>; K] = std::array::from_fn(|_| Vec::with_capacity(dims.len()));
+    for (ax, &dim) in dims.iter().enumerate() {
+        if dim == 1 {
+            continue;
+        }
+        let merges = !d.is_empty() && (0..K).all(|k| s[k][s[k].len() - 1] == strides[k][ax] * dim);
+        if merges {
+            *d.last_mut().expect("non-empty") *= dim;
+            for (sk, st) in s.iter_mut().zip(&strides) {
+                *sk.last_mut().expect("non-empty") = st[ax];
+            }
+        } else {
+            d.push(dim);
+            for (sk, st) in s.iter_mut().zip(&strides) {
+                sk.push(st[ax]);
+            }
+        }
+    }
+    if d.is_empty() {
+        d.push(1);
+        for sk in &mut s {
+            sk.push(0);
+        }
+    }
+    (d, s)
+}
+
 /// `dst[dims, dst_strides] = src[dims, src_strides]`.
 fn strided_copy(src: View, src_strides: &[usize], dst: View, dst_strides: &[usize], dims: &[usize]) -> Dispatch {
     let n: usize = dims.iter().product();
+    let (dims, [ss, ds]) = coalesce(dims, [src_strides, dst_strides]);
     let mut kp = vec![u(n), u(dims.len()), u(src.offset), u(dst.offset)];
-    kp.extend(padded(dims));
-    kp.extend(padded(src_strides));
-    kp.extend(padded(dst_strides));
+    kp.extend(padded(&dims));
+    kp.extend(padded(&ss));
+    kp.extend(padded(&ds));
     ew("strided_copy", kp, vec![src.buf], dst.buf, n)
 }
 
@@ -319,31 +356,35 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
             )
         }
         Op::Binary(bo) => {
+            let (sa, sb) = (broadcast_strides(&xs[0], os), broadcast_strides(&xs[1], os));
+            let (dims, [sa, sb]) = coalesce(os.dims(), [&sa, &sb]);
             let mut kp = vec![
                 u(n),
                 binary_code(*bo),
-                u(os.rank()),
+                u(dims.len()),
                 u(x[0].offset),
                 u(x[1].offset),
                 u(out.offset),
             ];
-            kp.extend(padded(os.dims()));
-            kp.extend(padded(&broadcast_strides(&xs[0], os)));
-            kp.extend(padded(&broadcast_strides(&xs[1], os)));
+            kp.extend(padded(&dims));
+            kp.extend(padded(&sa));
+            kp.extend(padded(&sb));
             ew("binary", kp, vec![x[0].buf, x[1].buf], out.buf, n)
         }
         Op::Where => {
+            let st: Vec<Vec<usize>> = xs.iter().map(|s| broadcast_strides(s, os)).collect();
+            let (dims, strides) = coalesce(os.dims(), [&st[0], &st[1], &st[2]]);
             let mut kp = vec![
                 u(n),
-                u(os.rank()),
+                u(dims.len()),
                 u(x[0].offset),
                 u(x[1].offset),
                 u(x[2].offset),
                 u(out.offset),
             ];
-            kp.extend(padded(os.dims()));
-            for s in xs {
-                kp.extend(padded(&broadcast_strides(s, os)));
+            kp.extend(padded(&dims));
+            for s in &strides {
+                kp.extend(padded(s));
             }
             ew("where3", kp, vec![x[0].buf, x[1].buf, x[2].buf], out.buf, n)
         }
@@ -366,6 +407,10 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
                 ReduceOp::Max => 2,
             };
             let r: usize = rd.iter().product();
+            let (kd, [ks]) = coalesce(&kd, [&ks]);
+            let (rd, [rs]) = coalesce(&rd, [&rs]);
+            // Short reductions: one invocation per output; long ones: a workgroup per output.
+            let serial = r <= SERIAL_REDUCE && rd.len() <= 2;
             let mut kp = vec![
                 u(n),
                 code,
@@ -381,11 +426,11 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
             kp.extend(padded(&rs));
             Dispatch {
                 family: Family::Reduce,
-                entry: "reduce",
+                entry: if serial { "reduce_serial" } else { "reduce" },
                 kp,
                 inputs: vec![x[0].buf],
                 outputs: vec![out.buf],
-                grid: Grid::Groups(n),
+                grid: if serial { Grid::Elements(n) } else { Grid::Groups(n) },
             }
         }
         Op::BroadcastTo => strided_copy(x[0], &broadcast_strides(&xs[0], os), out, &os.strides(), os.dims()),
@@ -457,10 +502,11 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
             .iter()
             .map(|&v| v as u32)
             .collect::<Vec<u32>>();
-            if m < 64 || nn < 64 {
-                // Skinny products waste most of a 64×64 tile: one invocation per output instead.
+            if m < 64 || nn < 64 || kk < 32 {
+                // Skinny products waste most of a 64×64 tile, and a short K never repays staging
+                // tiles through workgroup memory: one invocation per 4×4 block of C instead.
                 let inputs = vec![x[0].buf, x[1].buf];
-                let grid = Grid::Elements(batch * m * nn);
+                let grid = Grid::Elements(batch * m.div_ceil(4) * nn.div_ceil(4));
                 return Ok(vec![Dispatch {
                     family: Family::Matmul,
                     entry: "matmul_small",
@@ -529,12 +575,14 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
             let (oh, ow) = w
                 .output(xs[0].dims()[2], xs[0].dims()[3])
                 .ok_or("window does not fit")?;
+            // One invocation per (image, channel, output pixel), writing its KH·KW taps.
+            let pixels = n / (w.k[0] * w.k[1]);
             conv(
                 "im2col",
-                window_kp(n, &xs[0], w, oh, ow, x[0].offset, out.offset, 0),
+                window_kp(pixels, &xs[0], w, oh, ow, x[0].offset, out.offset, 0),
                 vec![x[0].buf],
                 out.buf,
-                n,
+                pixels,
             )
         }
         Op::Col2Im(w) => {
@@ -610,4 +658,28 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
         ),
     };
     Ok(vec![d])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+
+    #[test]
+    fn coalesce_merges_only_axes_every_operand_steps_over_as_one() {
+        // Contiguous (2, 3, 4) plus a (1, 3, 1) bias broadcast: nothing merges across the bias axis.
+        let (d, [a, b]) = coalesce(&[2, 3, 4], [&[12, 4, 1], &[0, 1, 0]]);
+        assert_eq!((d, a, b), (vec![2, 3, 4], vec![12, 4, 1], vec![0, 1, 0]));
+        // Both contiguous: one axis.
+        let (d, [a, b]) = coalesce(&[2, 3, 4], [&[12, 4, 1], &[12, 4, 1]]);
+        assert_eq!((d, a, b), (vec![24], vec![1], vec![1]));
+        // A row broadcast over the leading axes: those merge, the last stays.
+        let (d, [a, b]) = coalesce(&[2, 3, 4], [&[12, 4, 1], &[0, 0, 1]]);
+        assert_eq!((d, a, b), (vec![6, 4], vec![4, 1], vec![0, 1]));
+        // A transposed operand merges nothing; size-1 axes vanish.
+        let (d, [a]) = coalesce(&[3, 1, 4], [&[1, 99, 3]]);
+        assert_eq!((d, a), (vec![3, 4], vec![1, 3]));
+        // All size 1: one axis of size 1.
+        let (d, [a]) = coalesce(&[1, 1], [&[5, 1]]);
+        assert_eq!((d, a), (vec![1], vec![0]));
+    }
 }

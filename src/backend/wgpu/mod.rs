@@ -52,7 +52,8 @@ pub struct GpuBuffer {
 }
 
 struct Prepared {
-    entry: &'static str,
+    /// Entry point, launch size and leading parameter words (sizes), for the profile.
+    label: String,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
@@ -65,9 +66,9 @@ pub struct GpuProgram {
     rule: Option<OptimizerKind>,
     buffers: Vec<GpuBuffer>,
     staging: Option<(wgpu::Buffer, usize)>,
-    /// With `KILN_PROFILE=1`: seconds and count per entry point (each dispatch submitted and
+    /// With `KILN_PROFILE=1`: seconds and count per dispatch label (each dispatch submitted and
     /// waited for on its own, so only for finding hot kernels, never for throughput).
-    profile: Option<HashMap<&'static str, (f64, usize)>>,
+    profile: Option<HashMap<String, (f64, usize)>>,
 }
 
 impl Drop for GpuProgram {
@@ -81,9 +82,9 @@ impl Drop for GpuProgram {
                 self.dispatches.len(),
                 total
             );
-            for (name, (t, n)) in v {
+            for (name, (t, n)) in v.into_iter().take(30) {
                 eprintln!(
-                    "  {name:<16} {t:>9.3}s {n:>8} dispatches {:>6.1}%",
+                    "  {name:<60} {t:>9.3}s {n:>6} dispatches {:>6.1}%",
                     100.0 * t / total.max(1e-12)
                 );
             }
@@ -556,11 +557,12 @@ impl Backend for Gpu {
                 d.entry,
             );
             self.inner.queue.write_buffer(&kp, 0, bytemuck::cast_slice(&d.kp));
+            let groups = self.groups(d.grid)?;
             dispatches.push(Prepared {
-                entry: d.entry,
+                label: format!("{} {groups:?} {:?}", d.entry, &d.kp[..d.kp.len().min(3)]),
                 pipeline: self.pipeline(d.family, d.entry)?,
                 bind_group: self.bind(d, &kp, &step, &raw),
-                groups: self.groups(d.grid)?,
+                groups,
             });
         }
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -629,7 +631,7 @@ impl Backend for Gpu {
                         timeout: None,
                     })
                     .map_err(|e| Error::Backend(e.to_string()))?;
-                let e = prof.entry(d.entry).or_default();
+                let e = prof.entry(d.label.clone()).or_default();
                 e.0 += t.elapsed().as_secs_f64();
                 e.1 += 1;
             }
