@@ -32,6 +32,65 @@ fn conv2d_geometries() {
 }
 
 #[test]
+fn grouped_and_depthwise_conv2d() {
+    // (N, C, H, W, O, k, stride, pad, groups)
+    let cases = [
+        (2, 6, 5, 6, 9, 3, 1, 1, 3), // 3 groups of 2 → 3 channels
+        (1, 4, 7, 5, 4, 3, 2, 1, 4), // depthwise, stride 2 with padding
+        (2, 6, 5, 5, 4, 1, 1, 0, 2), // grouped 1x1
+    ];
+    for (i, &(n, c, h, w, o, k, s, p, groups)) in cases.iter().enumerate() {
+        let wc = c / groups;
+        gradcheck(
+            &|g: &mut Graph, v: &[NodeId]| g.conv2d_grouped(v[0], v[1], [s, s], [p, p], [1, 1], groups),
+            &[
+                arg("x", &[n, c, h, w], away_from_zero(110 + i as u64, n * c * h * w)),
+                arg("w", &[o, wc, k, k], away_from_zero(210 + i as u64, o * wc * k * k)),
+            ],
+            &[],
+        );
+    }
+}
+
+#[test]
+fn grouped_conv2d_layer() {
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 4, 6, 6]).unwrap();
+    let dw = nn::Conv2d::grouped(&mut g, "dw", 4, 8, 3, 1, 1, 4).unwrap();
+    assert_eq!(g.shape(dw.w).dims(), &[8, 1, 3, 3]);
+    let y = dw.forward(&mut g, x).unwrap();
+    assert_eq!(g.shape(y).dims(), &[2, 8, 6, 6]);
+    let e = nn::Conv2d::grouped(&mut g, "bad", 4, 8, 3, 1, 1, 3)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad") && e.contains("3 groups must divide"), "{e}");
+}
+
+#[test]
+fn grouped_conv2d_is_per_group_convolution() {
+    // Two groups equal two separate convolutions over the channel halves, concatenated.
+    let (n, c, h, w, o, k) = (2, 4, 5, 6, 6, 3);
+    let xs = away_from_zero(1, n * c * h * w);
+    let ws = away_from_zero(2, o * (c / 2) * k * k);
+    let mut g = Graph::new();
+    let x = g.input("x", [n, c, h, w]).unwrap();
+    let wt = g.input("w", [o, c / 2, k, k]).unwrap();
+    let grouped = g.conv2d_grouped(x, wt, [1, 1], [1, 1], [1, 1], 2).unwrap();
+    let x0 = g.slice(x, 1, 0, 2).unwrap();
+    let x1 = g.slice(x, 1, 2, 4).unwrap();
+    let w0 = g.slice(wt, 0, 0, 3).unwrap();
+    let w1 = g.slice(wt, 0, 3, 6).unwrap();
+    let y0 = g.conv2d(x0, w0, [1, 1], [1, 1], [1, 1]).unwrap();
+    let y1 = g.conv2d(x1, w1, [1, 1], [1, 1], [1, 1]).unwrap();
+    let split = g.concat(&[y0, y1], 1).unwrap();
+    let mut store = kiln::ParamStore::new(&kiln::Cpu, &g, 0).unwrap();
+    let mut p = kiln::Program::compile(&g, &mut store, &[grouped, split], None).unwrap();
+    let out = p.run(&[("x", Feed::F32(&xs)), ("w", Feed::F32(&ws))]).unwrap();
+    let (a, b) = (&out.get(grouped).unwrap().data, &out.get(split).unwrap().data);
+    check_close(a, b, 1e-5, 1e-5).unwrap();
+}
+
+#[test]
 fn conv2d_rejects_impossible_geometry() {
     let mut g = Graph::new();
     let x = g.input("x", [1, 3, 4, 4]).unwrap();
@@ -47,6 +106,20 @@ fn conv2d_rejects_impossible_geometry() {
         .unwrap_err()
         .to_string()
         .contains("channels"));
+    // Groups must divide both channel counts, and the weights hold C/groups input channels.
+    let w3 = g.param("w3", [4, 1, 3, 3], kiln::Init::Zeros).unwrap();
+    let e = g
+        .conv2d_grouped(x, w3, [1, 1], [0, 0], [1, 1], 2)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2 groups must divide"), "{e}");
+    let w4 = g.param("w4", [3, 3, 3, 3], kiln::Init::Zeros).unwrap();
+    let e = g
+        .conv2d_grouped(x, w4, [1, 1], [0, 0], [1, 1], 3)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1 per group in 3 groups") && e.contains("expect 3"), "{e}");
+    assert!(g.conv2d_grouped(x, w4, [1, 1], [0, 0], [1, 1], 0).is_err());
     assert!(
         g.max_pool2d(x, [2, 2], [2, 2], [2, 2]).is_err(),
         "padding larger than half the window"

@@ -379,6 +379,23 @@ fn convolution_and_pooling() {
             RTOL,
         );
     }
+    // Grouped and depthwise: (N, C, H, W, O, k, stride, pad, groups).
+    for (i, &(n, c, h, w, o, k, s, p, groups)) in [(2, 6, 9, 7, 9, 3, 1, 1, 3), (1, 5, 7, 7, 5, 3, 2, 1, 5)]
+        .iter()
+        .enumerate()
+    {
+        let wc = c / groups;
+        parity(
+            &|g: &mut Graph, v: &[NodeId]| g.conv2d_grouped(v[0], v[1], [s, s], [p, p], [1, 1], groups),
+            &[
+                arg("x", &[n, c, h, w], away_from_zero(150 + i as u64, n * c * h * w)),
+                arg("w", &[o, wc, k, k], away_from_zero(250 + i as u64, o * wc * k * k)),
+            ],
+            &[],
+            ATOL,
+            RTOL,
+        );
+    }
     for (i, &(n, c, h, w, k, s, p)) in [
         (1, 1, 4, 4, 2, 2, 0),
         (2, 3, 7, 5, 3, 2, 1),

@@ -56,27 +56,49 @@ impl Graph {
         pad: [usize; 2],
         dilation: [usize; 2],
     ) -> Result<NodeId> {
+        self.conv2d_grouped(x, w, stride, pad, dilation, 1)
+    }
+
+    /// Grouped convolution: the `C` input and `O` output channels split into `groups` equal
+    /// groups, output group `i` seeing only input group `i`; `w: (O, C/groups, KH, KW)`.
+    /// `groups = C` with `O = C` is a depthwise convolution.
+    ///
+    /// Each group is one (O/G × C/G·KH·KW) @ (C/G·KH·KW × OH·OW) product in the same batched
+    /// matmul; the weights are broadcast over the batch for it (a copy of N × the weights per
+    /// step, summed back over the batch in the backward pass).
+    pub fn conv2d_grouped(
+        &mut self,
+        x: NodeId,
+        w: NodeId,
+        stride: [usize; 2],
+        pad: [usize; 2],
+        dilation: [usize; 2],
+        groups: usize,
+    ) -> Result<NodeId> {
         let [n, c, h, wd] = self.nchw("conv2d", x)?;
         self.check("conv2d", &[w])?;
         let ws = self.shape(w).clone();
+        let err = |g: &Self, why: String| shape_err("conv2d", g.describe_new(&[x, w]), vec![g.shape(x), &ws], why);
         let [o, wc, kh, kw] = match *ws.dims() {
             [o, wc, kh, kw] => [o, wc, kh, kw],
-            _ => {
-                return Err(shape_err(
-                    "conv2d",
-                    self.describe_new(&[x, w]),
-                    vec![self.shape(x), &ws],
-                    "expected weights (O, C, KH, KW)",
-                ))
-            }
+            _ => return Err(err(self, "expected weights (O, C/groups, KH, KW)".into())),
         };
-        if wc != c {
-            return Err(shape_err(
-                "conv2d",
-                self.describe_new(&[x, w]),
-                vec![self.shape(x), &ws],
-                format!("input has {c} channels but the weights expect {wc}"),
+        if groups == 0 || c % groups != 0 || o % groups != 0 {
+            return Err(err(
+                self,
+                format!("{groups} groups must divide both the {c} input and the {o} output channels"),
             ));
+        }
+        if wc * groups != c {
+            let why = if groups == 1 {
+                format!("input has {c} channels but the weights expect {wc}")
+            } else {
+                format!(
+                    "input has {c} channels, {} per group in {groups} groups, but the weights expect {wc}",
+                    c / groups
+                )
+            };
+            return Err(err(self, why));
         }
         let win = Window {
             k: [kh, kw],
@@ -85,14 +107,24 @@ impl Graph {
             dilation,
         };
         let (oh, ow) = self.window_out("conv2d", x, &win)?;
-        let w2 = self.reshape(w, [o, c * kh * kw])?;
-        let y = if [kh, kw] == [1, 1] && stride == [1, 1] && pad == [0, 0] {
-            // A 1x1 convolution is a matmul over channels: no unfolding needed.
-            let xr = self.reshape(x, [n, c, h * wd])?;
-            self.matmul(w2, xr)?
+        let ckk = wc * kh * kw; // per group
+        let y = if groups == 1 {
+            let w2 = self.reshape(w, [o, ckk])?;
+            if [kh, kw] == [1, 1] && stride == [1, 1] && pad == [0, 0] {
+                // A 1x1 convolution is a matmul over channels: no unfolding needed.
+                let xr = self.reshape(x, [n, c, h * wd])?;
+                self.matmul(w2, xr)?
+            } else {
+                let cols = self.im2col(x, win)?; // (N, C·KH·KW, OH·OW)
+                self.matmul(w2, cols)? // (O, CKK) @ (N, CKK, L) → (N, O, L)
+            }
         } else {
-            let cols = self.im2col(x, win)?; // (N, C·KH·KW, OH·OW)
-            self.matmul(w2, cols)? // (O, CKK) @ (N, CKK, L) → (N, O, L)
+            // Rows of the unfolded input are channel-major, so each group's rows are contiguous.
+            let cols = self.im2col(x, win)?;
+            let cols = self.reshape(cols, [n, groups, ckk, oh * ow])?;
+            let w3 = self.reshape(w, [1, groups, o / groups, ckk])?;
+            let wb = self.broadcast_to(w3, [n, groups, o / groups, ckk])?;
+            self.matmul(wb, cols)? // (N, G, O/G, L)
         };
         self.reshape(y, [n, o, oh, ow])
     }

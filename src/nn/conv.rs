@@ -18,6 +18,8 @@ pub struct Conv2d {
     pub pad: [usize; 2],
     /// Dilation.
     pub dilation: [usize; 2],
+    /// Channel groups (1: every output sees every input).
+    pub groups: usize,
 }
 
 impl Conv2d {
@@ -56,7 +58,43 @@ impl Conv2d {
             stride: [stride; 2],
             pad: [pad; 2],
             dilation: [1, 1],
+            groups: 1,
         })
+    }
+
+    /// A grouped `k×k` convolution: `groups` divides `inputs` and `outputs`, and output group
+    /// `i` sees only input group `i`; weights `(out, in/groups, k, k)`, He-uniform over their
+    /// fan-in. `groups = inputs = outputs` is a depthwise convolution.
+    #[allow(clippy::too_many_arguments)]
+    pub fn grouped(
+        g: &mut Graph,
+        name: &str,
+        inputs: usize,
+        outputs: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        if groups == 0 || inputs % groups != 0 || outputs % groups != 0 {
+            return invalid(
+                "conv2d",
+                format!("{name}: {groups} groups must divide both {inputs} inputs and {outputs} outputs"),
+            );
+        }
+        let mut c = Self::with_init(
+            g,
+            name,
+            inputs / groups,
+            outputs,
+            k,
+            stride,
+            pad,
+            Init::HeUniform,
+            Init::Zeros,
+        )?;
+        c.groups = groups;
+        Ok(c)
     }
 
     /// "Same" padding for an odd kernel at stride 1: the output keeps the input's size.
@@ -81,7 +119,7 @@ impl Conv2d {
 
     /// `(N, C, H, W)` → `(N, O, OH, OW)`.
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
-        let y = g.conv2d(x, self.w, self.stride, self.pad, self.dilation)?;
+        let y = g.conv2d_grouped(x, self.w, self.stride, self.pad, self.dilation, self.groups)?;
         match self.b {
             Some(b) => {
                 let o = g.shape(b).dims()[0];
