@@ -83,7 +83,7 @@ impl Graph {
             [o, wc, kh, kw] => [o, wc, kh, kw],
             _ => return Err(err(self, "expected weights (O, C/groups, KH, KW)".into())),
         };
-        if groups == 0 || c % groups != 0 || o % groups != 0 {
+        if groups == 0 || !c.is_multiple_of(groups) || !o.is_multiple_of(groups) {
             return Err(err(
                 self,
                 format!("{groups} groups must divide both the {c} input and the {o} output channels"),

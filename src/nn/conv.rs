@@ -76,7 +76,7 @@ impl Conv2d {
         pad: usize,
         groups: usize,
     ) -> Result<Self> {
-        if groups == 0 || inputs % groups != 0 || outputs % groups != 0 {
+        if groups == 0 || !inputs.is_multiple_of(groups) || !outputs.is_multiple_of(groups) {
             return invalid(
                 "conv2d",
                 format!("{name}: {groups} groups must divide both {inputs} inputs and {outputs} outputs"),
