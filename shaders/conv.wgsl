@@ -1,11 +1,12 @@
 // conv.wgsl — im2col / col2im for convolution, and max / average pooling with their gradients,
 // on (N, C, H, W) planes.
 //
-// Bindings: a, b read-only inputs; out written. One invocation computes one output element.
+// Bindings: a, b read-only inputs; out written. One invocation computes one output element,
+// except im2col, where one invocation writes the KH·KW taps of one output pixel.
 // Adjoint kernels (col2im, scatter_planes, avg_pool_grad) are written as gathers: each input
 // pixel sums the windows that cover it, in a fixed order, so no atomics are needed.
 //
-// kp: [total, N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, a_off, out_off, b_off]
+// kp: [invocations, N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, a_off, out_off, b_off]
 
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;

@@ -5,7 +5,7 @@ use crate::error::{invalid, Result};
 use crate::graph::{Graph, NodeId};
 use crate::init::Init;
 
-/// 2-D convolution with weights `(O, C, KH, KW)` (He-uniform) and an optional bias `(O)`.
+/// 2-D convolution with weights `(O, C/groups, KH, KW)` (He-uniform) and an optional bias `(O)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2d {
     /// Weights `(out, in, kh, kw)`.
