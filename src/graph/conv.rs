@@ -132,27 +132,28 @@ impl Graph {
     /// Max pooling over `k×k` windows: `(N, C, H, W)` → `(N, C, OH, OW)`. The argmax of each
     /// window is computed once and kept for the backward pass.
     pub fn max_pool2d(&mut self, x: NodeId, k: [usize; 2], stride: [usize; 2], pad: [usize; 2]) -> Result<NodeId> {
-        let [n, c, _, _] = self.nchw("max_pool2d", x)?;
-        let win = Window {
-            k,
-            stride,
-            pad,
-            dilation: [1, 1],
-        };
-        if pad[0] * 2 > k[0] || pad[1] * 2 > k[1] {
-            return invalid(
-                "max_pool2d",
-                format!("padding {pad:?} must be at most half the kernel {k:?}"),
-            );
-        }
-        let (oh, ow) = self.window_out("max_pool2d", x, &win)?;
-        let idx = self.push(Op::MaxPoolArgmax(win), vec![x], Shape(vec![n, c, oh, ow]));
-        Ok(self.push(Op::GatherPlanes, vec![x, idx], Shape(vec![n, c, oh, ow])))
+        let (win, out) = self.pool_window("max_pool2d", x, k, stride, pad)?;
+        let idx = self.push(Op::MaxPoolArgmax(win), vec![x], out.clone());
+        Ok(self.push(Op::GatherPlanes, vec![x, idx], out))
     }
 
     /// Average pooling (padding counted in the divisor): `(N, C, H, W)` → `(N, C, OH, OW)`.
     pub fn avg_pool2d(&mut self, x: NodeId, k: [usize; 2], stride: [usize; 2], pad: [usize; 2]) -> Result<NodeId> {
-        let [n, c, _, _] = self.nchw("avg_pool2d", x)?;
+        let (win, out) = self.pool_window("avg_pool2d", x, k, stride, pad)?;
+        Ok(self.push(Op::AvgPool(win), vec![x], out))
+    }
+
+    /// The window of a pooling op and its output shape `(N, C, OH, OW)`; padding beyond half
+    /// the kernel (windows of padding alone) is an error.
+    fn pool_window(
+        &self,
+        op: &'static str,
+        x: NodeId,
+        k: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+    ) -> Result<(Window, Shape)> {
+        let [n, c, _, _] = self.nchw(op, x)?;
         let win = Window {
             k,
             stride,
@@ -160,13 +161,10 @@ impl Graph {
             dilation: [1, 1],
         };
         if pad[0] * 2 > k[0] || pad[1] * 2 > k[1] {
-            return invalid(
-                "avg_pool2d",
-                format!("padding {pad:?} must be at most half the kernel {k:?}"),
-            );
+            return invalid(op, format!("padding {pad:?} must be at most half the kernel {k:?}"));
         }
-        let (oh, ow) = self.window_out("avg_pool2d", x, &win)?;
-        Ok(self.push(Op::AvgPool(win), vec![x], Shape(vec![n, c, oh, ow])))
+        let (oh, ow) = self.window_out(op, x, &win)?;
+        Ok((win, Shape(vec![n, c, oh, ow])))
     }
 
     /// Global average pooling: `(N, C, H, W)` → `(N, C)`.
