@@ -41,7 +41,7 @@ impl<B: Backend + 'static> BenchBackend for B {
         labels: Vec<(String, Vec<u32>)>,
     ) -> Box<dyn FnMut()> {
         let mut store = ParamStore::new(self, g, 0).expect("store");
-        let t = train.map(|(grads, optimizer)| kiln::Training { grads, optimizer });
+        let t = train.map(|(grads, optimizer)| kiln::Training::new(grads, optimizer));
         let mut prog = Program::compile(g, &mut store, fetch, t).expect("compile");
         Box::new(move || {
             let mut f: Vec<(&str, Feed<'_>)> = feeds.iter().map(|(n, v)| (n.as_str(), Feed::F32(v))).collect();

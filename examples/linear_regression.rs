@@ -80,15 +80,7 @@ fn main() -> kiln::Result<()> {
     let newton: Vec<f64> = step.iter().map(|s| -s).collect();
     // 3. Gradient descent.
     let opt = Optimizer::sgd(0.1);
-    let mut train = Program::compile(
-        &g,
-        &mut store,
-        &[mse],
-        Some(Training {
-            grads: &grads,
-            optimizer: &opt,
-        }),
-    )?;
+    let mut train = Program::compile(&g, &mut store, &[mse], Some(Training::new(&grads, &opt)))?;
     let mut last = 0.0;
     for _ in 0..500 {
         last = train.run(&feeds)?.scalar(mse)?;

@@ -19,15 +19,7 @@ fn train(name: &str, model: impl Fn(&mut Graph, NodeId) -> kiln::Result<NodeId>,
     let grads = backward(&mut g, loss)?;
     let mut store = ParamStore::new(&Cpu, &g, 3)?;
     let opt = Optimizer::adam(0.03);
-    let mut step = Program::compile(
-        &g,
-        &mut store,
-        &[loss],
-        Some(Training {
-            grads: &grads,
-            optimizer: &opt,
-        }),
-    )?;
+    let mut step = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, &opt)))?;
     let mut eval = Program::compile(&g, &mut store, &[logits, loss], None)?;
     let feeds = [("x", Feed::F32(&XS)), ("y", Feed::Labels(&YS))];
     for _ in 0..steps {

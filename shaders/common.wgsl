@@ -2,8 +2,9 @@
 //
 // Bindings shared by all families (one explicit layout, so entry points may leave some unused):
 //   0 kp   : per-kernel parameters (sizes, offsets, strides, op codes, f32 bit patterns)
-//   1 su   : per-step values written before each submission: [lr, t, seed, b1, 1-b1, b2, 1-b2,
-//            eps, 1/(1-b1^t), 1/(1-b2^t)] (f32 as bits where fractional)
+//   1 su   : per-step values written before each submission: [lr, step, seed, b1, 1-b1, b2, 1-b2,
+//            eps, 1/(1-b1^t), 1/(1-b2^t), grad_scale] (f32 as bits where fractional; `step`
+//            counts forward passes and keys dropout, t counts updates)
 //   2 a, 3 b, 4 c : read-only inputs;  5 out : the output;  6, 7 : inputs a and b again, viewed
 //   as vec4 (only matmul reads them; other dispatches bind a placeholder).
 // Element-wise dispatches are 1-D over 256-invocation workgroups, folded into 2-D when more

@@ -177,6 +177,15 @@ fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     out[kp[1] + i] = kf(2u);
 }
 
+// out[out_off + i] += a[a_off + i] (gradient accumulation). kp: [n, a_off, out_off]
+@compute @workgroup_size(256)
+fn add_into(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= kp[0]) { return; }
+    let o = kp[2] + i;
+    out[o] = out[o] + a[kp[1] + i];
+}
+
 // kp: [n = N·C, C, a_off, out_off]; labels in a.
 @compute @workgroup_size(256)
 fn one_hot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

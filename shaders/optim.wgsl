@@ -1,11 +1,13 @@
 // optim.wgsl — the fused optimiser step: one dispatch updates every trainable parameter in the
 // flat parameter buffer.
 //
-// Bindings (the update layout): 2 grads (read), 3 norm² (read; global-norm clipping), 4 params,
-// 5 state0, 6 state1 (read-write). One invocation updates one element; a binary search over
+// Bindings (the update layout): 2 grads (read), 3 gradient statistics (read: Σg² at norm_off,
+// the count of non-finite values after it), 4 params, 5 state0, 6 state1 (read-write). When
+// that count is not zero the step is skipped: nothing is written. One invocation updates one element; a binary search over
 // the sorted segment table finds its parameter (elements outside every segment — padding,
 // frozen parameters — are left alone). Per-step coefficients come from `su`, derived in f64 on
-// the host exactly as for the CPU backend.
+// the host exactly as for the CPU backend; su[10] is the gradient scale (1/k for k accumulated
+// micro-batches).
 //
 // kp: [rule, nseg, clip_value?, clip_value, max_norm?, max_norm, weight_decay, norm_off, n,
 //      (offset, len, decay) × nseg @9]
@@ -30,11 +32,13 @@ fn update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     let off = kp[9u + 3u * lo];
     if (i < off || i >= off + kp[10u + 3u * lo]) { return; }
+    if (norm[kp[7] + 1u] != 0.0) { return; }
+    let gs = suf(10u);
     let wd = select(0.0, kf(6u), kp[11u + 3u * lo] != 0u);
     let rule = kp[0];
-    var scale = 1.0;
+    var scale = gs;
     if (kp[4] != 0u) {
-        scale = min(kf(5u) / (sqrt(norm[kp[7]]) + 1e-6), 1.0);
+        scale = gs * min(kf(5u) / (sqrt(norm[kp[7]]) * gs + 1e-6), 1.0);
     }
     var g = grads[i] * scale;
     if (kp[2] != 0u) {

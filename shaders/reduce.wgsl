@@ -11,6 +11,7 @@
 //   leave most of its invocations idle and pay for the tree's barriers.
 
 @group(0) @binding(2) var<storage, read> a: array<f32>;
+@group(0) @binding(3) var<storage, read> b: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 var<workgroup> sh: array<f32, 256>;
@@ -98,22 +99,43 @@ fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     finish(acc, o);
 }
 
-// out[out_off] = Σ over segments of a[i]². kp: [nseg, out_off, (off, len) × nseg]
+// Gradient statistics for the update: out[out_off] = Σ a[i]² over the first `nsum` segments
+// (the gradients, in a), out[out_off + 1] = how many elements of all segments (the gradients, and
+// after them the checked values such as the loss, in b) are NaN or ±∞, found from the exponent bits, since WGSL lets a compiler assume floats are finite.
+// kp: [nseg, out_off, nsum, (off, len) × nseg @3]
+fn not_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
+}
+
 @compute @workgroup_size(256)
-fn sum_squares(@builtin(local_invocation_index) lid: u32) {
+fn grad_stats(@builtin(local_invocation_index) lid: u32) {
     var acc = 0.0;
+    var bad = 0.0;
     let nseg = kp[0];
     for (var s = 0u; s < nseg; s++) {
-        let off = kp[2u + 2u * s];
-        let len = kp[3u + 2u * s];
+        let off = kp[3u + 2u * s];
+        let len = kp[4u + 2u * s];
+        let summed = s < kp[2];
         for (var i = lid; i < len; i += 256u) {
-            let v = a[off + i];
-            acc += v * v;
+            var v: f32;
+            if (summed) {
+                v = a[off + i];
+                acc += v * v;
+            } else {
+                v = b[off + i];
+            }
+            bad += select(0.0, 1.0, not_finite(v));
         }
     }
     sh[lid] = acc;
     tree(lid, false);
     if (lid == 0u) {
         out[kp[1]] = sh[0];
+    }
+    workgroupBarrier();
+    sh[lid] = bad;
+    tree(lid, false);
+    if (lid == 0u) {
+        out[kp[1] + 1u] = sh[0];
     }
 }

@@ -56,11 +56,8 @@ pub fn backward(g: &mut Graph, loss: NodeId) -> Result<Gradients> {
 /// examples, intermediates). `None` where the loss does not depend on `n`.
 pub fn gradients(g: &mut Graph, loss: NodeId, wrt: &[NodeId]) -> Result<Vec<Option<NodeId>>> {
     let n_nodes = g.nodes().len();
-    if loss.0 >= n_nodes || wrt.iter().any(|w| w.0 >= n_nodes) {
-        return Err(Error::UnknownNode(
-            "backward: the loss or a requested node is not in this graph".into(),
-        ));
-    }
+    g.check_ids("backward", &[loss])?;
+    g.check_ids("backward", wrt)?;
     if g.shape(loss).numel() != 1 {
         return Err(Error::Shape {
             op: "backward",
@@ -109,7 +106,7 @@ pub fn gradients(g: &mut Graph, loss: NodeId, wrt: &[NodeId]) -> Result<Vec<Opti
         if !wanted.iter().any(|&w| w) {
             continue;
         }
-        let grads = rule(g, NodeId(i), dy, &wanted)?;
+        let grads = rule(g, NodeId(i, loss.1), dy, &wanted)?;
         for ((x, gx), w) in node.inputs.iter().zip(grads).zip(wanted) {
             if let (Some(gx), true) = (gx, w) {
                 contribs[x.0].push(gx);

@@ -64,8 +64,10 @@ pub enum Error {
     Backend(String),
     /// A file could not be read or written, or its contents are corrupt.
     Io(String),
-    /// Training diverged: the loss became NaN or infinite.
+    /// Training diverged: the loss or a gradient became NaN or infinite.
     NonFinite(String),
+    /// A program would not fit the device's limits or the memory budget.
+    OutOfMemory(String),
 }
 
 impl fmt::Display for Error {
@@ -104,6 +106,7 @@ impl fmt::Display for Error {
             Error::Backend(m) => write!(f, "backend: {m}"),
             Error::Io(m) => write!(f, "io: {m}"),
             Error::NonFinite(m) => write!(f, "non-finite value: {m}"),
+            Error::OutOfMemory(m) => write!(f, "out of memory: {m}"),
         }
     }
 }

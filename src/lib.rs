@@ -24,7 +24,7 @@
 //!
 //! let mut store = ParamStore::new(&Cpu, &g, 42)?;
 //! let opt = Optimizer::adam(0.05);
-//! let mut train = Program::compile(&g, &mut store, &[loss], Some(Training { grads: &grads, optimizer: &opt }))?;
+//! let mut train = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, &opt)))?;
 //! let xs = [0., 0., 0., 1., 1., 0., 1., 1.];
 //! let ys = [0., 1., 1., 0.];
 //! let mut last = f32::INFINITY;
@@ -57,7 +57,7 @@ pub use autodiff::{backward, gradients, Gradients};
 pub use backend::{Backend, Cpu, DeviceInfo, Gpu};
 pub use device::Device;
 pub use error::{Error, Result};
-pub use exec::{Feed, Outputs, ParamStore, Program, Training};
+pub use exec::{CompileOptions, Feed, Outputs, ParamStore, Plan, Program, Training};
 pub use graph::{BinaryOp, Graph, NodeId, Op, ReduceOp, UnaryOp};
 pub use init::Init;
 pub use optim::{Clip, Optimizer, OptimizerKind, Schedule};

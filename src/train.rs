@@ -129,10 +129,7 @@ impl<B: Backend> Trainer<B> {
             &g,
             &mut store,
             &[loss, train_logits],
-            Some(Training {
-                grads: &grads,
-                optimizer,
-            }),
+            Some(Training::new(&grads, optimizer)),
         )?;
         train.set_seed(seed);
         let eval = Program::compile(&g, &mut store, &[eval_logits, eval_losses], None)?;

@@ -29,16 +29,7 @@ fn train_and_eval_programs_share_one_param_store() {
     let grads = backward(&mut g, loss).unwrap();
     let mut store = ParamStore::new(&Cpu, &g, 1).unwrap();
     let opt = Optimizer::adam(0.01);
-    let mut train = Program::compile(
-        &g,
-        &mut store,
-        &[loss],
-        Some(Training {
-            grads: &grads,
-            optimizer: &opt,
-        }),
-    )
-    .unwrap();
+    let mut train = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, &opt))).unwrap();
     let mut eval = Program::compile(&g, &mut store, &[logits, loss], None).unwrap();
     let (x, y) = batch();
     let feeds = [("x", Feed::F32(&x)), ("y", Feed::Labels(&y))];
@@ -70,16 +61,7 @@ fn frozen_parameters_are_not_updated() {
     let w1 = store.get("l1.w").unwrap();
     let w2 = store.get("l2.w").unwrap();
     let opt = Optimizer::sgd(0.1);
-    let mut train = Program::compile(
-        &g,
-        &mut store,
-        &[loss],
-        Some(Training {
-            grads: &grads,
-            optimizer: &opt,
-        }),
-    )
-    .unwrap();
+    let mut train = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, &opt))).unwrap();
     let (x, y) = batch();
     train.run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))]).unwrap();
     assert_eq!(store.get("l1.w").unwrap(), w1);
@@ -132,16 +114,7 @@ fn identical_runs_are_bit_identical() {
         let grads = backward(&mut g, loss).unwrap();
         let mut store = ParamStore::new(&Cpu, &g, 7).unwrap();
         let opt = Optimizer::adam(0.01).clip_norm(1.0);
-        let mut train = Program::compile(
-            &g,
-            &mut store,
-            &[loss],
-            Some(Training {
-                grads: &grads,
-                optimizer: &opt,
-            }),
-        )
-        .unwrap();
+        let mut train = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, &opt))).unwrap();
         let (x, y) = batch();
         (0..10)
             .map(|_| {
@@ -168,16 +141,7 @@ fn gradient_shared_by_two_parameters_reaches_both() {
     let grads = backward(&mut g, loss).unwrap();
     let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
     let opt = Optimizer::sgd(0.5);
-    let mut p = Program::compile(
-        &g,
-        &mut store,
-        &[loss],
-        Some(Training {
-            grads: &grads,
-            optimizer: &opt,
-        }),
-    )
-    .unwrap();
+    let mut p = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, &opt))).unwrap();
     p.run(&[]).unwrap();
     assert_eq!(store.get("a").unwrap().data, vec![0.5; 3]);
     assert_eq!(store.get("b").unwrap().data, vec![1.5; 3]);
@@ -257,16 +221,7 @@ fn batch_norm_updates_running_statistics_only_when_training() {
     let grads = backward(&mut g, loss).unwrap();
     let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
     let opt = Optimizer::sgd(0.0);
-    let mut train = Program::compile(
-        &g,
-        &mut store,
-        &[y_train],
-        Some(Training {
-            grads: &grads,
-            optimizer: &opt,
-        }),
-    )
-    .unwrap();
+    let mut train = Program::compile(&g, &mut store, &[y_train], Some(Training::new(&grads, &opt))).unwrap();
     let mut eval = Program::compile(&g, &mut store, &[y_eval], None).unwrap();
     // Column 0: 1, 2, 3, 4 (mean 2.5, unbiased var 5/3); column 1: all 10 (var 0).
     let xs = [1., 10., 2., 10., 3., 10., 4., 10.];
@@ -314,16 +269,7 @@ fn dropout_drops_the_right_fraction_with_a_fresh_mask_each_step() {
     let grads = backward(&mut g, loss).unwrap();
     let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
     let opt = Optimizer::sgd(0.0);
-    let mut train = Program::compile(
-        &g,
-        &mut store,
-        &[y],
-        Some(Training {
-            grads: &grads,
-            optimizer: &opt,
-        }),
-    )
-    .unwrap();
+    let mut train = Program::compile(&g, &mut store, &[y], Some(Training::new(&grads, &opt))).unwrap();
     let ones = vec![1.0f32; n];
     let a = train
         .run(&[("x", Feed::F32(&ones))])

@@ -29,16 +29,7 @@ fn mlp_trajectory<B: Backend>(b: &B, opt: &Optimizer, steps: usize) -> Vec<f32> 
     let l = loss::cross_entropy(&mut g, logits, y).unwrap();
     let grads = backward(&mut g, l).unwrap();
     let mut store = ParamStore::new(b, &g, 5).unwrap();
-    let mut p = Program::compile(
-        &g,
-        &mut store,
-        &[l],
-        Some(Training {
-            grads: &grads,
-            optimizer: opt,
-        }),
-    )
-    .unwrap();
+    let mut p = Program::compile(&g, &mut store, &[l], Some(Training::new(&grads, opt))).unwrap();
     p.set_seed(9);
     let xs = values(1, 33 * 7, -2.0, 2.0);
     let ys: Vec<u32> = (0..33).map(|i| (i * 3 % 5) as u32).collect();
@@ -193,16 +184,7 @@ fn a_gradient_shared_by_two_parameters_on_the_gpu() {
     let grads = backward(&mut g, l).unwrap();
     let mut store = ParamStore::new(&gpu, &g, 0).unwrap();
     let opt = Optimizer::sgd(0.5);
-    let mut p = Program::compile(
-        &g,
-        &mut store,
-        &[l],
-        Some(Training {
-            grads: &grads,
-            optimizer: &opt,
-        }),
-    )
-    .unwrap();
+    let mut p = Program::compile(&g, &mut store, &[l], Some(Training::new(&grads, &opt))).unwrap();
     p.run(&[]).unwrap();
     assert_eq!(store.get("a").unwrap().data, vec![0.5; 3]);
     assert_eq!(store.get("b").unwrap().data, vec![1.5; 3]);

@@ -21,16 +21,7 @@ fn run(opt: &Optimizer, steps: usize, decay: bool) -> Vec<Vec<f32>> {
     let grads = backward(&mut g, loss).unwrap();
     let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
     store.set("w", &W0.map(|v| v as f32)).unwrap();
-    let mut prog = Program::compile(
-        &g,
-        &mut store,
-        &[loss],
-        Some(Training {
-            grads: &grads,
-            optimizer: opt,
-        }),
-    )
-    .unwrap();
+    let mut prog = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, opt))).unwrap();
     let cf = C.map(|v| v as f32);
     (0..steps)
         .map(|_| {
@@ -195,15 +186,7 @@ fn bad_hyperparameters_are_errors() {
         Optimizer::adam(0.1).weight_decay(-1.0),
         Optimizer::sgd(0.1).clip_norm(0.0),
     ] {
-        let r = Program::compile(
-            &g,
-            &mut store,
-            &[loss],
-            Some(Training {
-                grads: &grads,
-                optimizer: &opt,
-            }),
-        );
+        let r = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, &opt)));
         assert!(
             matches!(r, Err(kiln::Error::Invalid { .. })),
             "{opt:?} should be refused"

@@ -18,16 +18,7 @@ fn mlp_learns_xor() {
     let grads = backward(&mut g, loss).unwrap();
     let mut store = ParamStore::new(&Cpu, &g, 3).unwrap();
     let opt = Optimizer::adam(0.03);
-    let mut train = Program::compile(
-        &g,
-        &mut store,
-        &[loss],
-        Some(Training {
-            grads: &grads,
-            optimizer: &opt,
-        }),
-    )
-    .unwrap();
+    let mut train = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, &opt))).unwrap();
     let mut eval = Program::compile(&g, &mut store, &[logits], None).unwrap();
     let xs = [0., 0., 0., 1., 1., 0., 1., 1.];
     let ys = [0u32, 1, 1, 0];
@@ -96,16 +87,7 @@ fn linear_regression_by_gradient_descent_matches_the_normal_equations() {
     let grads = backward(&mut g, loss).unwrap();
     let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
     let opt = Optimizer::sgd(0.5);
-    let mut train = Program::compile(
-        &g,
-        &mut store,
-        &[loss],
-        Some(Training {
-            grads: &grads,
-            optimizer: &opt,
-        }),
-    )
-    .unwrap();
+    let mut train = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, &opt))).unwrap();
     for _ in 0..3000 {
         train.run(&[("x", Feed::F32(&feats)), ("y", Feed::F32(&ys))]).unwrap();
     }

@@ -49,8 +49,12 @@ pub struct UpdateKernel {
     pub weight_decay: f32,
     /// Clamp every gradient element to `±c` first.
     pub clip_value: Option<f32>,
-    /// Scale gradients by `min(1, max_norm / (‖g‖ + 1e-6))`, with `‖g‖²` read from `norm_sq`.
-    pub max_norm: Option<(f32, View)>,
+    /// Scale gradients by `min(1, max_norm / (‖g‖ + 1e-6))`, with `‖g‖` from `stats`.
+    pub max_norm: Option<f32>,
+    /// Two elements written by [`Kernel::GradStats`] earlier in the step: `Σ g²` over the raw
+    /// gradients, and how many checked values are not finite. When that count is not zero the
+    /// update leaves every parameter and state element as it was.
+    pub stats: View,
     /// Flat parameter buffer.
     pub params: usize,
     /// Flat gradient buffer (same layout).
@@ -86,12 +90,29 @@ pub enum Kernel {
         /// Destination.
         dst: View,
     },
-    /// `out[0] = Σ_views Σ_i v[i]²`, summed in a fixed order.
-    SumSquares {
-        /// The views.
+    /// `out[0] = Σ_views Σ_i v[i]²` over `src`, summed in a fixed order, and `out[1]` = the
+    /// number of elements of `src` and `check` that are NaN or infinite.
+    GradStats {
+        /// The gradients.
         src: Vec<View>,
-        /// One element.
+        /// Other values that must be finite for the update to apply (the loss).
+        check: Vec<View>,
+        /// Two elements.
         out: View,
+    },
+    /// `dst += src` (same length): accumulates one micro-batch's gradients.
+    AddInto {
+        /// Added.
+        src: View,
+        /// Accumulated into.
+        dst: View,
+    },
+    /// `dst = value` everywhere.
+    Fill {
+        /// Filled.
+        dst: View,
+        /// The value.
+        value: f32,
     },
     /// The optimiser step.
     Update(UpdateKernel),
@@ -104,8 +125,25 @@ pub struct StepUniforms {
     pub lr: f32,
     /// 1-based count of optimiser updates including this one (Adam's bias correction).
     pub t: u64,
+    /// 1-based position of this micro-batch in the run (`updates · k + i` for the `i`-th of `k`
+    /// accumulated micro-batches): keys on-device randomness, so every micro-batch draws fresh
+    /// dropout masks while a rerun or a resumed run draws the same ones.
+    pub step: u64,
     /// Seed for on-device randomness (dropout), combined with the step and node.
     pub seed: u64,
+    /// The update multiplies every gradient by this first: `1/k` to average `k` accumulated
+    /// micro-batches (and, with loss scaling, to undo the scale).
+    pub grad_scale: f32,
+}
+
+/// How much memory a backend can give a program: checked by the memory plan before anything
+/// is allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// The largest single buffer, bytes.
+    pub max_buffer: usize,
+    /// All buffers together, bytes, when the backend knows it.
+    pub total: Option<usize>,
 }
 
 /// What a device says about itself.
@@ -126,6 +164,8 @@ pub trait Backend: Clone {
 
     /// Describe the device.
     fn info(&self) -> DeviceInfo;
+    /// The memory limits programs are planned against.
+    fn memory_limits(&self) -> MemoryLimits;
     /// A zeroed buffer of `len` elements.
     fn alloc(&self, len: usize, label: &str) -> Result<Self::Buffer>;
     /// Write `data` at element `offset`; visible to the next `execute`.

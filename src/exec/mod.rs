@@ -1,16 +1,28 @@
 //! The executor: compiles a graph once into a [`Program`] for a backend, then runs it step after
 //! step with named feeds and fetches.
 //!
-//! Compiling does all the work that must not happen per step: it picks the nodes the fetches
-//! (and, when training, the gradients) need, in topological order; gives each a storage view —
-//! parameters in the ParamStore's flat buffer, gradients straight into their slots of the flat
-//! gradient buffer, reshapes as aliases of their operand, everything else in pooled buffers
-//! reused as soon as their last reader has run; lowers every node to a kernel; appends the
-//! fused optimiser update; and hands the list to the backend to prepare once.
+//! Compiling does all the work that must not happen per step, as named passes:
+//! - **select** ([`schedule`]): the nodes the fetches (and, when training, the gradients and
+//!   the loss) need, in topological order, with the state updates the forward pass applies;
+//! - **memory** ([`memory`]): a storage view for each — parameters in the ParamStore's flat
+//!   buffer, gradients straight into their slots of the flat gradient buffer, reshapes as
+//!   aliases, everything else in pooled buffers reused once their last reader has run — and the
+//!   check of the whole table against the device's limits and the budget, before anything is
+//!   allocated;
+//! - **lower**: one [`Kernel`] per node, plus gradient copies and state updates;
+//! - **update**: gradient statistics (norm and finiteness) and the fused optimiser update, kept
+//!   apart so a step can compute gradients without applying them;
+//! - then the buffers are allocated and the backend prepares the kernel lists once.
+//!
+//! The result is printable: [`Program::plan`].
 
+mod memory;
 mod params;
+mod plan;
+mod schedule;
 
 pub use params::{ParamEntry, ParamStore, ALIGN};
+pub use plan::{Phase, Plan, PlanBuffer, PlanStep};
 
 use crate::autodiff::Gradients;
 use crate::backend::{Backend, Kernel, Segment, StepUniforms, UpdateKernel, View};
@@ -19,7 +31,10 @@ use crate::graph::{Graph, NodeId, Op};
 use crate::optim::{Clip, Optimizer, Schedule};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
+use memory::{ELEM, GRADS, PARAMS};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Data fed to one input for one step.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +52,36 @@ pub struct Training<'a> {
     pub grads: &'a Gradients,
     /// How to apply them.
     pub optimizer: &'a Optimizer,
+    /// Micro-batches whose gradients are averaged into one update: [`Program::run`] applies
+    /// the update on every `accumulate`-th call. 1 updates on every call.
+    pub accumulate: usize,
+}
+
+impl<'a> Training<'a> {
+    /// Apply `grads` with `optimizer` on every run.
+    pub fn new(grads: &'a Gradients, optimizer: &'a Optimizer) -> Self {
+        Training {
+            grads,
+            optimizer,
+            accumulate: 1,
+        }
+    }
+
+    /// Average the gradients of `k` runs into each update (the same update as one run over a
+    /// `k`-times larger batch, for a loss that is a mean over the batch).
+    pub fn accumulate(mut self, k: usize) -> Self {
+        self.accumulate = k;
+        self
+    }
+}
+
+/// Settings of [`Program::compile_with`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// Refuse a program whose peak memory (its buffers plus the ParamStore's) exceeds this many
+    /// bytes. Default: the `KILN_MEMORY_BUDGET` environment variable (bytes) if set, else the
+    /// device's free memory where the backend knows it.
+    pub memory_budget: Option<usize>,
 }
 
 /// The fetched values of one step.
@@ -68,119 +113,99 @@ struct InputSlot<B: Backend> {
     needed: bool,
 }
 
-/// A graph compiled for one backend: run it with [`Program::run`].
-pub struct Program<B: Backend> {
-    backend: B,
-    prepared: B::Program,
-    inputs: HashMap<String, InputSlot<B>>,
-    fetches: Vec<(NodeId, View, Shape)>,
-    schedule: Option<Schedule>,
-    updates: u64,
-    seed: u64,
-    kernels: usize,
-    plan_bytes: usize,
-    store_bytes: usize,
+/// A kernel list, prepared for the backend when first run.
+struct Part<B: Backend> {
+    kernels: Vec<Kernel>,
+    prepared: Option<B::Program>,
 }
 
-const PARAMS: usize = 0;
-const GRADS: usize = 1;
-
-/// The program's buffer table, with each buffer's length.
-struct Table<B: Backend> {
-    bufs: Vec<B::Buffer>,
-    lens: Vec<usize>,
-    /// Pooled buffers whose tensor is dead: `(capacity, index)`.
-    free: Vec<(usize, usize)>,
-}
-
-impl<B: Backend> Table<B> {
-    fn push(&mut self, buf: B::Buffer, len: usize) -> usize {
-        self.bufs.push(buf);
-        self.lens.push(len);
-        self.bufs.len() - 1
-    }
-
-    fn alloc(&mut self, b: &B, len: usize, label: &str) -> Result<View> {
-        let buf = b.alloc(len, label)?;
-        Ok(View {
-            buf: self.push(buf, len),
-            offset: 0,
-            len,
-        })
-    }
-
-    /// A pooled buffer for a tensor of `len` elements: the smallest free one that is large
-    /// enough, or a new one.
-    fn pooled(&mut self, b: &B, len: usize) -> Result<View> {
-        let best = self
-            .free
-            .iter()
-            .enumerate()
-            .filter(|(_, (cap, _))| *cap >= len)
-            .min_by_key(|(_, (cap, _))| *cap)
-            .map(|(i, _)| i);
-        match best {
-            Some(i) => Ok(View {
-                buf: self.free.swap_remove(i).1,
-                offset: 0,
-                len,
-            }),
-            None => self.alloc(b, len, "activation"),
+impl<B: Backend> Part<B> {
+    fn new(kernels: Vec<Kernel>) -> Self {
+        Part {
+            kernels,
+            prepared: None,
         }
     }
 
-    fn release(&mut self, buf: usize) {
-        self.free.push((self.lens[buf], buf));
+    fn get(&mut self, b: &B, bufs: &[B::Buffer]) -> Result<&mut B::Program> {
+        if self.prepared.is_none() {
+            self.prepared = Some(b.prepare(bufs.to_vec(), self.kernels.clone())?);
+        }
+        Ok(self.prepared.as_mut().expect("prepared above"))
     }
+}
+
+/// What a training program keeps beyond the forward computation.
+struct Trainable<B: Backend> {
+    /// Forward, backward and (when accumulating) the addition into the gradient buffer.
+    grads: Part<B>,
+    /// Gradient statistics and the optimiser update.
+    update: Part<B>,
+    /// Zeroes the accumulated gradients after an update (only when accumulating).
+    zero: Option<Part<B>>,
+    schedule: Schedule,
+    accumulate: usize,
+    /// Runs whose gradients are in the gradient buffer and not yet applied.
+    pending: usize,
+    stats: View,
+    loss: Option<NodeId>,
+    /// `(parameter name, offset, len)` of every updated parameter, for messages.
+    updated: Vec<(String, usize, usize)>,
+}
+
+/// A graph compiled for one backend: run it with [`Program::run`].
+pub struct Program<B: Backend> {
+    backend: B,
+    buffers: Vec<B::Buffer>,
+    /// Every kernel in one list: what [`Program::run`] executes when no accumulation is pending.
+    fused: Part<B>,
+    training: Option<Trainable<B>>,
+    inputs: HashMap<String, InputSlot<B>>,
+    fetches: Vec<(NodeId, View, Shape)>,
+    updates: Arc<AtomicU64>,
+    seed: u64,
+    plan: Plan,
 }
 
 impl<B: Backend> Program<B> {
     /// Compile `graph` for the store's backend: a program that computes `fetches` and, with
-    /// `training`, applies one optimiser update per run.
+    /// `training`, applies optimiser updates. See [`Program::compile_with`].
     pub fn compile(
         graph: &Graph,
         store: &mut ParamStore<B>,
         fetches: &[NodeId],
         training: Option<Training<'_>>,
     ) -> Result<Self> {
-        let backend = store.backend.clone();
-        let nodes = graph.nodes();
-        for &f in fetches {
-            if f.index() >= nodes.len() {
-                return Err(Error::UnknownNode(format!(
-                    "fetch #{} is not a node of this graph",
-                    f.index()
-                )));
-            }
-        }
-        // Parameter placements, by graph parameter index.
-        let mut param_offset = Vec::with_capacity(graph.params().len());
-        for p in graph.params() {
-            let e = store.entry(&p.name)?;
-            if e.shape != p.shape {
-                return Err(Error::Shape {
-                    op: "compile",
-                    node: format!("`{}`", p.name),
-                    shapes: vec![e.shape.0.clone(), p.shape.0.clone()],
-                    reason: "the ParamStore holds this parameter with another shape".into(),
-                });
-            }
-            param_offset.push(e.offset);
-        }
+        Self::compile_with(graph, store, fetches, training, &CompileOptions::default())
+    }
 
-        let mut table = Table::<B> {
-            bufs: Vec::new(),
-            lens: Vec::new(),
-            free: Vec::new(),
-        };
-        table.push(store.params.clone(), store.len());
-        table.push(store.grads.clone(), store.len());
-        let mut state_bufs = Vec::new();
-        let mut grad_of: HashMap<usize, Vec<usize>> = HashMap::new(); // grad node -> param indices
+    /// Compile with explicit options. Fails before allocating anything when the program would
+    /// not fit the device or the memory budget, naming the largest tensors.
+    pub fn compile_with(
+        graph: &Graph,
+        store: &mut ParamStore<B>,
+        fetches: &[NodeId],
+        training: Option<Training<'_>>,
+        opts: &CompileOptions,
+    ) -> Result<Self> {
+        let backend = store.backend.clone();
+        graph.check_ids("compile: fetch", fetches)?;
+        let param_offset = place_params(graph, store)?;
+
+        // Which gradient node feeds which parameter's slot.
+        let mut grad_of: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut keep = Vec::new();
         if let Some(t) = &training {
             t.optimizer.validate()?;
+            if t.accumulate == 0 {
+                return crate::error::invalid("compile", "Training::accumulate must be at least 1");
+            }
+            let ids: Vec<NodeId> = t.grads.params.iter().map(|p| p.1).chain(t.grads.loss).collect();
+            graph
+                .check_ids("compile: gradients", &ids)
+                .map_err(|e| Error::UnknownNode(format!("the gradients were computed on another graph ({e})")))?;
             for &(pi, gnode) in &t.grads.params {
-                if pi >= graph.params().len() || gnode.index() >= nodes.len() {
+                if pi >= graph.params().len() {
                     return Err(Error::UnknownNode(
                         "the gradients were computed on another graph".into(),
                     ));
@@ -189,270 +214,149 @@ impl<B: Backend> Program<B> {
                     grad_of.entry(gnode.index()).or_default().push(pi);
                 }
             }
-            store.ensure_state(t.optimizer.kind.state_slots())?;
-            for s in &store.state[..t.optimizer.kind.state_slots()] {
-                state_bufs.push(table.push(s.clone(), store.len()));
+            if grad_of.is_empty() {
+                let what = t
+                    .grads
+                    .loss
+                    .map_or("the loss".to_string(), |l| format!("the loss {}", graph.describe(l)));
+                return crate::error::invalid(
+                    "compile",
+                    format!("{what} depends on no trainable parameter, so training would change nothing (frozen parameters get no gradient)"),
+                );
             }
+            keep.extend(t.grads.loss);
         }
+        let state_slots = training.map_or(0, |t| t.optimizer.kind.state_slots());
 
-        // Which nodes are needed, and who reads them last.
-        let mut needed = vec![false; nodes.len()];
-        for &f in fetches {
-            needed[f.index()] = true;
-        }
-        for &g in grad_of.keys() {
-            needed[g] = true;
-        }
-        let close = |needed: &mut Vec<bool>| {
-            for i in (0..nodes.len()).rev() {
-                if needed[i] {
-                    for x in &nodes[i].inputs {
-                        needed[x.index()] = true;
-                    }
-                }
-            }
+        // select → memory plan (checked before anything is allocated) → lower → update.
+        let sched = schedule::select(graph, fetches, &grad_of, &keep, training.is_some());
+        let accumulate = training.is_some_and(|t| t.accumulate > 1);
+        let mem = memory::plan(
+            graph,
+            &sched,
+            &memory::Layout {
+                param_offset: &param_offset,
+                store_len: store.len(),
+                state_slots,
+                grad_of: &grad_of,
+                accumulate,
+                stats: training.is_some(),
+            },
+        );
+        let budget = match opts.memory_budget {
+            Some(b) => Some(b),
+            None => budget_from_env()?,
         };
-        close(&mut needed);
-        // State updates (batch-norm running statistics) of the forward pass a training program
-        // runs: those whose value depends on a node this program computes. The update itself is
-        // a side branch no fetch depends on, so it is added to the needed set here.
-        let mut touches = vec![false; nodes.len()];
-        for (i, n) in nodes.iter().enumerate() {
-            touches[i] = (needed[i] && !n.op.is_leaf()) || n.inputs.iter().any(|x| touches[x.index()]);
-        }
-        let assigns: Vec<(usize, NodeId)> = if training.is_some() {
-            graph
-                .assigns()
-                .iter()
-                .copied()
-                .filter(|(_, v)| touches[v.index()])
-                .collect()
-        } else {
-            Vec::new()
-        };
-        for (_, v) in &assigns {
-            needed[v.index()] = true;
-        }
-        close(&mut needed);
-        // Storage root of each node: reshapes alias their operand.
-        let mut root: Vec<usize> = (0..nodes.len()).collect();
-        for (i, n) in nodes.iter().enumerate() {
-            if matches!(n.op, Op::Reshape) {
-                root[i] = root[n.inputs[0].index()];
-            }
-        }
-        let mut persistent = vec![false; nodes.len()];
-        for &f in fetches.iter().chain(assigns.iter().map(|(_, v)| v)) {
-            persistent[root[f.index()]] = true;
-        }
-        let mut last_use = vec![0usize; nodes.len()];
-        for (i, n) in nodes.iter().enumerate().filter(|(i, _)| needed[*i]) {
-            last_use[root[i]] = last_use[root[i]].max(i);
-            for x in &n.inputs {
-                last_use[root[x.index()]] = last_use[root[x.index()]].max(i);
-            }
-        }
-
-        // Constants: one buffer, written once.
-        let mut const_vals = Vec::new();
-        let mut const_at = HashMap::new();
-        for (i, n) in nodes.iter().enumerate().filter(|(i, _)| needed[*i]) {
-            if let Op::Const { value } = n.op {
-                const_at.insert(i, const_vals.len());
-                const_vals.extend(std::iter::repeat_n(value, n.shape.numel()));
-            }
-        }
-        let const_buf = if const_vals.is_empty() {
-            None
-        } else {
-            let v = table.alloc(&backend, const_vals.len(), "constants")?;
-            backend.write(&table.bufs[v.buf], 0, &const_vals)?;
-            Some(v.buf)
+        let store_bytes = ELEM * store.len() * (2 + state_slots);
+        memory::check(graph, &mem, store_bytes, backend.memory_limits(), budget)?;
+        let (mut kernels, mut steps) = lower(graph, &sched, &mem, &param_offset);
+        let update = match &training {
+            Some(t) => Some(update_pass(graph, t, &mem, &param_offset, &grad_of)?),
+            None => None,
         };
 
+        // Allocate: the store's buffers, then the program's own.
+        store.ensure_state(state_slots)?;
+        let mut buffers = vec![store.params.clone(), store.grads.clone()];
+        buffers.extend(store.state[..state_slots].iter().cloned());
+        for b in &mem.bufs[mem.owned_from..] {
+            buffers.push(backend.alloc(b.len, &b.label)?);
+        }
+        if let Some((buf, vals)) = &mem.constants {
+            backend.write(&buffers[*buf], 0, vals)?;
+        }
         let mut inputs = HashMap::new();
-        let mut view: Vec<Option<View>> = vec![None; nodes.len()];
-        let mut kernels = Vec::new();
-        let mut released = vec![false; nodes.len()];
-        let mut claimed = vec![false; graph.params().len()];
-        let mut copies = Vec::new(); // (source view, param index): gradients placed elsewhere
-        for (i, n) in nodes.iter().enumerate() {
-            let len = n.shape.numel();
+        for (i, n) in graph.nodes().iter().enumerate() {
             if let Op::Input { name, classes } = &n.op {
-                // Every input gets a buffer so that feeding it is always valid.
-                let v = table.alloc(&backend, len, name)?;
-                view[i] = Some(v);
+                let v = mem.view[i].expect("inputs are placed");
                 inputs.insert(
                     name.clone(),
                     InputSlot {
-                        buf: table.bufs[v.buf].clone(),
+                        buf: buffers[v.buf].clone(),
                         shape: n.shape.clone(),
                         classes: *classes,
-                        needed: needed[i],
+                        needed: sched.needed[i],
                     },
                 );
-                continue;
-            }
-            if !needed[i] {
-                continue;
-            }
-            let v = match &n.op {
-                Op::Param { index } => View {
-                    buf: PARAMS,
-                    offset: param_offset[*index],
-                    len,
-                },
-                Op::Const { .. } => View {
-                    buf: const_buf.expect("constants were collected"),
-                    offset: const_at[&i],
-                    len,
-                },
-                Op::Reshape => view[n.inputs[0].index()].expect("operands are placed before their readers"),
-                _ => {
-                    let slot = grad_of.get(&i).and_then(|ps| ps.first()).copied();
-                    let out = match slot {
-                        Some(pi) => {
-                            claimed[pi] = true;
-                            persistent[i] = true;
-                            View {
-                                buf: GRADS,
-                                offset: param_offset[pi],
-                                len,
-                            }
-                        }
-                        None => table.pooled(&backend, len)?,
-                    };
-                    let ins: Vec<View> = n
-                        .inputs
-                        .iter()
-                        .map(|x| view[x.index()].expect("operands are placed before their readers"))
-                        .collect();
-                    let in_shapes = n.inputs.iter().map(|x| graph.shape(*x).clone()).collect();
-                    kernels.push(Kernel::Op {
-                        op: n.op.clone(),
-                        inputs: ins,
-                        in_shapes,
-                        out,
-                        out_shape: n.shape.clone(),
-                        node: NodeId(i),
-                    });
-                    out
-                }
-            };
-            view[i] = Some(v);
-            // Gradients that could not be written in place (leaves, aliases, shared) are copied.
-            if let Some(ps) = grad_of.get(&i) {
-                for &pi in ps {
-                    if !claimed[pi] {
-                        claimed[pi] = true;
-                        persistent[root[i]] = true;
-                        copies.push((v, pi));
-                    }
-                }
-            }
-            // Release the operands whose last reader this was.
-            for x in n.inputs.iter().map(|x| root[x.index()]).chain(std::iter::once(root[i])) {
-                if !nodes[x].op.is_leaf() && !persistent[x] && !released[x] && last_use[x] == i {
-                    released[x] = true;
-                    table.release(view[x].expect("released tensors were placed").buf);
-                }
             }
         }
-        for (src, pi) in copies {
-            kernels.push(Kernel::Copy {
-                src,
-                dst: View {
-                    buf: GRADS,
-                    offset: param_offset[pi],
-                    len: src.len,
-                },
-            });
-        }
-        for &(pi, v) in &assigns {
-            let src = view[v.index()].expect("assigned values are placed");
-            kernels.push(Kernel::Copy {
-                src,
-                dst: View {
-                    buf: PARAMS,
-                    offset: param_offset[pi],
-                    len: src.len,
-                },
-            });
-        }
-
-        let mut schedule = None;
-        if let Some(t) = &training {
-            let opt = t.optimizer;
-            let mut segments: Vec<Segment> = grad_of
-                .values()
-                .flatten()
-                .map(|&pi| Segment {
-                    offset: param_offset[pi],
-                    len: graph.params()[pi].shape.numel(),
-                    decay: graph.params()[pi].decay,
-                })
-                .collect();
-            segments.sort_by_key(|s| s.offset);
-            let mut max_norm = None;
-            let mut clip_value = None;
-            for c in &opt.clip {
-                match *c {
-                    Clip::Value(v) => clip_value = Some(v),
-                    Clip::Norm(m) => {
-                        let out = table.alloc(&backend, 1, "grad norm")?;
-                        let src = segments
-                            .iter()
-                            .map(|s| View {
-                                buf: GRADS,
-                                offset: s.offset,
-                                len: s.len,
-                            })
-                            .collect();
-                        kernels.push(Kernel::SumSquares { src, out });
-                        max_norm = Some((m, out));
-                    }
-                }
-            }
-            kernels.push(Kernel::Update(UpdateKernel {
-                rule: opt.kind,
-                weight_decay: opt.weight_decay,
-                clip_value,
-                max_norm,
-                params: PARAMS,
-                grads: GRADS,
-                state: state_bufs,
-                segments,
-            }));
-            schedule = Some(opt.schedule.clone());
-        }
-
         let fetch_list = fetches
             .iter()
-            .map(|&f| (f, view[f.index()].expect("fetches are placed"), graph.shape(f).clone()))
+            .map(|&f| {
+                (
+                    f,
+                    mem.view[f.index()].expect("fetches are placed"),
+                    graph.shape(f).clone(),
+                )
+            })
             .collect();
-        let own = 2 + training.map_or(0, |t| t.optimizer.kind.state_slots());
-        let plan_bytes = 4 * table.lens[own..].iter().sum::<usize>();
-        let store_bytes = store.bytes();
-        let n_kernels = kernels.len();
-        let prepared = backend.prepare(table.bufs, kernels)?;
-        Ok(Program {
+
+        let mut plan_buffers: Vec<PlanBuffer> = mem
+            .bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| PlanBuffer {
+                label: b.label.clone(),
+                bytes: ELEM * b.len,
+                shared: i < mem.owned_from,
+            })
+            .collect();
+        if training.is_none() {
+            // An inference program does not touch the gradient buffer.
+            plan_buffers[GRADS].bytes = 0;
+        }
+        let (training, accumulate_n) = match (training, update) {
+            (Some(t), Some((update_kernels, update_steps, zero))) => {
+                steps.extend(update_steps);
+                let mut all = kernels.clone();
+                all.extend(update_kernels.iter().cloned());
+                let grads = std::mem::replace(&mut kernels, all);
+                (
+                    Some(Trainable {
+                        grads: Part::new(grads),
+                        update: Part::new(update_kernels),
+                        zero: zero.map(|z| Part::new(vec![z])),
+                        schedule: t.optimizer.schedule.clone(),
+                        accumulate: t.accumulate,
+                        pending: 0,
+                        stats: mem.stats.expect("training programs have statistics"),
+                        loss: t.grads.loss,
+                        updated: updated_params(graph, &grad_of, &param_offset),
+                    }),
+                    t.accumulate,
+                )
+            }
+            _ => (None, 0),
+        };
+        let plan = Plan {
+            steps,
+            buffers: plan_buffers,
+            accumulate: accumulate_n,
+        };
+        let mut p = Program {
             backend,
-            prepared,
+            buffers,
+            fused: Part::new(kernels),
+            training,
             inputs,
             fetches: fetch_list,
-            schedule,
-            updates: 0,
+            updates: store.updates.clone(),
             seed: 0,
-            kernels: n_kernels,
-            plan_bytes,
-            store_bytes,
-        })
+            plan,
+        };
+        // Prepare what `run` uses now, so a program's first step costs no more than the rest.
+        if p.training.as_ref().is_none_or(|t| t.accumulate == 1) {
+            p.fused.get(&p.backend, &p.buffers)?;
+        } else if let Some(t) = p.training.as_mut() {
+            t.grads.get(&p.backend, &p.buffers)?;
+            t.update.get(&p.backend, &p.buffers)?;
+        }
+        Ok(p)
     }
 
-    /// Run one step: write the feeds, run every kernel (and the update, when training), return
-    /// the fetched values. Every input the program needs must be fed; feeding an input of the
-    /// graph that this program does not read is allowed (one batch can feed train and eval).
-    pub fn run(&mut self, feeds: &[(&str, Feed<'_>)]) -> Result<Outputs> {
+    /// Write the feeds; every input the program needs must be fed. Feeding an input of the graph
+    /// that this program does not read is allowed (one batch can feed train and eval).
+    fn write_feeds(&self, feeds: &[(&str, Feed<'_>)]) -> Result<()> {
         for (name, feed) in feeds {
             let slot = self.inputs.get(*name).ok_or_else(|| {
                 let mut known: Vec<String> = self.inputs.keys().cloned().collect();
@@ -505,16 +409,27 @@ impl<B: Backend> Program<B> {
                 return Err(Error::MissingFeed { name: name.clone() });
             }
         }
-        let uniforms = StepUniforms {
-            lr: self.schedule.as_ref().map_or(0.0, |s| s.at(self.updates)),
-            t: self.updates + 1,
+        Ok(())
+    }
+
+    fn uniforms(&self, grad_scale: f32) -> StepUniforms {
+        let updates = self.updates.load(Ordering::Relaxed);
+        // Randomness is keyed by the micro-batch's position in the run, a function of the
+        // store's update counter alone, so a resumed run draws the masks it would have drawn.
+        let (k, pending) = self
+            .training
+            .as_ref()
+            .map_or((1, 0), |t| (t.accumulate as u64, t.pending as u64));
+        StepUniforms {
+            lr: self.training.as_ref().map_or(0.0, |t| t.schedule.at(updates)),
+            t: updates + 1,
+            step: updates * k + pending + 1,
             seed: self.seed,
-        };
-        let views: Vec<View> = self.fetches.iter().map(|f| f.1).collect();
-        let data = self.backend.execute(&mut self.prepared, &uniforms, &views)?;
-        if self.schedule.is_some() {
-            self.updates += 1;
+            grad_scale,
         }
+    }
+
+    fn outputs(&self, data: Vec<Vec<f32>>) -> Outputs {
         let values = self
             .fetches
             .iter()
@@ -529,17 +444,142 @@ impl<B: Backend> Program<B> {
                 )
             })
             .collect();
-        Ok(Outputs { values })
+        Outputs { values }
     }
 
-    /// Optimiser updates applied so far (drives the schedule and Adam's bias correction).
+    /// Run one step: write the feeds, run every kernel, return the fetched values. A training
+    /// program computes the gradients and, on every `accumulate`-th run, applies the update
+    /// to the averaged gradients.
+    ///
+    /// A non-finite gradient or loss never reaches the weights: the update is skipped and `run`
+    /// returns [`Error::NonFinite`] naming the step and the first parameter whose gradient is
+    /// not finite, with the weights and optimiser state as they were before the step.
+    pub fn run(&mut self, feeds: &[(&str, Feed<'_>)]) -> Result<Outputs> {
+        self.write_feeds(feeds)?;
+        let mut views: Vec<View> = self.fetches.iter().map(|f| f.1).collect();
+        let Some(t) = self.training.as_ref() else {
+            let u = self.uniforms(1.0);
+            let data = self
+                .backend
+                .execute(self.fused.get(&self.backend, &self.buffers)?, &u, &views)?;
+            return Ok(self.outputs(data));
+        };
+        if t.accumulate == 1 && t.pending == 0 {
+            // The common case: gradients and update in one submission.
+            views.push(t.stats);
+            let u = self.uniforms(1.0);
+            let mut data = self
+                .backend
+                .execute(self.fused.get(&self.backend, &self.buffers)?, &u, &views)?;
+            let stats = data.pop().expect("the statistics were fetched");
+            self.finish_update(&stats, 1)?;
+            return Ok(self.outputs(data));
+        }
+        let out = self.gradients_only(&views)?;
+        let t = self.training.as_ref().expect("a training program");
+        if t.pending >= t.accumulate {
+            self.apply_update()?;
+        }
+        Ok(out)
+    }
+
+    /// Compute this batch's gradients without applying them: with `accumulate` = 1 they replace
+    /// the previous ones, otherwise they add up until [`Program::apply_update`] (or the
+    /// `accumulate`-th [`Program::run`]) averages and applies them. Returns the fetches.
+    pub fn compute_gradients(&mut self, feeds: &[(&str, Feed<'_>)]) -> Result<Outputs> {
+        if self.training.is_none() {
+            return crate::error::invalid("compute_gradients", "this program was compiled without Training");
+        }
+        self.write_feeds(feeds)?;
+        let views: Vec<View> = self.fetches.iter().map(|f| f.1).collect();
+        self.gradients_only(&views)
+    }
+
+    fn gradients_only(&mut self, views: &[View]) -> Result<Outputs> {
+        let u = self.uniforms(1.0);
+        let t = self.training.as_mut().expect("a training program");
+        let data = self
+            .backend
+            .execute(t.grads.get(&self.backend, &self.buffers)?, &u, views)?;
+        t.pending = if t.accumulate == 1 { 1 } else { t.pending + 1 };
+        Ok(self.outputs(data))
+    }
+
+    /// Apply the gradients computed since the last update (their mean, when accumulating).
+    /// Fails when there are none, or when one is not finite (then nothing changes and the
+    /// gradients are discarded).
+    pub fn apply_update(&mut self) -> Result<()> {
+        let Some(t) = self.training.as_ref() else {
+            return crate::error::invalid("apply_update", "this program was compiled without Training");
+        };
+        if t.pending == 0 {
+            return crate::error::invalid("apply_update", "no gradients were computed since the last update");
+        }
+        let n = t.pending;
+        let scale = if t.accumulate == 1 { 1.0 } else { 1.0 / n as f32 };
+        let u = self.uniforms(scale);
+        let t = self.training.as_mut().expect("a training program");
+        let stats_view = t.stats;
+        let mut data = self
+            .backend
+            .execute(t.update.get(&self.backend, &self.buffers)?, &u, &[stats_view])?;
+        let stats = data.pop().expect("the statistics were fetched");
+        let result = self.finish_update(&stats, n);
+        if let Some(t) = self.training.as_mut() {
+            if let Some(z) = t.zero.as_mut() {
+                self.backend.execute(z.get(&self.backend, &self.buffers)?, &u, &[])?;
+            }
+        }
+        result
+    }
+
+    /// After an update ran on the device: count it, or explain why it was skipped.
+    fn finish_update(&mut self, stats: &[f32], micro: usize) -> Result<()> {
+        let t = self.training.as_mut().expect("a training program");
+        t.pending = 0;
+        if stats[1] == 0.0 {
+            self.updates.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        // Find the first parameter whose gradient is not finite (read only on this rare path).
+        let grads = &self.buffers[GRADS];
+        let mut culprit = None;
+        for (name, offset, len) in &t.updated {
+            let g = self.backend.read(grads, *offset, *len)?;
+            if let Some((i, v)) = g.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                culprit = Some(format!("the gradient of `{name}` is {v} (element {i})"));
+                break;
+            }
+        }
+        let loss = match t.loss.and_then(|l| self.fetches.iter().find(|f| f.0 == l).map(|f| f.1)) {
+            Some(v) => {
+                let l = self.backend.read(&self.buffers[v.buf], v.offset, v.len)?;
+                format!("; the loss is {}", l.first().copied().unwrap_or(f32::NAN))
+            }
+            None => String::new(),
+        };
+        let step = self.updates.load(Ordering::Relaxed) + 1;
+        let over = if micro > 1 {
+            format!(" (over {micro} micro-batches)")
+        } else {
+            String::new()
+        };
+        Err(Error::NonFinite(format!(
+            "update {step}{over} was skipped: {}{loss}. The weights and optimiser state are as they were              before this step; lower the learning rate, clip gradients or check the inputs for NaN",
+            culprit.unwrap_or_else(|| "the loss is not finite".into())
+        )))
+    }
+
+    /// Optimiser updates applied so far to the program's ParamStore (drives the schedule and
+    /// Adam's bias correction); the counter lives in the store, shared by its programs.
     pub fn updates(&self) -> u64 {
-        self.updates
+        self.updates.load(Ordering::Relaxed)
     }
 
-    /// Set the update counter, e.g. when resuming from a checkpoint.
+    /// Set the update counter, e.g. when resuming from a checkpoint (same as
+    /// [`ParamStore::set_updates`]).
     pub fn set_updates(&mut self, t: u64) {
-        self.updates = t;
+        self.updates.store(t, Ordering::Relaxed);
     }
 
     /// Set the seed of on-device randomness.
@@ -547,23 +587,267 @@ impl<B: Backend> Program<B> {
         self.seed = seed;
     }
 
-    /// The learning rate the next step will use, if this is a training program.
+    /// The learning rate the next update will use, if this is a training program.
     pub fn learning_rate(&self) -> Option<f32> {
-        self.schedule.as_ref().map(|s| s.at(self.updates))
+        let t = self.updates.load(Ordering::Relaxed);
+        self.training.as_ref().map(|tr| tr.schedule.at(t))
     }
 
-    /// Number of kernels one step runs.
+    /// Number of kernels one step runs (gradients and update).
     pub fn kernel_count(&self) -> usize {
-        self.kernels
+        self.fused.kernels.len()
+    }
+
+    /// The compiled program as data: print it with `{}`.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Device bytes this program holds on its own (activations, inputs, constants).
     pub fn plan_bytes(&self) -> usize {
-        self.plan_bytes
+        self.plan.program_bytes()
     }
 
     /// Peak device bytes while the program runs: its own buffers plus the ParamStore's.
     pub fn peak_bytes(&self) -> usize {
-        self.plan_bytes + self.store_bytes
+        self.plan.peak_bytes()
     }
+}
+
+/// Each graph parameter's offset in the store, checking that the store holds it as declared.
+fn place_params<B: Backend>(graph: &Graph, store: &ParamStore<B>) -> Result<Vec<usize>> {
+    graph
+        .params()
+        .iter()
+        .map(|p| {
+            let e = store.entry(&p.name)?;
+            if e.shape != p.shape {
+                return Err(Error::Shape {
+                    op: "compile",
+                    node: format!("`{}`", p.name),
+                    shapes: vec![e.shape.0.clone(), p.shape.0.clone()],
+                    reason: "the ParamStore holds this parameter with another shape".into(),
+                });
+            }
+            Ok(e.offset)
+        })
+        .collect()
+}
+
+fn budget_from_env() -> Result<Option<usize>> {
+    match std::env::var("KILN_MEMORY_BUDGET") {
+        Ok(v) => v.trim().parse().map(Some).map_err(|_| Error::Invalid {
+            op: "KILN_MEMORY_BUDGET",
+            reason: format!("`{v}` is not a number of bytes"),
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The lower pass: one kernel per computed node, then the gradient copies, the state updates
+/// and (when accumulating) the addition of this micro-batch's gradients into the flat buffer.
+fn lower(
+    graph: &Graph,
+    s: &schedule::Schedule,
+    m: &memory::Memory,
+    param_offset: &[usize],
+) -> (Vec<Kernel>, Vec<PlanStep>) {
+    let nodes = graph.nodes();
+    let mut kernels = Vec::new();
+    let mut steps = Vec::new();
+    let step = |what: String, op: &'static str, inputs: Vec<Vec<usize>>, out: View, shape: Vec<usize>| PlanStep {
+        what,
+        op,
+        inputs,
+        shape,
+        dtype: "f32",
+        bytes: ELEM * out.len,
+        buf: out.buf,
+        offset: out.offset,
+        phase: Phase::Gradients,
+    };
+    for &i in &s.order {
+        let n = &nodes[i];
+        if n.op.is_leaf() || matches!(n.op, Op::Reshape) {
+            continue;
+        }
+        let out = m.view[i].expect("computed nodes are placed");
+        let inputs: Vec<View> = n
+            .inputs
+            .iter()
+            .map(|x| m.view[x.index()].expect("operands are placed before their readers"))
+            .collect();
+        let in_shapes: Vec<Shape> = n.inputs.iter().map(|x| graph.shape(*x).clone()).collect();
+        let id = NodeId(i, graph.id());
+        steps.push(step(
+            graph.describe(id),
+            n.op.name(),
+            in_shapes.iter().map(|s| s.0.clone()).collect(),
+            out,
+            n.shape.0.clone(),
+        ));
+        kernels.push(Kernel::Op {
+            op: n.op.clone(),
+            inputs,
+            in_shapes,
+            out,
+            out_shape: n.shape.clone(),
+            node: id,
+        });
+    }
+    for &(src, pi) in &m.copies {
+        let dst = View {
+            buf: m.grad_target,
+            offset: param_offset[pi],
+            len: src.len,
+        };
+        steps.push(step(
+            format!("grad `{}`", graph.params()[pi].name),
+            "copy",
+            vec![vec![src.len]],
+            dst,
+            vec![src.len],
+        ));
+        kernels.push(Kernel::Copy { src, dst });
+    }
+    for &(pi, v) in &s.assigns {
+        let src = m.view[v.index()].expect("assigned values are placed");
+        let dst = View {
+            buf: PARAMS,
+            offset: param_offset[pi],
+            len: src.len,
+        };
+        steps.push(step(
+            format!("`{}`", graph.params()[pi].name),
+            "assign",
+            vec![graph.shape(v).0.clone()],
+            dst,
+            graph.params()[pi].shape.0.clone(),
+        ));
+        kernels.push(Kernel::Copy { src, dst });
+    }
+    if m.grad_target != GRADS {
+        let len = m.bufs[GRADS].len;
+        let (src, dst) = (
+            View {
+                buf: m.grad_target,
+                offset: 0,
+                len,
+            },
+            View {
+                buf: GRADS,
+                offset: 0,
+                len,
+            },
+        );
+        steps.push(step(
+            "gradients += micro-batch".into(),
+            "add_into",
+            vec![vec![len]],
+            dst,
+            vec![len],
+        ));
+        kernels.push(Kernel::AddInto { src, dst });
+    }
+    (kernels, steps)
+}
+
+type UpdatePass = (Vec<Kernel>, Vec<PlanStep>, Option<Kernel>);
+
+/// The update pass: gradient statistics (Σg² for clipping, the count of non-finite values for
+/// the skip), the fused optimiser update, and the zeroing of accumulated gradients.
+fn update_pass(
+    graph: &Graph,
+    t: &Training<'_>,
+    m: &memory::Memory,
+    param_offset: &[usize],
+    grad_of: &HashMap<usize, Vec<usize>>,
+) -> Result<UpdatePass> {
+    let opt = t.optimizer;
+    let mut segments: Vec<Segment> = grad_of
+        .values()
+        .flatten()
+        .map(|&pi| Segment {
+            offset: param_offset[pi],
+            len: graph.params()[pi].shape.numel(),
+            decay: graph.params()[pi].decay,
+        })
+        .collect();
+    segments.sort_by_key(|s| s.offset);
+    let stats = m.stats.expect("training programs have statistics");
+    let src: Vec<View> = segments
+        .iter()
+        .map(|s| View {
+            buf: GRADS,
+            offset: s.offset,
+            len: s.len,
+        })
+        .collect();
+    let check: Vec<View> = t.grads.loss.and_then(|l| m.view[l.index()]).into_iter().collect();
+    let mut max_norm = None;
+    let mut clip_value = None;
+    for c in &opt.clip {
+        match *c {
+            Clip::Value(v) => clip_value = Some(v),
+            Clip::Norm(n) => max_norm = Some(n),
+        }
+    }
+    let n_params: usize = segments.iter().map(|s| s.len).sum();
+    let kernels = vec![
+        Kernel::GradStats { src, check, out: stats },
+        Kernel::Update(UpdateKernel {
+            rule: opt.kind,
+            weight_decay: opt.weight_decay,
+            clip_value,
+            max_norm,
+            stats,
+            params: PARAMS,
+            grads: GRADS,
+            state: (0..opt.kind.state_slots()).map(|k| 2 + k).collect(),
+            segments,
+        }),
+    ];
+    let step = |what: &str, op: &'static str, out: View, shape: Vec<usize>| PlanStep {
+        what: what.into(),
+        op,
+        inputs: vec![vec![n_params]],
+        shape,
+        dtype: "f32",
+        bytes: ELEM * out.len,
+        buf: out.buf,
+        offset: out.offset,
+        phase: Phase::Update,
+    };
+    let all = View {
+        buf: PARAMS,
+        offset: 0,
+        len: m.bufs[PARAMS].len,
+    };
+    let steps = vec![
+        step("Σg², non-finite count", "grad_stats", stats, vec![2]),
+        step(opt.kind.name(), "update", all, vec![n_params]),
+    ];
+    let zero = (m.grad_target != GRADS).then(|| Kernel::Fill {
+        dst: View { buf: GRADS, ..all },
+        value: 0.0,
+    });
+    Ok((kernels, steps, zero))
+}
+
+/// `(name, offset, len)` of every parameter the update changes, in store order.
+fn updated_params(
+    graph: &Graph,
+    grad_of: &HashMap<usize, Vec<usize>>,
+    param_offset: &[usize],
+) -> Vec<(String, usize, usize)> {
+    let mut v: Vec<(String, usize, usize)> = grad_of
+        .values()
+        .flatten()
+        .map(|&pi| {
+            let p = &graph.params()[pi];
+            (p.name.clone(), param_offset[pi], p.shape.numel())
+        })
+        .collect();
+    v.sort_by_key(|x| x.1);
+    v
 }

@@ -7,6 +7,8 @@ use crate::graph::Graph;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Parameters start at multiples of this many elements (256 bytes), the strictest storage
 /// offset alignment wgpu adapters ask for, so a GPU can bind a single parameter directly.
@@ -23,7 +25,8 @@ pub struct ParamEntry {
     pub offset: usize,
 }
 
-/// Parameters, gradients and optimiser state of a model, resident on one backend.
+/// Parameters, gradients and optimiser state of a model, resident on one backend, with the
+/// count of updates applied: everything a checkpoint needs to resume a run exactly.
 pub struct ParamStore<B: Backend> {
     pub(crate) backend: B,
     entries: Vec<ParamEntry>,
@@ -32,6 +35,8 @@ pub struct ParamStore<B: Backend> {
     pub(crate) params: B::Buffer,
     pub(crate) grads: B::Buffer,
     pub(crate) state: Vec<B::Buffer>,
+    /// Updates applied so far, shared with every program compiled against the store.
+    pub(crate) updates: Arc<AtomicU64>,
 }
 
 impl<B: Backend> ParamStore<B> {
@@ -67,6 +72,7 @@ impl<B: Backend> ParamStore<B> {
             params,
             grads,
             state: Vec::new(),
+            updates: Arc::default(),
         })
     }
 
@@ -122,6 +128,65 @@ impl<B: Backend> ParamStore<B> {
             });
         }
         self.backend.write(&self.params, e.offset, data)
+    }
+
+    /// Copy a parameter's gradient (as last computed by a training program) to the host.
+    pub fn gradient(&self, name: &str) -> Result<Tensor> {
+        let e = self.entry(name)?;
+        let data = self.backend.read(&self.grads, e.offset, e.shape.numel())?;
+        Tensor::new(e.shape.clone(), data)
+    }
+
+    /// Optimiser updates applied so far (the position of the learning-rate schedule, and the
+    /// `t` of Adam's bias correction).
+    pub fn updates(&self) -> u64 {
+        self.updates.load(Ordering::Relaxed)
+    }
+
+    /// Set the update counter, e.g. when restoring a checkpoint.
+    pub fn set_updates(&self, t: u64) {
+        self.updates.store(t, Ordering::Relaxed);
+    }
+
+    /// Optimiser state buffers held (0 until a training program needs them: 1 for momentum,
+    /// AdaGrad and RMSProp, 2 for Adam).
+    pub fn state_slots(&self) -> usize {
+        self.state.len()
+    }
+
+    /// The whole flat state buffer `slot` (same layout as the parameters: see [`Self::entries`]).
+    pub fn read_state(&self, slot: usize) -> Result<Vec<f32>> {
+        let b = self.state_buf(slot)?;
+        self.backend.read(b, 0, self.total)
+    }
+
+    /// One parameter's part of state buffer `slot` (e.g. Adam's first moment for slot 0).
+    pub fn state_of(&self, slot: usize, name: &str) -> Result<Tensor> {
+        let e = self.entry(name)?;
+        let data = self.backend.read(self.state_buf(slot)?, e.offset, e.shape.numel())?;
+        Tensor::new(e.shape.clone(), data)
+    }
+
+    /// Overwrite the flat state buffer `slot`, creating the state buffers up to it if needed
+    /// (restoring a checkpoint before any program is compiled).
+    pub fn write_state(&mut self, slot: usize, data: &[f32]) -> Result<()> {
+        if data.len() != self.total {
+            return Err(Error::Shape {
+                op: "ParamStore::write_state",
+                node: format!("state {slot}"),
+                shapes: vec![vec![self.total]],
+                reason: format!("{} values given", data.len()),
+            });
+        }
+        self.ensure_state(slot + 1)?;
+        self.backend.write(&self.state[slot], 0, data)
+    }
+
+    fn state_buf(&self, slot: usize) -> Result<&B::Buffer> {
+        self.state.get(slot).ok_or_else(|| Error::Invalid {
+            op: "ParamStore",
+            reason: format!("state slot {slot} does not exist ({} held)", self.state.len()),
+        })
     }
 
     /// Make sure `slots` optimiser state buffers exist (zeroed when created).

@@ -11,9 +11,11 @@ use crate::init::Init;
 use crate::shape::{broadcast_shapes, Shape};
 use std::collections::HashMap;
 
-/// A node of a [`Graph`]. Ids are only meaningful in the graph that made them.
+/// A node of a [`Graph`]: its position and the identity of the graph that made it, so an id
+/// used with another graph is an error rather than a silent reference to whatever node sits at
+/// that position there. A clone of a graph keeps its identity (its ids stay valid in the clone).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub(crate) usize);
+pub struct NodeId(pub(crate) usize, pub(crate) u32);
 
 impl NodeId {
     /// The node's position in the graph (nodes are stored in topological order).
@@ -21,6 +23,9 @@ impl NodeId {
         self.0
     }
 }
+
+/// Identities handed to graphs as they are created.
+static NEXT_GRAPH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 /// One node: an op, its operands and its output shape.
 #[derive(Clone, Debug)]
@@ -53,8 +58,9 @@ pub struct ParamInfo {
 }
 
 /// A directed acyclic graph of tensor ops. Nodes are appended in topological order.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Graph {
+    id: u32,
     nodes: Vec<Node>,
     params: Vec<ParamInfo>,
     param_by_name: HashMap<String, usize>,
@@ -71,10 +77,55 @@ fn shape_err(op: &'static str, node: String, shapes: Vec<&Shape>, reason: impl I
     }
 }
 
+impl Default for Graph {
+    fn default() -> Self {
+        Graph {
+            id: NEXT_GRAPH.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            nodes: Vec::new(),
+            params: Vec::new(),
+            param_by_name: HashMap::new(),
+            input_by_name: HashMap::new(),
+            assigns: Vec::new(),
+        }
+    }
+}
+
 impl Graph {
     /// An empty graph.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// This graph's identity (shared with its clones).
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Whether `id` was made by this graph (or by the graph this one was cloned from) and
+    /// names one of its nodes.
+    pub fn contains(&self, id: NodeId) -> bool {
+        id.1 == self.id && id.0 < self.nodes.len()
+    }
+
+    /// `Ok` when every id in `ids` is a node of this graph, else an error naming `op` and the
+    /// first foreign or out-of-range id.
+    pub fn check_ids(&self, op: &str, ids: &[NodeId]) -> Result<()> {
+        for &id in ids {
+            if id.1 != self.id {
+                return Err(Error::UnknownNode(format!(
+                    "{op}: node #{} belongs to another graph (graph {}, this is graph {})",
+                    id.0, id.1, self.id
+                )));
+            }
+            if id.0 >= self.nodes.len() {
+                return Err(Error::UnknownNode(format!(
+                    "{op}: node #{} is not a node of this graph ({} nodes)",
+                    id.0,
+                    self.nodes.len()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// All nodes, in topological order.
@@ -121,7 +172,7 @@ impl Graph {
 
     /// `#12 \`fc1.w\`` or `#12 (matmul)`: how messages refer to a node.
     pub fn describe(&self, id: NodeId) -> String {
-        match self.nodes.get(id.0) {
+        match self.nodes.get(id.0).filter(|_| id.1 == self.id) {
             Some(n) => match &n.name {
                 Some(name) => format!("#{} `{}`", id.0, name),
                 None => format!("#{} ({})", id.0, n.op.name()),
@@ -137,16 +188,7 @@ impl Graph {
     }
 
     pub(crate) fn check(&self, op: &'static str, ids: &[NodeId]) -> Result<()> {
-        for &id in ids {
-            if id.0 >= self.nodes.len() {
-                return Err(Error::UnknownNode(format!(
-                    "{op}: operand #{} is not a node of this graph ({} nodes)",
-                    id.0,
-                    self.nodes.len()
-                )));
-            }
-        }
-        Ok(())
+        self.check_ids(op, ids)
     }
 
     /// Append a node whose shape has already been checked.
@@ -157,7 +199,7 @@ impl Graph {
             shape,
             name: None,
         });
-        NodeId(self.nodes.len() - 1)
+        NodeId(self.nodes.len() - 1, self.id)
     }
 
     // ----- leaves -------------------------------------------------------------------------

@@ -340,7 +340,7 @@ pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape, u: &
         Op::DropoutMask { p, key } => {
             let scale = 1.0 / (1.0 - p);
             for (i, o) in out.iter_mut().enumerate() {
-                let r = crate::rng::dropout_uniform(u.seed as u32, u.t as u32, *key, i as u32);
+                let r = crate::rng::dropout_uniform(u.seed as u32, u.step as u32, *key, i as u32);
                 *o = if r >= *p { scale } else { 0.0 };
             }
         }
@@ -530,16 +530,24 @@ fn matmul(ta: bool, tb: bool, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, c: &
 
 /// The fused optimiser step over every segment.
 pub fn update(up: &UpdateKernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniforms) -> crate::error::Result<()> {
+    let (sum_sq, bad) = (
+        bufs[up.stats.buf][up.stats.offset],
+        bufs[up.stats.buf][up.stats.offset + 1],
+    );
+    if bad != 0.0 {
+        // A non-finite gradient or loss: the step is skipped, nothing changes.
+        return Ok(());
+    }
+    // ‖g‖ of the scaled gradients, from Σ g² of the raw ones.
+    let norm = (sum_sq as f64).sqrt() * u.grad_scale as f64;
     let mut w = std::mem::take(&mut *bufs[up.params]);
     let mut st: Vec<Vec<f32>> = up.state.iter().map(|&s| std::mem::take(&mut *bufs[s])).collect();
     let g = &bufs[up.grads];
-    let scale = match up.max_norm {
-        Some((max_norm, v)) => {
-            let norm = (bufs[v.buf][v.offset] as f64).sqrt();
-            (max_norm as f64 / (norm + 1e-6)).min(1.0) as f32
-        }
-        None => 1.0,
-    };
+    let scale = u.grad_scale
+        * match up.max_norm {
+            Some(max_norm) => (max_norm as f64 / (norm + 1e-6)).min(1.0) as f32,
+            None => 1.0,
+        };
     let k = up.rule.coefficients(u.lr, u.t);
     let lr = k.lr;
     for seg in &up.segments {

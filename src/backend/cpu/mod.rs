@@ -4,7 +4,7 @@
 
 mod kernels;
 
-use super::{Backend, DeviceInfo, Kernel, StepUniforms, View};
+use super::{Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -48,6 +48,13 @@ impl Backend for Cpu {
         DeviceInfo {
             backend: "cpu".into(),
             adapter: format!("CPU reference ({threads} threads)"),
+        }
+    }
+
+    fn memory_limits(&self) -> MemoryLimits {
+        MemoryLimits {
+            max_buffer: isize::MAX as usize,
+            total: available_memory(),
         }
     }
 
@@ -109,13 +116,23 @@ impl Backend for Cpu {
     }
 }
 
+/// Memory the operating system can still hand out (Linux's `MemAvailable`), if known.
+fn available_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// The views a kernel reads, and the ones it writes.
 fn kernel_views(k: &Kernel) -> (Vec<View>, Vec<View>) {
     match k {
         Kernel::Op { inputs, out, .. } => (inputs.clone(), vec![*out]),
         Kernel::Copy { src, dst } => (vec![*src], vec![*dst]),
-        Kernel::SumSquares { src, out } => (src.clone(), vec![*out]),
-        Kernel::Update(_) => (vec![], vec![]),
+        Kernel::GradStats { src, check, out } => (src.iter().chain(check).copied().collect(), vec![*out]),
+        Kernel::AddInto { src, dst } => (vec![*src, *dst], vec![*dst]),
+        Kernel::Fill { dst, .. } => (vec![], vec![*dst]),
+        Kernel::Update(u) => (vec![u.stats], vec![]),
     }
 }
 
@@ -124,7 +141,11 @@ fn kernel_views(k: &Kernel) -> (Vec<View>, Vec<View>) {
 fn run_kernel(k: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniforms) -> Result<()> {
     match k {
         Kernel::Update(up) => kernels::update(up, bufs, u),
-        Kernel::Op { .. } | Kernel::Copy { .. } | Kernel::SumSquares { .. } => {
+        Kernel::Op { .. }
+        | Kernel::Copy { .. }
+        | Kernel::GradStats { .. }
+        | Kernel::AddInto { .. }
+        | Kernel::Fill { .. } => {
             let (ins, outs) = kernel_views(k);
             let out = outs[0];
             let copies: Vec<Option<Vec<f32>>> = ins
@@ -155,13 +176,32 @@ fn run_kernel(k: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniform
                         o.copy_from_slice(slices[0]);
                         Ok(())
                     }
-                    Kernel::SumSquares { .. } => {
-                        let s: f64 = slices
+                    Kernel::GradStats { src, .. } => {
+                        let (grads, checked) = slices.split_at(src.len());
+                        let s: f64 = grads
                             .iter()
                             .flat_map(|s| s.iter())
                             .map(|&x| (x as f64) * (x as f64))
                             .sum();
+                        let bad = grads
+                            .iter()
+                            .chain(checked)
+                            .flat_map(|s| s.iter())
+                            .filter(|x| !x.is_finite())
+                            .count();
                         o[0] = s as f32;
+                        o[1] = bad as f32;
+                        Ok(())
+                    }
+                    Kernel::AddInto { .. } => {
+                        // slices[1] is the old `dst` (copied, as it lives in the output buffer).
+                        for ((o, &a), &b) in o.iter_mut().zip(slices[0]).zip(slices[1]) {
+                            *o = b + a;
+                        }
+                        Ok(())
+                    }
+                    Kernel::Fill { value, .. } => {
+                        o.fill(*value);
                         Ok(())
                     }
                     Kernel::Update(_) => unreachable!("handled above"),

@@ -265,27 +265,46 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
             ..
         } => (op, inputs, in_shapes, *out, out_shape),
         Kernel::Copy { src, dst } => return Ok(vec![strided_copy(*src, &[1], *dst, &[1], &[src.len])]),
-        Kernel::SumSquares { src, out } => {
+        Kernel::GradStats { src, check, out } => {
             let buf = src.first().map_or(out.buf, |v| v.buf);
-            if src.iter().any(|v| v.buf != buf) {
-                return Err("sum of squares over several buffers".into());
+            let cbuf = check.first().map_or(buf, |v| v.buf);
+            if src.iter().any(|v| v.buf != buf) || check.iter().any(|v| v.buf != cbuf) {
+                return Err("gradient statistics over several buffers".into());
             }
-            let mut kp = vec![u(src.len()), u(out.offset)];
-            for v in src {
+            let mut kp = vec![u(src.len() + check.len()), u(out.offset), u(src.len())];
+            for v in src.iter().chain(check) {
                 kp.extend([u(v.offset), u(v.len)]);
             }
             return Ok(vec![Dispatch {
                 family: Family::Reduce,
-                entry: "sum_squares",
+                entry: "grad_stats",
                 kp,
-                inputs: vec![buf],
+                inputs: vec![buf, cbuf],
                 outputs: vec![out.buf],
                 grid: Grid::Fixed([1, 1, 1]),
             }]);
         }
+        Kernel::AddInto { src, dst } => {
+            return Ok(vec![ew(
+                "add_into",
+                vec![u(src.len), u(src.offset), u(dst.offset)],
+                vec![src.buf],
+                dst.buf,
+                src.len,
+            )])
+        }
+        Kernel::Fill { dst, value } => {
+            return Ok(vec![ew(
+                "fill",
+                vec![u(dst.len), u(dst.offset), bits(*value)],
+                vec![],
+                dst.buf,
+                dst.len,
+            )])
+        }
         Kernel::Update(up) => {
             let (clip_on, clip) = up.clip_value.map_or((0, 0.0), |c| (1, c));
-            let (norm_on, max_norm, norm_view) = up.max_norm.map_or((0, 0.0, None), |(m, v)| (1, m, Some(v)));
+            let (norm_on, max_norm) = up.max_norm.map_or((0, 0.0), |m| (1, m));
             let n = up.segments.iter().map(|s| s.offset + s.len).max().unwrap_or(0);
             let mut kp = vec![
                 rule_code(&up.rule),
@@ -295,16 +314,13 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
                 norm_on,
                 bits(max_norm),
                 bits(up.weight_decay),
-                u(norm_view.map_or(0, |v| v.offset)),
+                u(up.stats.offset),
                 u(n),
             ];
             for s in &up.segments {
                 kp.extend([u(s.offset), u(s.len), s.decay as u32]);
             }
-            let mut inputs = vec![up.grads];
-            if let Some(v) = norm_view {
-                inputs.push(v.buf);
-            }
+            let inputs = vec![up.grads, up.stats.buf];
             let mut outputs = vec![up.params];
             outputs.extend(&up.state);
             if up.segments.is_empty() {

@@ -8,7 +8,7 @@
 
 pub mod lower;
 
-use super::{Backend, DeviceInfo, Kernel, StepUniforms, View};
+use super::{Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
 use crate::error::{Error, Result};
 use crate::optim::OptimizerKind;
 use lower::{Dispatch, Family, Grid};
@@ -429,7 +429,9 @@ fn out_view(k: &Kernel) -> Option<View> {
     match k {
         Kernel::Op { out, .. } => Some(*out),
         Kernel::Copy { dst, .. } => Some(*dst),
-        Kernel::SumSquares { out, .. } => Some(*out),
+        Kernel::GradStats { out, .. } => Some(*out),
+        Kernel::AddInto { dst, .. } => Some(*dst),
+        Kernel::Fill { dst, .. } => Some(*dst),
         Kernel::Update(_) => None,
     }
 }
@@ -443,6 +445,15 @@ impl Backend for Gpu {
         DeviceInfo {
             backend: "wgpu".into(),
             adapter: format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type),
+        }
+    }
+
+    fn memory_limits(&self) -> MemoryLimits {
+        let l = &self.inner.limits;
+        MemoryLimits {
+            max_buffer: l.max_storage_buffer_binding_size.min(l.max_buffer_size) as usize,
+            // wgpu does not say how much device memory there is.
+            total: None,
         }
     }
 
@@ -584,7 +595,7 @@ impl Backend for Gpu {
         let c = p.rule.map(|r| r.coefficients(u.lr, u.t)).unwrap_or_default();
         let words: [u32; 16] = [
             u.lr.to_bits(),
-            u.t as u32,
+            u.step as u32,
             u.seed as u32,
             c.b1.to_bits(),
             c.one_minus_b1.to_bits(),
@@ -593,7 +604,7 @@ impl Backend for Gpu {
             c.eps.to_bits(),
             c.inv_bias1.to_bits(),
             c.inv_bias2.to_bits(),
-            0,
+            u.grad_scale.to_bits(),
             0,
             0,
             0,

@@ -1,0 +1,301 @@
+//! The memory plan: a storage view for every tensor a schedule touches, in a buffer table whose
+//! sizes are all known before anything is allocated, so a program too large for its device or
+//! for the user's budget fails in milliseconds, naming the largest tensors.
+//!
+//! Parameters live in the ParamStore's flat buffer, gradients straight in their slots of the
+//! flat gradient buffer (or of a micro-batch buffer when gradients accumulate), reshapes alias
+//! their operand, constants share one buffer, and every other tensor takes a pooled buffer that
+//! is reused as soon as its last reader has run.
+
+use super::schedule::Schedule;
+use crate::backend::{MemoryLimits, View};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Op};
+use std::collections::HashMap;
+
+/// The flat parameter buffer's index in every program's buffer table.
+pub(crate) const PARAMS: usize = 0;
+/// The flat gradient buffer's index.
+pub(crate) const GRADS: usize = 1;
+/// Bytes per element (every tensor is f32 today).
+pub(crate) const ELEM: usize = 4;
+
+/// One buffer of the table, before it exists.
+#[derive(Clone, Debug)]
+pub(crate) struct BufSpec {
+    /// Elements.
+    pub len: usize,
+    /// What it holds, for messages and the printed plan.
+    pub label: String,
+}
+
+/// What the memory plan needs from the executor.
+pub(crate) struct Layout<'a> {
+    /// Each graph parameter's offset in the flat buffers.
+    pub param_offset: &'a [usize],
+    /// Elements in each of the store's flat buffers.
+    pub store_len: usize,
+    /// Optimiser state buffers the store holds for this program.
+    pub state_slots: usize,
+    /// Gradient node → the parameters it is the gradient of.
+    pub grad_of: &'a HashMap<usize, Vec<usize>>,
+    /// Compute gradients into a micro-batch buffer, to be added into the flat gradient buffer.
+    pub accumulate: bool,
+    /// Reserve the two gradient-statistics elements the update reads.
+    pub stats: bool,
+}
+
+/// Where everything lives.
+pub(crate) struct Memory {
+    /// The buffer table: parameters, gradients, optimiser state, then the program's own.
+    pub bufs: Vec<BufSpec>,
+    /// The first buffer the program owns (the ones before belong to the ParamStore).
+    pub owned_from: usize,
+    /// Storage of each node the program touches.
+    pub view: Vec<Option<View>>,
+    /// The values of the constants buffer, if there is one: `(buffer, values)`.
+    pub constants: Option<(usize, Vec<f32>)>,
+    /// Gradients that could not be computed in place: `(where they are, parameter index)`.
+    pub copies: Vec<(View, usize)>,
+    /// The buffer gradients are written to: [`GRADS`], or the micro-batch buffer.
+    pub grad_target: usize,
+    /// Gradient statistics for the update (two elements).
+    pub stats: Option<View>,
+}
+
+struct Table {
+    bufs: Vec<BufSpec>,
+    /// Pooled buffers whose tensor is dead: `(capacity, index)`.
+    free: Vec<(usize, usize)>,
+}
+
+impl Table {
+    fn alloc(&mut self, len: usize, label: &str) -> View {
+        self.bufs.push(BufSpec {
+            len,
+            label: label.into(),
+        });
+        View {
+            buf: self.bufs.len() - 1,
+            offset: 0,
+            len,
+        }
+    }
+
+    /// A pooled buffer for a tensor of `len` elements: the smallest free one that is large
+    /// enough, or a new one.
+    fn pooled(&mut self, len: usize) -> View {
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, (cap, _))| *cap >= len)
+            .min_by_key(|(_, (cap, _))| *cap)
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => View {
+                buf: self.free.swap_remove(i).1,
+                offset: 0,
+                len,
+            },
+            None => self.alloc(len, "activations"),
+        }
+    }
+
+    fn release(&mut self, buf: usize) {
+        self.free.push((self.bufs[buf].len, buf));
+    }
+}
+
+/// Place every tensor of `s`. Inputs always get a buffer, so feeding any input of the graph is
+/// valid even when this program does not read it.
+pub(crate) fn plan(graph: &Graph, s: &Schedule, l: &Layout<'_>) -> Memory {
+    let nodes = graph.nodes();
+    let mut t = Table {
+        bufs: Vec::new(),
+        free: Vec::new(),
+    };
+    t.alloc(l.store_len, "parameters");
+    t.alloc(l.store_len, "gradients");
+    for k in 0..l.state_slots {
+        t.alloc(l.store_len, &format!("optimizer state {k}"));
+    }
+    let owned_from = t.bufs.len();
+    let grad_target = if l.accumulate {
+        t.alloc(l.store_len, "micro-batch gradients").buf
+    } else {
+        GRADS
+    };
+    let stats = l.stats.then(|| t.alloc(2, "gradient statistics"));
+
+    let mut const_vals = Vec::new();
+    let mut const_at = HashMap::new();
+    for &i in &s.order {
+        if let Op::Const { value } = nodes[i].op {
+            const_at.insert(i, const_vals.len());
+            const_vals.extend(std::iter::repeat_n(value, nodes[i].shape.numel()));
+        }
+    }
+    let const_buf = (!const_vals.is_empty()).then(|| t.alloc(const_vals.len(), "constants").buf);
+
+    let mut view: Vec<Option<View>> = vec![None; nodes.len()];
+    let mut persistent = s.persistent.clone();
+    let mut released = vec![false; nodes.len()];
+    let mut claimed = vec![false; graph.params().len()];
+    let mut copies = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let len = n.shape.numel();
+        if let Op::Input { name, .. } = &n.op {
+            view[i] = Some(t.alloc(len, &format!("input `{name}`")));
+            continue;
+        }
+        if !s.needed[i] {
+            continue;
+        }
+        let v = match &n.op {
+            Op::Param { index } => View {
+                buf: PARAMS,
+                offset: l.param_offset[*index],
+                len,
+            },
+            Op::Const { .. } => View {
+                buf: const_buf.expect("constants were collected"),
+                offset: const_at[&i],
+                len,
+            },
+            Op::Reshape => view[n.inputs[0].index()].expect("operands are placed before their readers"),
+            _ => match l.grad_of.get(&i).and_then(|ps| ps.first()).copied() {
+                // A gradient computed straight into its parameter's slot.
+                Some(pi) => {
+                    claimed[pi] = true;
+                    persistent[i] = true;
+                    View {
+                        buf: grad_target,
+                        offset: l.param_offset[pi],
+                        len,
+                    }
+                }
+                None => t.pooled(len),
+            },
+        };
+        view[i] = Some(v);
+        // Gradients that could not be written in place (leaves, aliases, shared) are copied.
+        if let Some(ps) = l.grad_of.get(&i) {
+            for &pi in ps {
+                if !claimed[pi] {
+                    claimed[pi] = true;
+                    persistent[s.root[i]] = true;
+                    copies.push((v, pi));
+                }
+            }
+        }
+        // Release the operands whose last reader this was.
+        for x in n
+            .inputs
+            .iter()
+            .map(|x| s.root[x.index()])
+            .chain(std::iter::once(s.root[i]))
+        {
+            if !nodes[x].op.is_leaf() && !persistent[x] && !released[x] && s.last_use[x] == i {
+                released[x] = true;
+                t.release(view[x].expect("released tensors were placed").buf);
+            }
+        }
+    }
+    Memory {
+        bufs: t.bufs,
+        owned_from,
+        view,
+        constants: const_buf.map(|b| (b, const_vals)),
+        copies,
+        grad_target,
+        stats,
+    }
+}
+
+impl Memory {
+    /// Bytes of the buffers the program owns.
+    pub fn owned_bytes(&self) -> usize {
+        ELEM * self.bufs[self.owned_from..].iter().map(|b| b.len).sum::<usize>()
+    }
+}
+
+/// The budget a program is checked against: the user's, else the device's total if known.
+pub(crate) fn check(
+    graph: &Graph,
+    m: &Memory,
+    store_bytes: usize,
+    limits: MemoryLimits,
+    budget: Option<usize>,
+) -> Result<()> {
+    let largest = |n: usize| -> String {
+        let mut t: Vec<(usize, usize)> = m
+            .view
+            .iter()
+            .enumerate()
+            .filter(|(i, v)| v.is_some() && !matches!(graph.nodes()[*i].op, Op::Reshape | Op::Param { .. }))
+            .map(|(i, _)| (ELEM * graph.nodes()[i].shape.numel(), i))
+            .collect();
+        t.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        t.iter()
+            .take(n)
+            .map(|&(bytes, i)| {
+                format!(
+                    "{} {:?} {}",
+                    graph.describe(crate::graph::NodeId(i, graph.id())),
+                    graph.nodes()[i].shape,
+                    human(bytes)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for b in &m.bufs[m.owned_from..] {
+        if ELEM * b.len > limits.max_buffer {
+            return Err(Error::OutOfMemory(format!(
+                "the {} buffer needs {} but the device binds at most {} per buffer; the largest \
+                 tensors are {}. Use a smaller batch.",
+                b.label,
+                human(ELEM * b.len),
+                human(limits.max_buffer),
+                largest(3)
+            )));
+        }
+    }
+    let peak = store_bytes + m.owned_bytes();
+    let (limit, source) = match (budget, limits.total) {
+        (Some(b), _) => (
+            b,
+            "the memory budget (KILN_MEMORY_BUDGET or CompileOptions::memory_budget)",
+        ),
+        (None, Some(t)) => (t + store_bytes, "the memory available on the device"),
+        (None, None) => return Ok(()),
+    };
+    if peak > limit {
+        return Err(Error::OutOfMemory(format!(
+            "the program needs {} at its peak ({} of parameters and optimiser state, {} of its \
+             own), more than the {} of {source}; the largest tensors are {}. Use a smaller batch \
+             or raise the budget.",
+            human(peak),
+            human(store_bytes),
+            human(m.owned_bytes()),
+            human(limit),
+            largest(5)
+        )));
+    }
+    Ok(())
+}
+
+/// `1.5 GiB`, `12.0 MiB`, `512 B`.
+pub(crate) fn human(bytes: usize) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}
