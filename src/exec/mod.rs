@@ -827,7 +827,7 @@ fn update_pass(
         step("Σg², non-finite count", "grad_stats", stats, vec![2]),
         step(opt.kind.name(), "update", all, vec![n_params]),
     ];
-    let zero = (m.grad_target != GRADS).then(|| Kernel::Fill {
+    let zero = (m.grad_target != GRADS).then_some(Kernel::Fill {
         dst: View { buf: GRADS, ..all },
         value: 0.0,
     });
