@@ -128,7 +128,7 @@ fn pool_argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             }
         }
     }
-    out[kp[16] + e] = f32(best);
+    out[kp[16] + e] = bitcast<f32>(best); // a u32 index, stored as its bits
 }
 
 // Average over the window, padding counted in the divisor.
@@ -177,14 +177,14 @@ fn avg_pool_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     out[kp[16] + e] = s;
 }
 
-// y = x[plane, idx]: a = x (N, C, H, W), b = idx (N, C, OH, OW).
+// y = x[plane, idx]: a = x (N, C, H, W), b = idx (N, C, OH, OW), u32 bits.
 @compute @workgroup_size(256)
 fn gather_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
     if (e >= kp[0]) { return; }
     let L = kp[13] * kp[14];
     let plane = e / L;
-    out[kp[16] + e] = a[kp[15] + plane * kp[3] * kp[4] + u32(b[kp[17] + e])];
+    out[kp[16] + e] = a[kp[15] + plane * kp[3] * kp[4] + bitcast<u32>(b[kp[17] + e])];
 }
 
 // dx pixel = Σ dy of the windows (covering it, in row-major order) whose argmax it is:
@@ -208,7 +208,7 @@ fn scatter_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     for (var oy = oy_lo; oy < oy_hi; oy++) {
         for (var ox = ox_lo; ox < ox_hi; ox++) {
             let o = plane * L + oy * kp[14] + ox;
-            if (u32(b[kp[17] + o]) == pix) {
+            if (bitcast<u32>(b[kp[17] + o]) == pix) {
                 s += a[kp[15] + o];
             }
         }

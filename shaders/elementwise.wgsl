@@ -177,6 +177,23 @@ fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     out[kp[1] + i] = kf(2u);
 }
 
+// Element type conversion between f32 and u32 (u32 tensors are bound as f32 and read through
+// bitcast). f32 → u32 rounds toward zero, saturating; NaN gives 0. kp: [n, mode, a_off, out_off],
+// mode 1: f32 → u32, 2: u32 → f32.
+@compute @workgroup_size(256)
+fn convert(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= kp[0]) { return; }
+    let x = a[kp[2] + i];
+    if (kp[1] == 1u) {
+        let bits = bitcast<u32>(x);
+        let nan = (bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0u;
+        out[kp[3] + i] = bitcast<f32>(select(u32(max(x, 0.0)), 0u, nan));
+    } else {
+        out[kp[3] + i] = f32(bitcast<u32>(x));
+    }
+}
+
 // out[out_off + i] += a[a_off + i] (gradient accumulation). kp: [n, a_off, out_off]
 @compute @workgroup_size(256)
 fn add_into(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -186,13 +203,13 @@ fn add_into(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     out[o] = out[o] + a[kp[1] + i];
 }
 
-// kp: [n = N·C, C, a_off, out_off]; labels in a.
+// kp: [n = N·C, C, a_off, out_off]; u32 labels in a.
 @compute @workgroup_size(256)
 fn one_hot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= kp[0]) { return; }
     let cls = kp[1];
-    let y = u32(a[kp[2] + i / cls]);
+    let y = bitcast<u32>(a[kp[2] + i / cls]);
     out[kp[3] + i] = select(0.0, 1.0, y == i % cls);
 }
 

@@ -1,7 +1,7 @@
 // softmax.wgsl — softmax, log-softmax and the fused softmax cross-entropy (forward and
 // gradient) over rows of length C.
 //
-// Bindings: a = logits, b = labels (class index as f32), c = dy (per row), out. One
+// Bindings: a = logits, b = labels (u32 class indices, bound as f32 and read through bitcast), c = dy (per row), out. One
 // 256-invocation workgroup per row: the row maximum and Σexp(x − max) are combined by trees in
 // workgroup memory, so large logits never overflow and results are deterministic.
 //
@@ -101,7 +101,7 @@ fn sce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     sx = reduce_sum(lid, sx);
     if (lid == 0u) {
         let e = kf(6u);
-        let y = u32(b[kp[3] + row]);
+        let y = bitcast<u32>(b[kp[3] + row]);
         out[kp[5] + row] = st.m + log(st.sum) - (1.0 - e) * a[base + y] - e * sx / f32(C);
     }
 }
@@ -115,7 +115,7 @@ fn sce_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let base = kp[2] + row * C;
     let st = row_stats(lid, base, C);
     let e = kf(6u);
-    let y = u32(b[kp[3] + row]);
+    let y = bitcast<u32>(b[kp[3] + row]);
     let d = c[kp[4] + row];
     for (var j = lid; j < C; j += 256u) {
         let q = e / f32(C) + select(0.0, 1.0 - e, j == y);

@@ -88,7 +88,7 @@ pub fn gradients(g: &mut Graph, loss: NodeId, wrt: &[NodeId]) -> Result<Vec<Opti
     let active = |i: usize| depends[i] && feeds_loss[i];
 
     let mut contribs: Vec<Vec<NodeId>> = vec![Vec::new(); n_nodes];
-    let seed = g.constant(1.0, g.shape(loss).clone());
+    let seed = g.constant_typed(1.0, g.shape(loss).clone(), g.dtype(loss));
     contribs[loss.0].push(seed);
     let mut adjoint: Vec<Option<NodeId>> = vec![None; n_nodes];
     for i in (0..=loss.0).rev() {
@@ -129,7 +129,7 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
         Op::Unary(UnaryOp::MulScalar(c)) => vec![Some(g.mul_scalar(dy, *c)?)],
         Op::Unary(UnaryOp::Neg) => vec![Some(g.neg(dy)?)],
         Op::Unary(UnaryOp::Exp) => vec![Some(g.mul(dy, y)?)],
-        Op::Unary(op) => vec![Some(g.unary_grad(*op, x[0], dy))],
+        Op::Unary(op) => vec![Some(g.unary_grad(*op, x[0], dy)?)],
 
         Op::Binary(op) => {
             let (a, b) = (x[0], x[1]);
@@ -198,7 +198,7 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
         }
 
         Op::Where => {
-            let zero = g.scalar(0.0);
+            let zero = g.constant_typed(0.0, crate::shape::Shape::scalar(), g.dtype(dy));
             let da = if wanted[1] {
                 let t = g.where_(x[0], dy, zero)?;
                 Some(g.sum_to(t, &shape(g, x[1]))?)
@@ -268,7 +268,7 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
         }
         Op::Slice { axis, start, end } => {
             let full = g.shape(x[0]).0[*axis];
-            vec![Some(g.pad(dy, *axis, *start, full - end))]
+            vec![Some(g.pad(dy, *axis, *start, full - end)?)]
         }
         Op::Pad { axis, before, .. } => {
             let len = g.shape(x[0]).0[*axis];
@@ -320,12 +320,12 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
                 Op::SoftmaxCrossEntropyGrad { smoothing: *smoothing },
                 vec![x[0], x[1], dy],
                 shape,
-            );
+            )?;
             vec![Some(d), None]
         }
 
-        Op::Im2Col(w) => vec![Some(g.push(Op::Col2Im(*w), vec![dy], shape(g, x[0])))],
-        Op::Col2Im(w) => vec![Some(g.push(Op::Im2Col(*w), vec![dy], shape(g, x[0])))],
+        Op::Im2Col(w) => vec![Some(g.push(Op::Col2Im(*w), vec![dy], shape(g, x[0]))?)],
+        Op::Col2Im(w) => vec![Some(g.push(Op::Im2Col(*w), vec![dy], shape(g, x[0]))?)],
         Op::GatherPlanes => {
             let w = match g.node(x[1]).op {
                 Op::MaxPoolArgmax(w) => w,
@@ -336,11 +336,19 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
                     )))
                 }
             };
-            vec![Some(g.push(Op::ScatterPlanes(w), vec![dy, x[1]], shape(g, x[0]))), None]
+            vec![
+                Some(g.push(Op::ScatterPlanes(w), vec![dy, x[1]], shape(g, x[0]))?),
+                None,
+            ]
         }
-        Op::ScatterPlanes(_) => vec![Some(g.push(Op::GatherPlanes, vec![dy, x[1]], shape(g, x[0]))), None],
-        Op::AvgPool(w) => vec![Some(g.push(Op::AvgPoolGrad(*w), vec![dy], shape(g, x[0])))],
-        Op::AvgPoolGrad(w) => vec![Some(g.push(Op::AvgPool(*w), vec![dy], shape(g, x[0])))],
+        Op::ScatterPlanes(_) => vec![Some(g.push(Op::GatherPlanes, vec![dy, x[1]], shape(g, x[0]))?), None],
+        Op::AvgPool(w) => vec![Some(g.push(Op::AvgPoolGrad(*w), vec![dy], shape(g, x[0]))?)],
+        Op::AvgPoolGrad(w) => vec![Some(g.push(Op::AvgPool(*w), vec![dy], shape(g, x[0]))?)],
+        // The gradient of a conversion is the conversion back; integers carry none.
+        Op::Cast(_) => {
+            let from = g.dtype(x[0]);
+            vec![from.is_float().then(|| g.cast(dy, from)).transpose()?]
+        }
         // Indices and random masks are piecewise constant in their inputs.
         Op::MaxPoolArgmax(_) | Op::DropoutMask { .. } => vec![None; x.len()],
 

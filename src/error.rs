@@ -19,6 +19,17 @@ pub enum Error {
         /// What is wrong with them.
         reason: String,
     },
+    /// An op was given operands of element types it does not take.
+    DType {
+        /// The op being built.
+        op: &'static str,
+        /// The node being built.
+        node: String,
+        /// The operand element types.
+        dtypes: Vec<crate::shape::DType>,
+        /// What is wrong with them.
+        reason: String,
+    },
     /// An argument other than a shape is invalid (an axis out of range, a negative rate, ...).
     Invalid {
         /// Where it was passed.
@@ -87,6 +98,15 @@ impl fmt::Display for Error {
                     write!(f, "{s:?}")?;
                 }
                 Ok(())
+            }
+            Error::DType {
+                op,
+                node,
+                dtypes,
+                reason,
+            } => {
+                let d: Vec<&str> = dtypes.iter().map(|d| d.name()).collect();
+                write!(f, "{op} (node {node}): {reason}; operand types {}", d.join(", "))
             }
             Error::Invalid { op, reason } => write!(f, "{op}: {reason}"),
             Error::UnknownFeed { name, known } => {

@@ -1,8 +1,56 @@
-//! Shapes, strides and NumPy broadcasting rules.
+//! Shapes, element types, strides and NumPy broadcasting rules.
 
 use std::fmt;
 
-/// The shape of a dense, row-major f32 tensor. A scalar has rank 0.
+/// The element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum DType {
+    /// IEEE binary32: parameters, optimiser state, and activations by default.
+    #[default]
+    F32,
+    /// IEEE binary16 (the `half` crate on the host): activations and gradients in mixed
+    /// precision. Kernels compute in f32 and round when they store.
+    F16,
+    /// Unsigned 32-bit integers: class labels, argmax indices, token ids.
+    U32,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub const fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::U32 => 4,
+            DType::F16 => 2,
+        }
+    }
+
+    /// `f32`, `f16` or `u32`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::U32 => "u32",
+        }
+    }
+
+    /// Whether arithmetic ops take it.
+    pub const fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16)
+    }
+
+    /// Bytes of `n` elements.
+    pub const fn bytes(self, n: usize) -> usize {
+        n * self.size()
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The shape of a dense, row-major tensor. A scalar has rank 0.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Shape(pub Vec<usize>);
 

@@ -1,7 +1,8 @@
 //! The seam between the executor and the devices that run kernels.
 //!
 //! The executor lowers a graph to a flat list of [`Kernel`]s over [`View`]s (a buffer of the
-//! program's buffer table, an element offset and a length), and hands it to a [`Backend`] once,
+//! program's buffer table, a byte offset, a length and an element type), and hands it to a
+//! [`Backend`] once,
 //! at compile time. A step is then: write the fed inputs, `execute` the prepared program with
 //! this step's [`StepUniforms`], read back the fetched views. The CPU reference backend
 //! interprets the list; a GPU backend records pipelines and bind groups for it in `prepare` and
@@ -13,26 +14,41 @@ pub mod wgpu;
 use crate::error::Result;
 use crate::graph::{NodeId, Op};
 use crate::optim::OptimizerKind;
-use crate::shape::Shape;
+use crate::shape::{DType, Shape};
 
 pub use self::wgpu::Gpu;
 pub use cpu::Cpu;
 
-/// A window of `len` f32 elements starting at `offset` in buffer `buf` of the program's table.
+/// A window of `len` elements of type `dtype` starting at byte `offset` in buffer `buf` of the
+/// program's table. Offsets are multiples of 4 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct View {
     /// Index into the program's buffer table.
     pub buf: usize,
-    /// First element.
+    /// First byte.
     pub offset: usize,
     /// Number of elements.
     pub len: usize,
+    /// Element type.
+    pub dtype: DType,
 }
 
-/// One parameter's range in the flat parameter, gradient and state buffers.
+impl View {
+    /// Bytes the elements take.
+    pub fn bytes(&self) -> usize {
+        self.dtype.bytes(self.len)
+    }
+
+    /// Index of the first element, counting in elements of `dtype`.
+    pub fn first(&self) -> usize {
+        self.offset / self.dtype.size()
+    }
+}
+
+/// One parameter's range in the flat (f32) parameter, gradient and state buffers.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Segment {
-    /// First element.
+    /// First element (f32).
     pub offset: usize,
     /// Number of elements.
     pub len: usize,
@@ -157,7 +173,7 @@ pub struct DeviceInfo {
 
 /// A device that runs Kiln kernels. See the module documentation.
 pub trait Backend: Clone {
-    /// A device buffer of f32 elements; cloning shares the buffer.
+    /// A device buffer of bytes; cloning shares the buffer.
     type Buffer: Clone;
     /// A kernel list prepared for repeated execution.
     type Program;
@@ -166,14 +182,14 @@ pub trait Backend: Clone {
     fn info(&self) -> DeviceInfo;
     /// The memory limits programs are planned against.
     fn memory_limits(&self) -> MemoryLimits;
-    /// A zeroed buffer of `len` elements.
-    fn alloc(&self, len: usize, label: &str) -> Result<Self::Buffer>;
-    /// Write `data` at element `offset`; visible to the next `execute`.
-    fn write(&self, buf: &Self::Buffer, offset: usize, data: &[f32]) -> Result<()>;
-    /// Read `len` elements at `offset`.
-    fn read(&self, buf: &Self::Buffer, offset: usize, len: usize) -> Result<Vec<f32>>;
+    /// A zeroed buffer of at least `bytes` bytes (rounded up to a multiple of 4).
+    fn alloc(&self, bytes: usize, label: &str) -> Result<Self::Buffer>;
+    /// Write `data` at byte `offset` (a multiple of 4); visible to the next `execute`.
+    fn write(&self, buf: &Self::Buffer, offset: usize, data: &[u8]) -> Result<()>;
+    /// Read `bytes` bytes at byte `offset` (a multiple of 4).
+    fn read(&self, buf: &Self::Buffer, offset: usize, bytes: usize) -> Result<Vec<u8>>;
     /// Prepare `kernels`, whose views index into `buffers`, for repeated execution.
     fn prepare(&self, buffers: Vec<Self::Buffer>, kernels: Vec<Kernel>) -> Result<Self::Program>;
-    /// Run every kernel once, in order, then return the contents of each `fetch` view.
-    fn execute(&self, program: &mut Self::Program, uniforms: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<f32>>>;
+    /// Run every kernel once, in order, then return the bytes of each `fetch` view.
+    fn execute(&self, program: &mut Self::Program, uniforms: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<u8>>>;
 }

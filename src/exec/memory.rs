@@ -10,21 +10,35 @@
 use super::schedule::Schedule;
 use crate::backend::{MemoryLimits, View};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Op};
+use crate::graph::{Graph, NodeId, Op};
+use crate::shape::DType;
 use std::collections::HashMap;
 
 /// The flat parameter buffer's index in every program's buffer table.
 pub(crate) const PARAMS: usize = 0;
 /// The flat gradient buffer's index.
 pub(crate) const GRADS: usize = 1;
-/// Bytes per element (every tensor is f32 today).
-pub(crate) const ELEM: usize = 4;
+
+/// `bytes` rounded up to whole 4-byte words: every tensor starts word-aligned.
+pub(crate) fn words(bytes: usize) -> usize {
+    bytes.div_ceil(4) * 4
+}
+
+/// An f32 view of the flat (parameter-store layout) buffers.
+pub(crate) fn flat(buf: usize, first: usize, len: usize) -> View {
+    View {
+        buf,
+        offset: DType::F32.bytes(first),
+        len,
+        dtype: DType::F32,
+    }
+}
 
 /// One buffer of the table, before it exists.
 #[derive(Clone, Debug)]
 pub(crate) struct BufSpec {
-    /// Elements.
-    pub len: usize,
+    /// Bytes (a multiple of 4).
+    pub bytes: usize,
     /// What it holds, for messages and the printed plan.
     pub label: String,
 }
@@ -53,8 +67,8 @@ pub(crate) struct Memory {
     pub owned_from: usize,
     /// Storage of each node the program touches.
     pub view: Vec<Option<View>>,
-    /// The values of the constants buffer, if there is one: `(buffer, values)`.
-    pub constants: Option<(usize, Vec<f32>)>,
+    /// The contents of the constants buffer, if there is one: `(buffer, bytes)`.
+    pub constants: Option<(usize, Vec<u8>)>,
     /// Gradients that could not be computed in place: `(where they are, parameter index)`.
     pub copies: Vec<(View, usize)>,
     /// The buffer gradients are written to: [`GRADS`], or the micro-batch buffer.
@@ -70,26 +84,34 @@ struct Table {
 }
 
 impl Table {
-    fn alloc(&mut self, len: usize, label: &str) -> View {
+    /// A new buffer of `bytes` (rounded up to words); its index.
+    fn alloc(&mut self, bytes: usize, label: &str) -> usize {
         self.bufs.push(BufSpec {
-            len,
+            bytes: words(bytes),
             label: label.into(),
         });
+        self.bufs.len() - 1
+    }
+
+    /// A whole new buffer for `len` elements of `dtype`.
+    fn alloc_view(&mut self, len: usize, dtype: DType, label: &str) -> View {
         View {
-            buf: self.bufs.len() - 1,
+            buf: self.alloc(dtype.bytes(len), label),
             offset: 0,
             len,
+            dtype,
         }
     }
 
-    /// A pooled buffer for a tensor of `len` elements: the smallest free one that is large
-    /// enough, or a new one.
-    fn pooled(&mut self, len: usize) -> View {
+    /// A pooled buffer for `len` elements of `dtype`: the smallest free one that is large
+    /// enough, whatever type it held before, or a new one.
+    fn pooled(&mut self, len: usize, dtype: DType) -> View {
+        let need = words(dtype.bytes(len));
         let best = self
             .free
             .iter()
             .enumerate()
-            .filter(|(_, (cap, _))| *cap >= len)
+            .filter(|(_, (cap, _))| *cap >= need)
             .min_by_key(|(_, (cap, _))| *cap)
             .map(|(i, _)| i);
         match best {
@@ -97,13 +119,14 @@ impl Table {
                 buf: self.free.swap_remove(i).1,
                 offset: 0,
                 len,
+                dtype,
             },
-            None => self.alloc(len, "activations"),
+            None => self.alloc_view(len, dtype, "activations"),
         }
     }
 
     fn release(&mut self, buf: usize) {
-        self.free.push((self.bufs[buf].len, buf));
+        self.free.push((self.bufs[buf].bytes, buf));
     }
 }
 
@@ -115,28 +138,38 @@ pub(crate) fn plan(graph: &Graph, s: &Schedule, l: &Layout<'_>) -> Memory {
         bufs: Vec::new(),
         free: Vec::new(),
     };
-    t.alloc(l.store_len, "parameters");
-    t.alloc(l.store_len, "gradients");
+    let store_bytes = DType::F32.bytes(l.store_len);
+    t.alloc(store_bytes, "parameters");
+    t.alloc(store_bytes, "gradients");
     for k in 0..l.state_slots {
-        t.alloc(l.store_len, &format!("optimizer state {k}"));
+        t.alloc(store_bytes, &format!("optimizer state {k}"));
     }
     let owned_from = t.bufs.len();
     let grad_target = if l.accumulate {
-        t.alloc(l.store_len, "micro-batch gradients").buf
+        t.alloc(store_bytes, "micro-batch gradients")
     } else {
         GRADS
     };
-    let stats = l.stats.then(|| t.alloc(2, "gradient statistics"));
+    let stats = l.stats.then(|| t.alloc_view(2, DType::F32, "gradient statistics"));
 
-    let mut const_vals = Vec::new();
+    // Constants: one buffer, each tensor word-aligned and stored in its own type.
+    let mut const_bytes: Vec<u8> = Vec::new();
     let mut const_at = HashMap::new();
     for &i in &s.order {
         if let Op::Const { value } = nodes[i].op {
-            const_at.insert(i, const_vals.len());
-            const_vals.extend(std::iter::repeat_n(value, nodes[i].shape.numel()));
+            let n = &nodes[i];
+            const_at.insert(i, const_bytes.len());
+            for _ in 0..n.shape.numel() {
+                match n.dtype {
+                    DType::F32 => const_bytes.extend(value.to_le_bytes()),
+                    DType::F16 => const_bytes.extend(half::f16::from_f32(value).to_le_bytes()),
+                    DType::U32 => const_bytes.extend((value as u32).to_le_bytes()),
+                }
+            }
+            const_bytes.resize(words(const_bytes.len()), 0);
         }
     }
-    let const_buf = (!const_vals.is_empty()).then(|| t.alloc(const_vals.len(), "constants").buf);
+    let const_buf = (!const_bytes.is_empty()).then(|| t.alloc(const_bytes.len(), "constants"));
 
     let mut view: Vec<Option<View>> = vec![None; nodes.len()];
     let mut persistent = s.persistent.clone();
@@ -146,36 +179,30 @@ pub(crate) fn plan(graph: &Graph, s: &Schedule, l: &Layout<'_>) -> Memory {
     for (i, n) in nodes.iter().enumerate() {
         let len = n.shape.numel();
         if let Op::Input { name, .. } = &n.op {
-            view[i] = Some(t.alloc(len, &format!("input `{name}`")));
+            view[i] = Some(t.alloc_view(len, n.dtype, &format!("input `{name}`")));
             continue;
         }
         if !s.needed[i] {
             continue;
         }
         let v = match &n.op {
-            Op::Param { index } => View {
-                buf: PARAMS,
-                offset: l.param_offset[*index],
-                len,
-            },
+            Op::Param { index } => flat(PARAMS, l.param_offset[*index], len),
             Op::Const { .. } => View {
                 buf: const_buf.expect("constants were collected"),
                 offset: const_at[&i],
                 len,
+                dtype: n.dtype,
             },
             Op::Reshape => view[n.inputs[0].index()].expect("operands are placed before their readers"),
             _ => match l.grad_of.get(&i).and_then(|ps| ps.first()).copied() {
-                // A gradient computed straight into its parameter's slot.
-                Some(pi) => {
+                // A gradient computed straight into its parameter's slot (gradients of the f32
+                // parameters are f32: autodiff casts them back from any lower precision).
+                Some(pi) if n.dtype == DType::F32 => {
                     claimed[pi] = true;
                     persistent[i] = true;
-                    View {
-                        buf: grad_target,
-                        offset: l.param_offset[pi],
-                        len,
-                    }
+                    flat(grad_target, l.param_offset[pi], len)
                 }
-                None => t.pooled(len),
+                _ => t.pooled(len, n.dtype),
             },
         };
         view[i] = Some(v);
@@ -206,7 +233,7 @@ pub(crate) fn plan(graph: &Graph, s: &Schedule, l: &Layout<'_>) -> Memory {
         bufs: t.bufs,
         owned_from,
         view,
-        constants: const_buf.map(|b| (b, const_vals)),
+        constants: const_buf.map(|b| (b, const_bytes)),
         copies,
         grad_target,
         stats,
@@ -216,7 +243,7 @@ pub(crate) fn plan(graph: &Graph, s: &Schedule, l: &Layout<'_>) -> Memory {
 impl Memory {
     /// Bytes of the buffers the program owns.
     pub fn owned_bytes(&self) -> usize {
-        ELEM * self.bufs[self.owned_from..].iter().map(|b| b.len).sum::<usize>()
+        self.bufs[self.owned_from..].iter().map(|b| b.bytes).sum::<usize>()
     }
 }
 
@@ -234,16 +261,17 @@ pub(crate) fn check(
             .iter()
             .enumerate()
             .filter(|(i, v)| v.is_some() && !matches!(graph.nodes()[*i].op, Op::Reshape | Op::Param { .. }))
-            .map(|(i, _)| (ELEM * graph.nodes()[i].shape.numel(), i))
+            .map(|(i, _)| (graph.nodes()[i].dtype.bytes(graph.nodes()[i].shape.numel()), i))
             .collect();
         t.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         t.iter()
             .take(n)
             .map(|&(bytes, i)| {
                 format!(
-                    "{} {:?} {}",
-                    graph.describe(crate::graph::NodeId(i, graph.id())),
+                    "{} {:?} {} {}",
+                    graph.describe(NodeId(i, graph.id())),
                     graph.nodes()[i].shape,
+                    graph.nodes()[i].dtype,
                     human(bytes)
                 )
             })
@@ -251,12 +279,12 @@ pub(crate) fn check(
             .join(", ")
     };
     for b in &m.bufs[m.owned_from..] {
-        if ELEM * b.len > limits.max_buffer {
+        if b.bytes > limits.max_buffer {
             return Err(Error::OutOfMemory(format!(
                 "the {} buffer needs {} but the device binds at most {} per buffer; the largest \
                  tensors are {}. Use a smaller batch.",
                 b.label,
-                human(ELEM * b.len),
+                human(b.bytes),
                 human(limits.max_buffer),
                 largest(3)
             )));

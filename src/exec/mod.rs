@@ -29,20 +29,26 @@ use crate::backend::{Backend, Kernel, Segment, StepUniforms, UpdateKernel, View}
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Op};
 use crate::optim::{Clip, Optimizer, Schedule};
+use crate::shape::DType;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
-use memory::{ELEM, GRADS, PARAMS};
+use half::f16;
+use memory::{flat, GRADS, PARAMS};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Data fed to one input for one step.
+/// Data fed to one input for one step, row-major.
 #[derive(Clone, Copy, Debug)]
 pub enum Feed<'a> {
-    /// Values for an f32 input, row-major.
+    /// Values for a float input (an f16 input rounds them).
     F32(&'a [f32]),
-    /// Class labels for a labels input.
+    /// Values for an f16 input.
+    F16(&'a [f16]),
+    /// Class labels for a labels input (each checked against the class count).
     Labels(&'a [u32]),
+    /// Values for a u32 input (token ids, or labels).
+    U32(&'a [u32]),
 }
 
 /// What a training program adds to the forward computation.
@@ -87,17 +93,32 @@ pub struct CompileOptions {
 /// The fetched values of one step.
 #[derive(Clone, Debug, Default)]
 pub struct Outputs {
+    /// Float fetches (f16 widened to f32).
     values: Vec<(NodeId, Tensor)>,
+    /// u32 fetches.
+    ids: Vec<(NodeId, Vec<u32>)>,
 }
 
 impl Outputs {
-    /// The value of a fetched node.
+    /// The value of a fetched float node (f16 values are widened exactly to f32).
     pub fn get(&self, node: NodeId) -> Result<&Tensor> {
+        if self.ids.iter().any(|(n, _)| *n == node) {
+            return crate::error::invalid("Outputs::get", format!("node #{} is u32: use get_u32", node.index()));
+        }
         self.values
             .iter()
             .find(|(n, _)| *n == node)
             .map(|(_, t)| t)
             .ok_or_else(|| Error::UnknownNode(format!("node #{} was not fetched by this program", node.index())))
+    }
+
+    /// The value of a fetched u32 node (labels, argmax indices, token ids).
+    pub fn get_u32(&self, node: NodeId) -> Result<&[u32]> {
+        self.ids
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, v)| v.as_slice())
+            .ok_or_else(|| Error::UnknownNode(format!("node #{} was not fetched by this program as u32", node.index())))
     }
 
     /// The value of a fetched one-element node.
@@ -109,6 +130,7 @@ impl Outputs {
 struct InputSlot<B: Backend> {
     buf: B::Buffer,
     shape: Shape,
+    dtype: DType,
     classes: Option<usize>,
     needed: bool,
 }
@@ -247,7 +269,7 @@ impl<B: Backend> Program<B> {
             Some(b) => Some(b),
             None => budget_from_env()?,
         };
-        let store_bytes = ELEM * store.len() * (2 + state_slots);
+        let store_bytes = DType::F32.bytes(store.len()) * (2 + state_slots);
         memory::check(graph, &mem, store_bytes, backend.memory_limits(), budget)?;
         let (mut kernels, mut steps) = lower(graph, &sched, &mem, &param_offset);
         let update = match &training {
@@ -260,7 +282,7 @@ impl<B: Backend> Program<B> {
         let mut buffers = vec![store.params.clone(), store.grads.clone()];
         buffers.extend(store.state[..state_slots].iter().cloned());
         for b in &mem.bufs[mem.owned_from..] {
-            buffers.push(backend.alloc(b.len, &b.label)?);
+            buffers.push(backend.alloc(b.bytes, &b.label)?);
         }
         if let Some((buf, vals)) = &mem.constants {
             backend.write(&buffers[*buf], 0, vals)?;
@@ -274,6 +296,7 @@ impl<B: Backend> Program<B> {
                     InputSlot {
                         buf: buffers[v.buf].clone(),
                         shape: n.shape.clone(),
+                        dtype: n.dtype,
                         classes: *classes,
                         needed: sched.needed[i],
                     },
@@ -297,7 +320,7 @@ impl<B: Backend> Program<B> {
             .enumerate()
             .map(|(i, b)| PlanBuffer {
                 label: b.label.clone(),
-                bytes: ELEM * b.len,
+                bytes: b.bytes,
                 shared: i < mem.owned_from,
             })
             .collect();
@@ -368,7 +391,8 @@ impl<B: Backend> Program<B> {
             })?;
             let n = match feed {
                 Feed::F32(d) => d.len(),
-                Feed::Labels(d) => d.len(),
+                Feed::F16(d) => d.len(),
+                Feed::Labels(d) | Feed::U32(d) => d.len(),
             };
             if n != slot.shape.numel() {
                 return Err(Error::FeedSize {
@@ -377,31 +401,35 @@ impl<B: Backend> Program<B> {
                     got: n,
                 });
             }
-            match (feed, slot.classes) {
-                (Feed::F32(d), None) => self.backend.write(&slot.buf, 0, d)?,
-                (Feed::Labels(d), Some(c)) => {
-                    if let Some(&bad) = d.iter().find(|&&l| l as usize >= c) {
-                        return Err(Error::Label {
-                            name: name.to_string(),
-                            label: bad as usize,
-                            classes: c,
-                        });
+            let wrong = |takes: &str| {
+                Err(Error::Invalid {
+                    op: "run",
+                    reason: format!("input `{name}` is {} and takes {takes}", slot.dtype),
+                })
+            };
+            match (feed, slot.dtype) {
+                (Feed::F32(d), DType::F32) => self.backend.write(&slot.buf, 0, bytemuck::cast_slice(d))?,
+                (Feed::F32(d), DType::F16) => {
+                    let h: Vec<f16> = d.iter().map(|&v| f16::from_f32(v)).collect();
+                    self.backend.write(&slot.buf, 0, bytemuck::cast_slice(&h))?
+                }
+                (Feed::F16(d), DType::F16) => self.backend.write(&slot.buf, 0, bytemuck::cast_slice(d))?,
+                (Feed::Labels(d) | Feed::U32(d), DType::U32) => {
+                    if let Some(c) = slot.classes {
+                        if let Some(&bad) = d.iter().find(|&&l| l as usize >= c) {
+                            return Err(Error::Label {
+                                name: name.to_string(),
+                                label: bad as usize,
+                                classes: c,
+                            });
+                        }
                     }
-                    let v: Vec<f32> = d.iter().map(|&l| l as f32).collect();
-                    self.backend.write(&slot.buf, 0, &v)?
+                    self.backend.write(&slot.buf, 0, bytemuck::cast_slice(d))?
                 }
-                (Feed::F32(_), Some(_)) => {
-                    return Err(Error::Invalid {
-                        op: "run",
-                        reason: format!("input `{name}` takes class labels (Feed::Labels)"),
-                    })
-                }
-                (Feed::Labels(_), None) => {
-                    return Err(Error::Invalid {
-                        op: "run",
-                        reason: format!("input `{name}` takes f32 values (Feed::F32)"),
-                    })
-                }
+                (_, DType::U32) if slot.classes.is_some() => return wrong("class labels (Feed::Labels)"),
+                (_, DType::U32) => return wrong("Feed::U32"),
+                (_, DType::F16) => return wrong("Feed::F16 or Feed::F32"),
+                (_, DType::F32) => return wrong("f32 values (Feed::F32)"),
             }
         }
         for (name, slot) in &self.inputs {
@@ -429,22 +457,21 @@ impl<B: Backend> Program<B> {
         }
     }
 
-    fn outputs(&self, data: Vec<Vec<f32>>) -> Outputs {
-        let values = self
-            .fetches
-            .iter()
-            .zip(data)
-            .map(|((n, _, s), d)| {
-                (
+    fn outputs(&self, data: Vec<Vec<u8>>) -> Outputs {
+        let mut out = Outputs::default();
+        for ((n, v, s), d) in self.fetches.iter().zip(data) {
+            match v.dtype {
+                DType::U32 => out.ids.push((*n, bytemuck::pod_collect_to_vec(&d))),
+                dt => out.values.push((
                     *n,
                     Tensor {
                         shape: s.clone(),
-                        data: d,
+                        data: to_f32(&d, dt),
                     },
-                )
-            })
-            .collect();
-        Outputs { values }
+                )),
+            }
+        }
+        out
     }
 
     /// Run one step: write the feeds, run every kernel, return the fetched values. A training
@@ -471,7 +498,7 @@ impl<B: Backend> Program<B> {
             let mut data = self
                 .backend
                 .execute(self.fused.get(&self.backend, &self.buffers)?, &u, &views)?;
-            let stats = data.pop().expect("the statistics were fetched");
+            let stats = to_f32(&data.pop().expect("the statistics were fetched"), DType::F32);
             self.finish_update(&stats, 1)?;
             return Ok(self.outputs(data));
         }
@@ -523,7 +550,7 @@ impl<B: Backend> Program<B> {
         let mut data = self
             .backend
             .execute(t.update.get(&self.backend, &self.buffers)?, &u, &[stats_view])?;
-        let stats = data.pop().expect("the statistics were fetched");
+        let stats = to_f32(&data.pop().expect("the statistics were fetched"), DType::F32);
         let result = self.finish_update(&stats, n);
         if let Some(t) = self.training.as_mut() {
             if let Some(z) = t.zero.as_mut() {
@@ -545,7 +572,8 @@ impl<B: Backend> Program<B> {
         let grads = &self.buffers[GRADS];
         let mut culprit = None;
         for (name, offset, len) in &t.updated {
-            let g = self.backend.read(grads, *offset, *len)?;
+            let v = flat(GRADS, *offset, *len);
+            let g = to_f32(&self.backend.read(grads, v.offset, v.bytes())?, DType::F32);
             if let Some((i, v)) = g.iter().enumerate().find(|(_, v)| !v.is_finite()) {
                 culprit = Some(format!("the gradient of `{name}` is {v} (element {i})"));
                 break;
@@ -553,7 +581,7 @@ impl<B: Backend> Program<B> {
         }
         let loss = match t.loss.and_then(|l| self.fetches.iter().find(|f| f.0 == l).map(|f| f.1)) {
             Some(v) => {
-                let l = self.backend.read(&self.buffers[v.buf], v.offset, v.len)?;
+                let l = to_f32(&self.backend.read(&self.buffers[v.buf], v.offset, v.bytes())?, v.dtype);
                 format!("; the loss is {}", l.first().copied().unwrap_or(f32::NAN))
             }
             None => String::new(),
@@ -614,6 +642,21 @@ impl<B: Backend> Program<B> {
     }
 }
 
+/// Little-endian bytes of `dtype` elements as f32.
+pub(crate) fn to_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
+    match dtype {
+        DType::F32 => bytemuck::pod_collect_to_vec(bytes),
+        DType::F16 => bytemuck::pod_collect_to_vec::<u8, f16>(bytes)
+            .iter()
+            .map(|h| h.to_f32())
+            .collect(),
+        DType::U32 => bytemuck::pod_collect_to_vec::<u8, u32>(bytes)
+            .iter()
+            .map(|&v| v as f32)
+            .collect(),
+    }
+}
+
 /// Each graph parameter's offset in the store, checking that the store holds it as declared.
 fn place_params<B: Backend>(graph: &Graph, store: &ParamStore<B>) -> Result<Vec<usize>> {
     graph
@@ -660,8 +703,8 @@ fn lower(
         op,
         inputs,
         shape,
-        dtype: "f32",
-        bytes: ELEM * out.len,
+        dtype: out.dtype.name(),
+        bytes: out.bytes(),
         buf: out.buf,
         offset: out.offset,
         phase: Phase::Gradients,
@@ -696,11 +739,7 @@ fn lower(
         });
     }
     for &(src, pi) in &m.copies {
-        let dst = View {
-            buf: m.grad_target,
-            offset: param_offset[pi],
-            len: src.len,
-        };
+        let dst = flat(m.grad_target, param_offset[pi], src.len);
         steps.push(step(
             format!("grad `{}`", graph.params()[pi].name),
             "copy",
@@ -712,11 +751,7 @@ fn lower(
     }
     for &(pi, v) in &s.assigns {
         let src = m.view[v.index()].expect("assigned values are placed");
-        let dst = View {
-            buf: PARAMS,
-            offset: param_offset[pi],
-            len: src.len,
-        };
+        let dst = flat(PARAMS, param_offset[pi], src.len);
         steps.push(step(
             format!("`{}`", graph.params()[pi].name),
             "assign",
@@ -727,19 +762,8 @@ fn lower(
         kernels.push(Kernel::Copy { src, dst });
     }
     if m.grad_target != GRADS {
-        let len = m.bufs[GRADS].len;
-        let (src, dst) = (
-            View {
-                buf: m.grad_target,
-                offset: 0,
-                len,
-            },
-            View {
-                buf: GRADS,
-                offset: 0,
-                len,
-            },
-        );
+        let len = m.bufs[GRADS].bytes / DType::F32.size();
+        let (src, dst) = (flat(m.grad_target, 0, len), flat(GRADS, 0, len));
         steps.push(step(
             "gradients += micro-batch".into(),
             "add_into",
@@ -775,14 +799,7 @@ fn update_pass(
         .collect();
     segments.sort_by_key(|s| s.offset);
     let stats = m.stats.expect("training programs have statistics");
-    let src: Vec<View> = segments
-        .iter()
-        .map(|s| View {
-            buf: GRADS,
-            offset: s.offset,
-            len: s.len,
-        })
-        .collect();
+    let src: Vec<View> = segments.iter().map(|s| flat(GRADS, s.offset, s.len)).collect();
     let check: Vec<View> = t.grads.loss.and_then(|l| m.view[l.index()]).into_iter().collect();
     let mut max_norm = None;
     let mut clip_value = None;
@@ -812,17 +829,13 @@ fn update_pass(
         op,
         inputs: vec![vec![n_params]],
         shape,
-        dtype: "f32",
-        bytes: ELEM * out.len,
+        dtype: out.dtype.name(),
+        bytes: out.bytes(),
         buf: out.buf,
         offset: out.offset,
         phase: Phase::Update,
     };
-    let all = View {
-        buf: PARAMS,
-        offset: 0,
-        len: m.bufs[PARAMS].len,
-    };
+    let all = flat(PARAMS, 0, m.bufs[PARAMS].bytes / DType::F32.size());
     let steps = vec![
         step("Σg², non-finite count", "grad_stats", stats, vec![2]),
         step(opt.kind.name(), "update", all, vec![n_params]),

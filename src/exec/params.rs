@@ -4,13 +4,13 @@
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::shape::Shape;
+use crate::shape::{DType, Shape};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Parameters start at multiples of this many elements (256 bytes), the strictest storage
+/// Parameters are f32. They start at multiples of this many elements (256 bytes), the strictest storage
 /// offset alignment wgpu adapters ask for, so a GPU can bind a single parameter directly.
 pub const ALIGN: usize = 64;
 
@@ -56,14 +56,14 @@ impl<B: Backend> ParamStore<B> {
             total += p.shape.numel().div_ceil(ALIGN) * ALIGN;
         }
         let total = total.max(ALIGN);
-        let params = backend.alloc(total, "params")?;
-        let grads = backend.alloc(total, "grads")?;
+        let params = backend.alloc(DType::F32.bytes(total), "params")?;
+        let grads = backend.alloc(DType::F32.bytes(total), "grads")?;
         let mut host = vec![0f32; total];
         for (p, e) in graph.params().iter().zip(&entries) {
             let v = p.init.values(seed, &p.name, &p.shape);
             host[e.offset..e.offset + v.len()].copy_from_slice(&v);
         }
-        backend.write(&params, 0, &host)?;
+        backend.write(&params, 0, bytemuck::cast_slice(&host))?;
         Ok(ParamStore {
             backend: backend.clone(),
             entries,
@@ -106,13 +106,13 @@ impl<B: Backend> ParamStore<B> {
 
     /// Device bytes held: parameters, gradients and optimiser state.
     pub fn bytes(&self) -> usize {
-        4 * self.total * (2 + self.state.len())
+        DType::F32.bytes(self.total) * (2 + self.state.len())
     }
 
     /// Copy a parameter to the host.
     pub fn get(&self, name: &str) -> Result<Tensor> {
         let e = self.entry(name)?;
-        let data = self.backend.read(&self.params, e.offset, e.shape.numel())?;
+        let data = self.read_f32(&self.params, e.offset, e.shape.numel())?;
         Tensor::new(e.shape.clone(), data)
     }
 
@@ -127,13 +127,13 @@ impl<B: Backend> ParamStore<B> {
                 reason: format!("{} values given", data.len()),
             });
         }
-        self.backend.write(&self.params, e.offset, data)
+        self.write_f32(&self.params, e.offset, data)
     }
 
     /// Copy a parameter's gradient (as last computed by a training program) to the host.
     pub fn gradient(&self, name: &str) -> Result<Tensor> {
         let e = self.entry(name)?;
-        let data = self.backend.read(&self.grads, e.offset, e.shape.numel())?;
+        let data = self.read_f32(&self.grads, e.offset, e.shape.numel())?;
         Tensor::new(e.shape.clone(), data)
     }
 
@@ -157,13 +157,13 @@ impl<B: Backend> ParamStore<B> {
     /// The whole flat state buffer `slot` (same layout as the parameters: see [`Self::entries`]).
     pub fn read_state(&self, slot: usize) -> Result<Vec<f32>> {
         let b = self.state_buf(slot)?;
-        self.backend.read(b, 0, self.total)
+        self.read_f32(b, 0, self.total)
     }
 
     /// One parameter's part of state buffer `slot` (e.g. Adam's first moment for slot 0).
     pub fn state_of(&self, slot: usize, name: &str) -> Result<Tensor> {
         let e = self.entry(name)?;
-        let data = self.backend.read(self.state_buf(slot)?, e.offset, e.shape.numel())?;
+        let data = self.read_f32(self.state_buf(slot)?, e.offset, e.shape.numel())?;
         Tensor::new(e.shape.clone(), data)
     }
 
@@ -179,7 +179,7 @@ impl<B: Backend> ParamStore<B> {
             });
         }
         self.ensure_state(slot + 1)?;
-        self.backend.write(&self.state[slot], 0, data)
+        self.write_f32(&self.state[slot], 0, data)
     }
 
     fn state_buf(&self, slot: usize) -> Result<&B::Buffer> {
@@ -189,10 +189,20 @@ impl<B: Backend> ParamStore<B> {
         })
     }
 
+    fn read_f32(&self, buf: &B::Buffer, first: usize, len: usize) -> Result<Vec<f32>> {
+        let bytes = self.backend.read(buf, DType::F32.bytes(first), DType::F32.bytes(len))?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    fn write_f32(&self, buf: &B::Buffer, first: usize, data: &[f32]) -> Result<()> {
+        self.backend
+            .write(buf, DType::F32.bytes(first), bytemuck::cast_slice(data))
+    }
+
     /// Make sure `slots` optimiser state buffers exist (zeroed when created).
     pub(crate) fn ensure_state(&mut self, slots: usize) -> Result<()> {
         while self.state.len() < slots {
-            let b = self.backend.alloc(self.total, "optimizer state")?;
+            let b = self.backend.alloc(DType::F32.bytes(self.total), "optimizer state")?;
             self.state.push(b);
         }
         Ok(())
@@ -202,7 +212,7 @@ impl<B: Backend> ParamStore<B> {
     pub fn reset_state(&self) -> Result<()> {
         let zeros = vec![0f32; self.total];
         for s in &self.state {
-            self.backend.write(s, 0, &zeros)?;
+            self.write_f32(s, 0, &zeros)?;
         }
         Ok(())
     }

@@ -39,11 +39,11 @@ impl Graph {
     pub fn im2col(&mut self, x: NodeId, win: Window) -> Result<NodeId> {
         let [n, c, _, _] = self.nchw("im2col", x)?;
         let (oh, ow) = self.window_out("im2col", x, &win)?;
-        Ok(self.push(
+        self.push(
             Op::Im2Col(win),
             vec![x],
             Shape(vec![n, c * win.k[0] * win.k[1], oh * ow]),
-        ))
+        )
     }
 
     /// 2-D convolution (cross-correlation, as every framework computes it) of `x: (N, C, H, W)`
@@ -133,14 +133,14 @@ impl Graph {
     /// window is computed once and kept for the backward pass.
     pub fn max_pool2d(&mut self, x: NodeId, k: [usize; 2], stride: [usize; 2], pad: [usize; 2]) -> Result<NodeId> {
         let (win, out) = self.pool_window("max_pool2d", x, k, stride, pad)?;
-        let idx = self.push(Op::MaxPoolArgmax(win), vec![x], out.clone());
-        Ok(self.push(Op::GatherPlanes, vec![x, idx], out))
+        let idx = self.push(Op::MaxPoolArgmax(win), vec![x], out.clone())?;
+        self.push(Op::GatherPlanes, vec![x, idx], out)
     }
 
     /// Average pooling (padding counted in the divisor): `(N, C, H, W)` → `(N, C, OH, OW)`.
     pub fn avg_pool2d(&mut self, x: NodeId, k: [usize; 2], stride: [usize; 2], pad: [usize; 2]) -> Result<NodeId> {
         let (win, out) = self.pool_window("avg_pool2d", x, k, stride, pad)?;
-        Ok(self.push(Op::AvgPool(win), vec![x], out))
+        self.push(Op::AvgPool(win), vec![x], out)
     }
 
     /// The window of a pooling op and its output shape `(N, C, OH, OW)`; padding beyond half
@@ -185,7 +185,8 @@ impl Graph {
             return Ok(x);
         }
         let key = self.nodes().len() as u32;
-        let mask = self.push(Op::DropoutMask { p, key }, vec![], self.shape(x).clone());
+        // The mask takes x's float type, so dropout works in f16 graphs too.
+        let mask = self.push_typed(Op::DropoutMask { p, key }, vec![], self.shape(x).clone(), self.dtype(x));
         self.mul(x, mask)
     }
 }

@@ -8,7 +8,7 @@ pub use op::{BinaryOp, Op, ReduceOp, UnaryOp, Window};
 
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::shape::{broadcast_shapes, Shape};
+use crate::shape::{broadcast_shapes, DType, Shape};
 use std::collections::HashMap;
 
 /// A node of a [`Graph`]: its position and the identity of the graph that made it, so an id
@@ -36,6 +36,8 @@ pub struct Node {
     pub inputs: Vec<NodeId>,
     /// Its output shape.
     pub shape: Shape,
+    /// Its element type.
+    pub dtype: DType,
     /// An optional name for messages.
     pub name: Option<String>,
 }
@@ -191,15 +193,96 @@ impl Graph {
         self.check_ids(op, ids)
     }
 
-    /// Append a node whose shape has already been checked.
-    pub(crate) fn push(&mut self, op: Op, inputs: Vec<NodeId>, shape: Shape) -> NodeId {
+    /// Append a node whose shape has already been checked, inferring (and checking) its element
+    /// type from its operands.
+    pub(crate) fn push(&mut self, op: Op, inputs: Vec<NodeId>, shape: Shape) -> Result<NodeId> {
+        let dtype = self.infer_dtype(&op, &inputs)?;
+        Ok(self.push_typed(op, inputs, shape, dtype))
+    }
+
+    fn push_typed(&mut self, op: Op, inputs: Vec<NodeId>, shape: Shape, dtype: DType) -> NodeId {
         self.nodes.push(Node {
             op,
             inputs,
             shape,
+            dtype,
             name: None,
         });
         NodeId(self.nodes.len() - 1, self.id)
+    }
+
+    /// The element type of a node.
+    pub fn dtype(&self, id: NodeId) -> DType {
+        self.nodes[id.0].dtype
+    }
+
+    /// The element type `op` produces from `inputs`: arithmetic takes floats of one type and
+    /// keeps it; labels and indices are `u32`.
+    fn infer_dtype(&self, op: &Op, inputs: &[NodeId]) -> Result<DType> {
+        let d: Vec<DType> = inputs.iter().map(|&i| self.nodes[i.0].dtype).collect();
+        let err = |reason: &str| Error::DType {
+            op: op.name(),
+            node: self.describe_new(inputs),
+            dtypes: d.clone(),
+            reason: reason.into(),
+        };
+        let float = |ds: &[DType]| -> Result<DType> {
+            match ds.first() {
+                Some(&first) if first.is_float() && ds.iter().all(|&x| x == first) => Ok(first),
+                Some(_) if ds.iter().all(|x| x.is_float()) => {
+                    Err(err("float operands must have one type; convert one with Graph::cast"))
+                }
+                Some(_) => Err(err("this op takes floats; convert with Graph::cast")),
+                None => Ok(DType::F32),
+            }
+        };
+        let index = |x: DType, what: &str| -> Result<()> {
+            if x == DType::U32 {
+                Ok(())
+            } else {
+                Err(err(&format!("{what} must be u32")))
+            }
+        };
+        match op {
+            Op::Input { classes, .. } => Ok(if classes.is_some() { DType::U32 } else { DType::F32 }),
+            Op::Param { .. } | Op::Const { .. } | Op::DropoutMask { .. } => Ok(DType::F32),
+            Op::Cast(to) => Ok(*to),
+            Op::Where => float(&d[1..]),
+            Op::MaxPoolArgmax(_) => float(&d).map(|_| DType::U32),
+            Op::GatherPlanes | Op::ScatterPlanes(_) => {
+                index(d[1], "pooling indices")?;
+                float(&d[..1])
+            }
+            Op::SoftmaxCrossEntropy { .. } => {
+                index(d[1], "labels")?;
+                float(&d[..1])
+            }
+            Op::SoftmaxCrossEntropyGrad { .. } => {
+                index(d[1], "labels")?;
+                float(&[d[0], d[2]])
+            }
+            Op::OneHot { .. } => index(d[0], "labels").map(|_| DType::F32),
+            // Data movement keeps any type.
+            Op::Reshape | Op::Permute { .. } | Op::BroadcastTo | Op::Slice { .. } | Op::Pad { .. } => Ok(d[0]),
+            Op::Concat { .. } => {
+                if d.iter().all(|&x| x == d[0]) {
+                    Ok(d[0])
+                } else {
+                    Err(err("concatenated tensors must have one type"))
+                }
+            }
+            Op::Unary(_)
+            | Op::UnaryGrad(_)
+            | Op::Binary(_)
+            | Op::Reduce { .. }
+            | Op::MatMul { .. }
+            | Op::Softmax
+            | Op::LogSoftmax
+            | Op::Im2Col(_)
+            | Op::Col2Im(_)
+            | Op::AvgPool(_)
+            | Op::AvgPoolGrad(_) => float(&d),
+        }
     }
 
     // ----- leaves -------------------------------------------------------------------------
@@ -207,6 +290,24 @@ impl Graph {
     /// A fed f32 input. Names are unique; asking again with the same shape returns the node.
     pub fn input(&mut self, name: &str, shape: impl Into<Shape>) -> Result<NodeId> {
         self.input_impl(name, shape.into(), None)
+    }
+
+    /// A fed tensor of element type `dtype` (e.g. `u32` token ids, or an `f16` batch).
+    pub fn input_typed(&mut self, name: &str, shape: impl Into<Shape>, dtype: DType) -> Result<NodeId> {
+        if let Some(&id) = self.input_by_name.get(name) {
+            if self.dtype(id) != dtype {
+                return Err(Error::DType {
+                    op: "input",
+                    node: self.describe(id),
+                    dtypes: vec![self.dtype(id), dtype],
+                    reason: "an input of this name already exists with another type".into(),
+                });
+            }
+            return self.input_impl(name, shape.into(), None);
+        }
+        let id = self.input_impl(name, shape.into(), None)?;
+        self.nodes[id.0].dtype = dtype;
+        Ok(id)
     }
 
     /// A fed vector of integer class labels in `0..classes`.
@@ -244,13 +345,15 @@ impl Graph {
                 "inputs must not be empty",
             ));
         }
-        let id = self.push(
+        let dtype = if classes.is_some() { DType::U32 } else { DType::F32 };
+        let id = self.push_typed(
             Op::Input {
                 name: name.into(),
                 classes,
             },
             vec![],
             shape,
+            dtype,
         );
         self.set_name(id, name);
         self.input_by_name.insert(name.into(), id);
@@ -287,7 +390,7 @@ impl Graph {
         }
         init.validate(name)?;
         let index = self.params.len();
-        let id = self.push(Op::Param { index }, vec![], shape.clone());
+        let id = self.push_typed(Op::Param { index }, vec![], shape.clone(), DType::F32);
         self.set_name(id, name);
         let decay = shape.rank() >= 2;
         self.params.push(ParamInfo {
@@ -349,7 +452,23 @@ impl Graph {
 
     /// A tensor of the given shape filled with `value`.
     pub fn constant(&mut self, value: f32, shape: impl Into<Shape>) -> NodeId {
-        self.push(Op::Const { value }, vec![], shape.into())
+        self.push_typed(Op::Const { value }, vec![], shape.into(), DType::F32)
+    }
+
+    /// A tensor of the given shape and element type filled with `value` (rounded to the type).
+    pub fn constant_typed(&mut self, value: f32, shape: impl Into<Shape>, dtype: DType) -> NodeId {
+        self.push_typed(Op::Const { value }, vec![], shape.into(), dtype)
+    }
+
+    /// `x` converted to `dtype` (see [`Op::Cast`]); `x` itself when it already has that type.
+    /// The gradient flows back through the conversion in the other direction.
+    pub fn cast(&mut self, x: NodeId, dtype: DType) -> Result<NodeId> {
+        self.check("cast", &[x])?;
+        if self.dtype(x) == dtype {
+            return Ok(x);
+        }
+        let s = self.shape(x).clone();
+        self.push(Op::Cast(dtype), vec![x], s)
     }
 
     /// A scalar constant.
@@ -372,11 +491,11 @@ impl Graph {
             _ => {}
         }
         let s = self.shape(x).clone();
-        Ok(self.push(Op::Unary(op), vec![x], s))
+        self.push(Op::Unary(op), vec![x], s)
     }
 
     /// `dy · f'(x)`, used by gradient rules.
-    pub(crate) fn unary_grad(&mut self, op: UnaryOp, x: NodeId, dy: NodeId) -> NodeId {
+    pub(crate) fn unary_grad(&mut self, op: UnaryOp, x: NodeId, dy: NodeId) -> Result<NodeId> {
         let s = self.shape(x).clone();
         self.push(Op::UnaryGrad(op), vec![x, dy], s)
     }
@@ -393,7 +512,7 @@ impl Graph {
                 "shapes do not broadcast",
             )
         })?;
-        Ok(self.push(Op::Binary(op), vec![a, b], s))
+        self.push(Op::Binary(op), vec![a, b], s)
     }
 
     /// `a + b` (broadcasting).
@@ -447,7 +566,7 @@ impl Graph {
                     "shapes do not broadcast",
                 )
             })?;
-        Ok(self.push(Op::Where, vec![cond, a, b], s))
+        self.push(Op::Where, vec![cond, a, b], s)
     }
 
     /// `-x`
@@ -537,7 +656,7 @@ impl Graph {
                     (true, false) => None,
                 })
                 .collect();
-        Ok(self.push(Op::Reduce { op, axes: ax, keepdim }, vec![x], Shape(dims)))
+        self.push(Op::Reduce { op, axes: ax, keepdim }, vec![x], Shape(dims))
     }
 
     /// Sum over `axes`.
@@ -597,7 +716,7 @@ impl Graph {
         if s == shape {
             return Ok(x);
         }
-        Ok(self.push(Op::BroadcastTo, vec![x], shape))
+        self.push(Op::BroadcastTo, vec![x], shape)
     }
 
     // ----- layout -------------------------------------------------------------------------
@@ -618,7 +737,7 @@ impl Graph {
         if s == shape {
             return Ok(x);
         }
-        Ok(self.push(Op::Reshape, vec![x], shape))
+        self.push(Op::Reshape, vec![x], shape)
     }
 
     /// Reorder axes: output axis `i` is input axis `perm[i]`.
@@ -642,7 +761,7 @@ impl Graph {
             return Ok(x);
         }
         let out = Shape(perm.iter().map(|&p| s.0[p]).collect());
-        Ok(self.push(Op::Permute { perm: perm.to_vec() }, vec![x], out))
+        self.push(Op::Permute { perm: perm.to_vec() }, vec![x], out)
     }
 
     /// Swap the last two axes.
@@ -684,7 +803,7 @@ impl Graph {
         }
         let mut out = first.clone();
         out.0[axis] = shapes.iter().map(|s| s.0[axis]).sum();
-        Ok(self.push(Op::Concat { axis }, xs.to_vec(), out))
+        self.push(Op::Concat { axis }, xs.to_vec(), out)
     }
 
     /// Elements `start..end` along `axis`.
@@ -704,11 +823,11 @@ impl Graph {
         if out == s {
             return Ok(x);
         }
-        Ok(self.push(Op::Slice { axis, start, end }, vec![x], out))
+        self.push(Op::Slice { axis, start, end }, vec![x], out)
     }
 
     /// Zero-pad along `axis`.
-    pub(crate) fn pad(&mut self, x: NodeId, axis: usize, before: usize, after: usize) -> NodeId {
+    pub(crate) fn pad(&mut self, x: NodeId, axis: usize, before: usize, after: usize) -> Result<NodeId> {
         let mut out = self.shape(x).clone();
         out.0[axis] += before + after;
         self.push(Op::Pad { axis, before, after }, vec![x], out)
@@ -754,7 +873,7 @@ impl Graph {
             sb.0[..rb - 2].to_vec()
         };
         out.extend([m, n]);
-        Ok(self.push(Op::MatMul { ta, tb }, vec![a, b], Shape(out)))
+        self.push(Op::MatMul { ta, tb }, vec![a, b], Shape(out))
     }
 
     // ----- softmax family -----------------------------------------------------------------
@@ -780,7 +899,7 @@ impl Graph {
                 "needs rank at least 1",
             ));
         }
-        Ok(self.push(op, vec![x], s))
+        self.push(op, vec![x], s)
     }
 
     /// Per-row softmax cross-entropy: logits `(N, C)`, labels `(N)` → losses `(N)`.
@@ -802,11 +921,11 @@ impl Graph {
                 "expected logits (N, C) and labels (N)",
             ));
         }
-        Ok(self.push(
+        self.push(
             Op::SoftmaxCrossEntropy { smoothing },
             vec![logits, labels],
             Shape(vec![sl.0[0]]),
-        ))
+        )
     }
 
     /// One-hot encoding of labels `(N)` as `(N, classes)`.
@@ -821,7 +940,7 @@ impl Graph {
                 "expected labels (N) and at least one class",
             ));
         }
-        Ok(self.push(Op::OneHot { classes }, vec![labels], Shape(vec![s.0[0], classes])))
+        self.push(Op::OneHot { classes }, vec![labels], Shape(vec![s.0[0], classes]))
     }
 
     /// Labels must be a labels input whose class count matches the logits' last axis.

@@ -118,7 +118,8 @@ impl Window {
 /// One operation of the graph. See the module documentation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// A fed f32 tensor, or (with `classes`) a fed vector of integer class labels.
+    /// A fed tensor (its element type is the node's), or (with `classes`) a fed vector of `u32`
+    /// class labels.
     Input {
         /// The feed name.
         name: String,
@@ -218,10 +219,10 @@ pub enum Op {
     /// Fold columns back, summing overlaps (the adjoint of [`Op::Im2Col`]):
     /// cols `(N, C·KH·KW, OH·OW)` → x `(N, C, H, W)`.
     Col2Im(Window),
-    /// Position of the maximum of each pooling window, as an index into its `(H·W)` plane
-    /// (stored as f32, exact below 2²⁴): x `(N, C, H, W)` → `(N, C, OH, OW)`. Padding never wins.
+    /// Position of the maximum of each pooling window, as a `u32` index into its `(H·W)` plane:
+    /// x `(N, C, H, W)` → `(N, C, OH, OW)`. Padding never wins.
     MaxPoolArgmax(Window),
-    /// `y[n, c, o] = x[n, c, idx[n, c, o]]`: inputs `[x (N, C, H, W), idx (N, C, OH, OW)]`.
+    /// `y[n, c, o] = x[n, c, idx[n, c, o]]`: inputs `[x (N, C, H, W), idx (N, C, OH, OW) u32]`.
     GatherPlanes,
     /// The adjoint of [`Op::GatherPlanes`]: inputs `[dy (N, C, OH, OW), idx]` → `(N, C, H, W)`,
     /// each input position summing the `dy` of the windows whose argmax it is.
@@ -231,6 +232,9 @@ pub enum Op {
     AvgPool(Window),
     /// The adjoint of [`Op::AvgPool`]: `dy (N, C, OH, OW)` → `(N, C, H, W)`.
     AvgPoolGrad(Window),
+    /// Convert to another element type: floats round to nearest (even), f32 → u32 truncates
+    /// toward zero (negative values and NaN give 0), u32 → float is exact below 2²⁴.
+    Cast(crate::shape::DType),
     /// An inverted-dropout mask of the node's shape: each element is `1/(1−p)` with probability
     /// `1 − p`, else 0, drawn from a counter-based generator keyed by (seed, step, `key`).
     DropoutMask {
@@ -272,6 +276,7 @@ impl Op {
             Op::ScatterPlanes(_) => "scatter_planes",
             Op::AvgPool(_) => "avg_pool",
             Op::AvgPoolGrad(_) => "avg_pool_grad",
+            Op::Cast(_) => "cast",
             Op::DropoutMask { .. } => "dropout_mask",
         }
     }

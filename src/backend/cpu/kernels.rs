@@ -191,6 +191,9 @@ fn split3(s: &Shape, axis: usize) -> (usize, usize, usize) {
 pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape, u: &StepUniforms) -> KResult {
     match op {
         Op::Input { .. } | Op::Param { .. } => return Err("leaves are not kernels".into()),
+        // Operands arrive widened to f32 and the result is narrowed to the output's type by the
+        // caller, so a conversion is a copy here.
+        Op::Cast(_) => out.copy_from_slice(x[0]),
         Op::Const { value } => out.fill(*value),
         Op::Unary(u) => {
             for (o, &v) in out.iter_mut().zip(x[0]) {
@@ -530,10 +533,8 @@ fn matmul(ta: bool, tb: bool, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, c: &
 
 /// The fused optimiser step over every segment.
 pub fn update(up: &UpdateKernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniforms) -> crate::error::Result<()> {
-    let (sum_sq, bad) = (
-        bufs[up.stats.buf][up.stats.offset],
-        bufs[up.stats.buf][up.stats.offset + 1],
-    );
+    let at = up.stats.first();
+    let (sum_sq, bad) = (bufs[up.stats.buf][at], bufs[up.stats.buf][at + 1]);
     if bad != 0.0 {
         // A non-finite gradient or loss: the step is skipped, nothing changes.
         return Ok(());

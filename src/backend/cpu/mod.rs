@@ -1,18 +1,26 @@
 //! The CPU reference backend: plain, readable Rust for every kernel, so that each GPU kernel has
 //! something obviously correct to be checked against. Matrix products go through the
 //! `matrixmultiply` crate's blocked SGEMM.
+//!
+//! Buffers are 4-byte words. Kernels compute in f32: operands of other types are widened on the
+//! way in (u32 exactly below 2²⁴, f16 exactly) and results narrowed on the way out (f16 rounds
+//! to nearest even, u32 truncates), so an f16 tensor holds here exactly what a GPU that stores
+//! f16 holds.
 
 mod kernels;
 
 use super::{Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
 use crate::error::{Error, Result};
+use crate::shape::DType;
+use half::f16;
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The CPU reference backend.
 #[derive(Clone, Debug, Default)]
 pub struct Cpu;
 
-/// A host buffer; clones share it.
+/// A host buffer of 4-byte words (held as f32, whatever they encode); clones share it.
 #[derive(Clone, Debug)]
 pub struct CpuBuffer(Arc<Mutex<Vec<f32>>>);
 
@@ -30,13 +38,48 @@ pub struct CpuProgram {
     kernels: Vec<Kernel>,
 }
 
-fn check_view(v: &View, len: usize, what: &str) -> Result<()> {
-    if v.offset + v.len > len {
+fn check_range(offset: usize, bytes: usize, words: usize, what: &str) -> Result<()> {
+    if offset % 4 != 0 || offset + bytes > 4 * words {
         return Err(Error::Backend(format!(
-            "{what}: view {v:?} overruns a buffer of {len} elements"
+            "{what}: {bytes} bytes at offset {offset} do not fit a buffer of {} bytes (offsets are multiples of 4)",
+            4 * words
         )));
     }
     Ok(())
+}
+
+/// The bytes of view `v` in `words`.
+fn bytes_of<'a>(words: &'a [f32], v: &View) -> &'a [u8] {
+    &bytemuck::cast_slice::<f32, u8>(words)[v.offset..v.offset + v.bytes()]
+}
+
+/// The elements of `v` as f32: borrowed when they are f32, widened otherwise.
+fn widen<'a>(words: &'a [f32], v: &View) -> Cow<'a, [f32]> {
+    let b = bytes_of(words, v);
+    match v.dtype {
+        DType::F32 => Cow::Borrowed(bytemuck::cast_slice(b)),
+        DType::F16 => Cow::Owned(bytemuck::cast_slice::<u8, f16>(b).iter().map(|h| h.to_f32()).collect()),
+        DType::U32 => Cow::Owned(bytemuck::cast_slice::<u8, u32>(b).iter().map(|&i| i as f32).collect()),
+    }
+}
+
+/// Store f32 results into view `v` of `words`, narrowing to its type.
+fn narrow(words: &mut [f32], v: &View, vals: &[f32]) {
+    let b = &mut bytemuck::cast_slice_mut::<f32, u8>(words)[v.offset..v.offset + v.bytes()];
+    match v.dtype {
+        DType::F32 => b.copy_from_slice(bytemuck::cast_slice(vals)),
+        DType::F16 => {
+            for (o, &x) in bytemuck::cast_slice_mut::<u8, f16>(b).iter_mut().zip(vals) {
+                *o = f16::from_f32(x);
+            }
+        }
+        DType::U32 => {
+            // `as` truncates toward zero and saturates; NaN gives 0.
+            for (o, &x) in bytemuck::cast_slice_mut::<u8, u32>(b).iter_mut().zip(vals) {
+                *o = x as u32;
+            }
+        }
+    }
 }
 
 impl Backend for Cpu {
@@ -58,33 +101,26 @@ impl Backend for Cpu {
         }
     }
 
-    fn alloc(&self, len: usize, _label: &str) -> Result<CpuBuffer> {
+    fn alloc(&self, bytes: usize, _label: &str) -> Result<CpuBuffer> {
+        let words = bytes.div_ceil(4);
         let mut v = Vec::new();
-        v.try_reserve_exact(len)
-            .map_err(|_| Error::Backend(format!("cannot allocate {len} f32 elements")))?;
-        v.resize(len, 0.0);
+        v.try_reserve_exact(words)
+            .map_err(|_| Error::Backend(format!("cannot allocate {bytes} bytes")))?;
+        v.resize(words, 0.0);
         Ok(CpuBuffer(Arc::new(Mutex::new(v))))
     }
 
-    fn write(&self, buf: &CpuBuffer, offset: usize, data: &[f32]) -> Result<()> {
+    fn write(&self, buf: &CpuBuffer, offset: usize, data: &[u8]) -> Result<()> {
         let mut b = buf.lock()?;
-        check_view(
-            &View {
-                buf: 0,
-                offset,
-                len: data.len(),
-            },
-            b.len(),
-            "write",
-        )?;
-        b[offset..offset + data.len()].copy_from_slice(data);
+        check_range(offset, data.len(), b.len(), "write")?;
+        bytemuck::cast_slice_mut::<f32, u8>(&mut b)[offset..offset + data.len()].copy_from_slice(data);
         Ok(())
     }
 
-    fn read(&self, buf: &CpuBuffer, offset: usize, len: usize) -> Result<Vec<f32>> {
+    fn read(&self, buf: &CpuBuffer, offset: usize, bytes: usize) -> Result<Vec<u8>> {
         let b = buf.lock()?;
-        check_view(&View { buf: 0, offset, len }, b.len(), "read")?;
-        Ok(b[offset..offset + len].to_vec())
+        check_range(offset, bytes, b.len(), "read")?;
+        Ok(bytemuck::cast_slice::<f32, u8>(&b)[offset..offset + bytes].to_vec())
     }
 
     fn prepare(&self, buffers: Vec<CpuBuffer>, kernels: Vec<Kernel>) -> Result<CpuProgram> {
@@ -98,21 +134,18 @@ impl Backend for Cpu {
                 let len = *lens
                     .get(v.buf)
                     .ok_or_else(|| Error::Backend(format!("view {v:?} names no buffer")))?;
-                check_view(v, len, "prepare")?;
+                check_range(v.offset, v.bytes(), len, "prepare")?;
             }
         }
         Ok(CpuProgram { buffers, kernels })
     }
 
-    fn execute(&self, p: &mut CpuProgram, u: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<f32>>> {
+    fn execute(&self, p: &mut CpuProgram, u: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<u8>>> {
         let mut guards: Vec<MutexGuard<'_, Vec<f32>>> = p.buffers.iter().map(|b| b.lock()).collect::<Result<_>>()?;
         for k in &p.kernels {
             run_kernel(k, &mut guards, u)?;
         }
-        Ok(fetch
-            .iter()
-            .map(|v| guards[v.buf][v.offset..v.offset + v.len].to_vec())
-            .collect())
+        Ok(fetch.iter().map(|v| bytes_of(&guards[v.buf], v).to_vec()).collect())
     }
 }
 
@@ -137,78 +170,88 @@ fn kernel_views(k: &Kernel) -> (Vec<View>, Vec<View>) {
 }
 
 /// Run one kernel. The output buffer is moved out of the table while the kernel runs, so inputs
-/// can be borrowed from the rest; inputs that live in the output's own buffer are copied first.
+/// can be borrowed from the rest; inputs that live in the output's own buffer, or that are not
+/// f32, are copied (widened) first.
 fn run_kernel(k: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniforms) -> Result<()> {
-    match k {
-        Kernel::Update(up) => kernels::update(up, bufs, u),
-        Kernel::Op { .. }
-        | Kernel::Copy { .. }
-        | Kernel::GradStats { .. }
-        | Kernel::AddInto { .. }
-        | Kernel::Fill { .. } => {
-            let (ins, outs) = kernel_views(k);
-            let out = outs[0];
-            let copies: Vec<Option<Vec<f32>>> = ins
-                .iter()
-                .map(|v| (v.buf == out.buf).then(|| bufs[v.buf][v.offset..v.offset + v.len].to_vec()))
-                .collect();
-            let mut out_buf = std::mem::take(&mut *bufs[out.buf]);
-            let result = {
-                let slices: Vec<&[f32]> = ins
-                    .iter()
-                    .zip(&copies)
-                    .map(|(v, c)| match c {
-                        Some(c) => c.as_slice(),
-                        None => &bufs[v.buf][v.offset..v.offset + v.len],
-                    })
-                    .collect();
-                let o = &mut out_buf[out.offset..out.offset + out.len];
-                match k {
-                    Kernel::Op {
-                        op,
-                        in_shapes,
-                        out_shape,
-                        node,
-                        ..
-                    } => kernels::op(op, &slices, in_shapes, o, out_shape, u)
-                        .map_err(|e| Error::Backend(format!("node #{} ({}): {e}", node.index(), op.name()))),
-                    Kernel::Copy { .. } => {
-                        o.copy_from_slice(slices[0]);
-                        Ok(())
-                    }
-                    Kernel::GradStats { src, .. } => {
-                        let (grads, checked) = slices.split_at(src.len());
-                        let s: f64 = grads
-                            .iter()
-                            .flat_map(|s| s.iter())
-                            .map(|&x| (x as f64) * (x as f64))
-                            .sum();
-                        let bad = grads
-                            .iter()
-                            .chain(checked)
-                            .flat_map(|s| s.iter())
-                            .filter(|x| !x.is_finite())
-                            .count();
-                        o[0] = s as f32;
-                        o[1] = bad as f32;
-                        Ok(())
-                    }
-                    Kernel::AddInto { .. } => {
-                        // slices[1] is the old `dst` (copied, as it lives in the output buffer).
-                        for ((o, &a), &b) in o.iter_mut().zip(slices[0]).zip(slices[1]) {
-                            *o = b + a;
-                        }
-                        Ok(())
-                    }
-                    Kernel::Fill { value, .. } => {
-                        o.fill(*value);
-                        Ok(())
-                    }
-                    Kernel::Update(_) => unreachable!("handled above"),
-                }
-            };
-            *bufs[out.buf] = out_buf;
-            result
+    if let Kernel::Update(up) = k {
+        return kernels::update(up, bufs, u);
+    }
+    let (ins, outs) = kernel_views(k);
+    let out = outs[0];
+    let owned: Vec<Option<Vec<f32>>> = ins
+        .iter()
+        .map(|v| (v.buf == out.buf || v.dtype != DType::F32).then(|| widen(&bufs[v.buf], v).into_owned()))
+        .collect();
+    let mut out_buf = std::mem::take(&mut *bufs[out.buf]);
+    let result = {
+        let slices: Vec<&[f32]> = ins
+            .iter()
+            .zip(&owned)
+            .map(|(v, c)| match c {
+                Some(c) => c.as_slice(),
+                None => &bufs[v.buf][v.first()..v.first() + v.len],
+            })
+            .collect();
+        let mut scratch;
+        let o: &mut [f32] = if out.dtype == DType::F32 {
+            &mut out_buf[out.first()..out.first() + out.len]
+        } else {
+            scratch = vec![0f32; out.len];
+            &mut scratch
+        };
+        let r = compute(k, &slices, o, u);
+        if out.dtype != DType::F32 {
+            let vals = o.to_vec();
+            narrow(&mut out_buf, &out, &vals);
         }
+        r
+    };
+    *bufs[out.buf] = out_buf;
+    result
+}
+
+/// One non-update kernel on f32 operands.
+fn compute(k: &Kernel, x: &[&[f32]], o: &mut [f32], u: &StepUniforms) -> Result<()> {
+    match k {
+        Kernel::Op {
+            op,
+            in_shapes,
+            out_shape,
+            node,
+            ..
+        } => kernels::op(op, x, in_shapes, o, out_shape, u)
+            .map_err(|e| Error::Backend(format!("node #{} ({}): {e}", node.index(), op.name()))),
+        Kernel::Copy { .. } => {
+            o.copy_from_slice(x[0]);
+            Ok(())
+        }
+        Kernel::GradStats { src, .. } => {
+            let (grads, checked) = x.split_at(src.len());
+            let s: f64 = grads
+                .iter()
+                .flat_map(|s| s.iter())
+                .map(|&v| (v as f64) * (v as f64))
+                .sum();
+            let bad = grads
+                .iter()
+                .chain(checked)
+                .flat_map(|s| s.iter())
+                .filter(|v| !v.is_finite())
+                .count();
+            o[0] = s as f32;
+            o[1] = bad as f32;
+            Ok(())
+        }
+        Kernel::AddInto { .. } => {
+            for ((o, &a), &b) in o.iter_mut().zip(x[0]).zip(x[1]) {
+                *o = b + a;
+            }
+            Ok(())
+        }
+        Kernel::Fill { value, .. } => {
+            o.fill(*value);
+            Ok(())
+        }
+        Kernel::Update(_) => unreachable!("run_kernel handles the update"),
     }
 }

@@ -5,7 +5,7 @@
 use crate::backend::{Kernel, View};
 use crate::graph::{BinaryOp, Op, ReduceOp, UnaryOp, Window};
 use crate::optim::OptimizerKind;
-use crate::shape::{broadcast_strides, Shape};
+use crate::shape::{broadcast_strides, DType, Shape};
 
 /// Highest tensor rank the strided kernels take.
 pub const MAX_RANK: usize = 6;
@@ -572,6 +572,20 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
                 outputs: vec![out.buf],
                 grid: Grid::Groups(rows),
             }
+        }
+        Op::Cast(_) => {
+            let mode = match (x[0].dtype, out.dtype) {
+                (DType::F32, DType::U32) => 1,
+                (DType::U32, DType::F32) => 2,
+                (a, b) => return Err(format!("cast from {a} to {b}")),
+            };
+            ew(
+                "convert",
+                vec![u(n), mode, u(x[0].offset), u(out.offset)],
+                vec![x[0].buf],
+                out.buf,
+                n,
+            )
         }
         Op::OneHot { classes } => ew(
             "one_hot",

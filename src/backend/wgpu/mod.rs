@@ -11,6 +11,7 @@ pub mod lower;
 use super::{Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
 use crate::error::{Error, Result};
 use crate::optim::OptimizerKind;
+use crate::shape::DType;
 use lower::{Dispatch, Family, Grid};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,11 +45,11 @@ struct Inner {
     lost: Arc<Mutex<Option<String>>>,
 }
 
-/// A device buffer of f32 elements.
+/// A device buffer (a multiple of 4 bytes).
 #[derive(Clone, Debug)]
 pub struct GpuBuffer {
     buf: wgpu::Buffer,
-    len: usize,
+    bytes: usize,
 }
 
 struct Prepared {
@@ -389,17 +390,18 @@ impl Gpu {
         })
     }
 
-    fn raw(&self, len: usize, usage: wgpu::BufferUsages, label: &str) -> wgpu::Buffer {
+    /// A buffer of `bytes` bytes (at least 16).
+    fn raw(&self, bytes: usize, usage: wgpu::BufferUsages, label: &str) -> wgpu::Buffer {
         self.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: (len.max(4) * 4) as u64,
+            size: bytes.div_ceil(4).max(4) as u64 * 4,
             usage,
             mapped_at_creation: false,
         })
     }
 
-    fn map_read(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
-        let slice = staging.slice(..(len * 4) as u64);
+    fn map_read(&self, staging: &wgpu::Buffer, bytes: usize) -> Result<Vec<u8>> {
+        let slice = staging.slice(..bytes as u64);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -418,11 +420,66 @@ impl Gpu {
             let view = slice
                 .get_mapped_range()
                 .map_err(|e| Error::Backend(format!("reading the staging buffer: {e:?}")))?;
-            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+            view.to_vec()
         };
         staging.unmap();
         Ok(out)
     }
+}
+
+/// The kernel with its views counted in elements, as the WGSL kernels index their arrays (u32
+/// tensors are bound as 4-byte words too). f16 tensors have no kernels on this backend yet.
+fn in_elements(k: &Kernel) -> std::result::Result<Kernel, String> {
+    let conv = |v: &View| -> std::result::Result<View, String> {
+        match v.dtype {
+            DType::F32 | DType::U32 => Ok(View {
+                offset: v.first(),
+                ..*v
+            }),
+            DType::F16 => Err(
+                "f16 tensors are not supported by the wgpu backend yet: run mixed precision on the CPU backend".into(),
+            ),
+        }
+    };
+    let all = |vs: &[View]| vs.iter().map(conv).collect::<std::result::Result<Vec<_>, _>>();
+    Ok(match k {
+        Kernel::Op {
+            op,
+            inputs,
+            in_shapes,
+            out,
+            out_shape,
+            node,
+        } => Kernel::Op {
+            op: op.clone(),
+            inputs: all(inputs)?,
+            in_shapes: in_shapes.clone(),
+            out: conv(out)?,
+            out_shape: out_shape.clone(),
+            node: *node,
+        },
+        Kernel::Copy { src, dst } => Kernel::Copy {
+            src: conv(src)?,
+            dst: conv(dst)?,
+        },
+        Kernel::GradStats { src, check, out } => Kernel::GradStats {
+            src: all(src)?,
+            check: all(check)?,
+            out: conv(out)?,
+        },
+        Kernel::AddInto { src, dst } => Kernel::AddInto {
+            src: conv(src)?,
+            dst: conv(dst)?,
+        },
+        Kernel::Fill { dst, value } => Kernel::Fill {
+            dst: conv(dst)?,
+            value: *value,
+        },
+        Kernel::Update(u) => Kernel::Update(crate::backend::UpdateKernel {
+            stats: conv(&u.stats)?,
+            ..u.clone()
+        }),
+    })
 }
 
 fn out_view(k: &Kernel) -> Option<View> {
@@ -457,69 +514,73 @@ impl Backend for Gpu {
         }
     }
 
-    fn alloc(&self, len: usize, label: &str) -> Result<GpuBuffer> {
-        let bytes = (len.max(4) * 4) as u64;
-        let max = self
-            .inner
-            .limits
-            .max_storage_buffer_binding_size
-            .min(self.inner.limits.max_buffer_size);
+    fn alloc(&self, bytes: usize, label: &str) -> Result<GpuBuffer> {
+        let bytes = bytes.div_ceil(4) * 4;
+        let max = self.memory_limits().max_buffer;
         if bytes > max {
-            return Err(Error::Backend(format!(
+            return Err(Error::OutOfMemory(format!(
                 "`{label}` needs {bytes} bytes but {} binds at most {max} bytes per storage buffer",
                 self.inner.info.name
             )));
         }
         let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buf = self.raw(
-            len,
+            bytes,
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             label,
         );
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Backend(format!("allocating `{label}` ({bytes} bytes): {e}")));
         }
-        Ok(GpuBuffer { buf, len })
+        Ok(GpuBuffer { buf, bytes })
     }
 
-    fn write(&self, b: &GpuBuffer, offset: usize, data: &[f32]) -> Result<()> {
-        if offset + data.len() > b.len {
+    fn write(&self, b: &GpuBuffer, offset: usize, data: &[u8]) -> Result<()> {
+        if offset % 4 != 0 || offset + data.len() > b.bytes {
             return Err(Error::Backend(format!(
-                "write of {} elements at {offset} overruns a buffer of {}",
+                "write of {} bytes at {offset} does not fit a buffer of {} bytes (offsets are multiples of 4)",
                 data.len(),
-                b.len
+                b.bytes
             )));
         }
         if !data.is_empty() {
-            self.inner
-                .queue
-                .write_buffer(&b.buf, (offset * 4) as u64, bytemuck::cast_slice(data));
+            // Copies move whole words: pad a ragged tail (an odd number of f16) with zeros,
+            // which lands in the padding every tensor's allocation is rounded up to.
+            if data.len() % 4 == 0 {
+                self.inner.queue.write_buffer(&b.buf, offset as u64, data);
+            } else {
+                let mut padded = data.to_vec();
+                padded.resize(data.len().div_ceil(4) * 4, 0);
+                self.inner.queue.write_buffer(&b.buf, offset as u64, &padded);
+            }
         }
         self.check("write")
     }
 
-    fn read(&self, b: &GpuBuffer, offset: usize, len: usize) -> Result<Vec<f32>> {
-        if offset + len > b.len {
+    fn read(&self, b: &GpuBuffer, offset: usize, bytes: usize) -> Result<Vec<u8>> {
+        let words = bytes.div_ceil(4) * 4;
+        if offset % 4 != 0 || offset + words > b.bytes {
             return Err(Error::Backend(format!(
-                "read of {len} elements at {offset} overruns a buffer of {}",
-                b.len
+                "read of {bytes} bytes at {offset} does not fit a buffer of {} bytes",
+                b.bytes
             )));
         }
         let staging = self.raw(
-            len,
+            words,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             "read staging",
         );
         let mut enc = self.inner.device.create_command_encoder(&Default::default());
-        if len > 0 {
-            enc.copy_buffer_to_buffer(&b.buf, (offset * 4) as u64, &staging, 0, (len * 4) as u64);
+        if words > 0 {
+            enc.copy_buffer_to_buffer(&b.buf, offset as u64, &staging, 0, words as u64);
         }
         self.inner.queue.submit(std::iter::once(enc.finish()));
-        let v = if len > 0 {
-            self.map_read(&staging, len)?
+        let mut v = if words > 0 {
+            self.map_read(&staging, words)?
         } else {
             Vec::new()
         };
+        v.truncate(bytes);
         self.check("read")?;
         Ok(v)
     }
@@ -527,7 +588,7 @@ impl Backend for Gpu {
     fn prepare(&self, mut buffers: Vec<GpuBuffer>, kernels: Vec<Kernel>) -> Result<GpuProgram> {
         let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let step = self.raw(
-            16,
+            64,
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             "step values",
         );
@@ -537,12 +598,13 @@ impl Backend for Gpu {
             if let Kernel::Update(u) = k {
                 rule = Some(u.rule);
             }
+            let k = &in_elements(k).map_err(Error::Backend)?;
             let mut ds = lower::lower(k).map_err(Error::Backend)?;
             // A kernel may not read the buffer it writes in the same dispatch: write to a
             // scratch twin of that buffer, then copy the written range across.
             if let Some(out) = out_view(k) {
                 if ds.iter().any(|d| d.inputs.contains(&out.buf)) {
-                    let scratch = self.alloc(buffers[out.buf].len, "alias scratch")?;
+                    let scratch = self.alloc(buffers[out.buf].bytes, "alias scratch")?;
                     buffers.push(scratch);
                     let s = buffers.len() - 1;
                     for d in &mut ds {
@@ -563,7 +625,7 @@ impl Backend for Gpu {
         let mut dispatches = Vec::with_capacity(planned.len());
         for d in &planned {
             let kp = self.raw(
-                d.kp.len(),
+                4 * d.kp.len(),
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 d.entry,
             );
@@ -591,7 +653,7 @@ impl Backend for Gpu {
         })
     }
 
-    fn execute(&self, p: &mut GpuProgram, u: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<f32>>> {
+    fn execute(&self, p: &mut GpuProgram, u: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<u8>>> {
         let c = p.rule.map(|r| r.coefficients(u.lr, u.t)).unwrap_or_default();
         let words: [u32; 16] = [
             u.lr.to_bits(),
@@ -613,7 +675,10 @@ impl Backend for Gpu {
         ];
         let q = &self.inner.queue;
         q.write_buffer(&p.step, 0, bytemuck::cast_slice(&words));
-        let total: usize = fetch.iter().map(|v| v.len).sum();
+        // Fetched views are copied in whole words (tensors start 4-byte aligned, and their
+        // allocations are rounded up to whole words).
+        let words = |v: &View| v.bytes().div_ceil(4) * 4;
+        let total: usize = fetch.iter().map(words).sum();
         if total > 0 && p.staging.as_ref().is_none_or(|(_, n)| *n < total) {
             p.staging = Some((
                 self.raw(
@@ -669,12 +734,12 @@ impl Backend for Gpu {
             for v in fetch.iter().filter(|v| v.len > 0) {
                 enc.copy_buffer_to_buffer(
                     &p.buffers[v.buf].buf,
-                    (v.offset * 4) as u64,
+                    v.offset as u64,
                     staging,
-                    (at * 4) as u64,
-                    (v.len * 4) as u64,
+                    at as u64,
+                    words(v) as u64,
                 );
-                at += v.len;
+                at += words(v);
             }
         }
         q.submit(std::iter::once(enc.finish()));
@@ -686,8 +751,8 @@ impl Backend for Gpu {
         let mut out = Vec::with_capacity(fetch.len());
         let mut at = 0;
         for v in fetch {
-            out.push(data[at..at + v.len].to_vec());
-            at += v.len;
+            out.push(data[at..at + v.bytes()].to_vec());
+            at += words(v);
         }
         Ok(out)
     }
