@@ -39,7 +39,7 @@ pub struct CpuProgram {
 }
 
 fn check_range(offset: usize, bytes: usize, words: usize, what: &str) -> Result<()> {
-    if offset % 4 != 0 || offset + bytes > 4 * words {
+    if !offset.is_multiple_of(4) || offset + bytes > 4 * words {
         return Err(Error::Backend(format!(
             "{what}: {bytes} bytes at offset {offset} do not fit a buffer of {} bytes (offsets are multiples of 4)",
             4 * words

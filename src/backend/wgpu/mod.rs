@@ -536,7 +536,7 @@ impl Backend for Gpu {
     }
 
     fn write(&self, b: &GpuBuffer, offset: usize, data: &[u8]) -> Result<()> {
-        if offset % 4 != 0 || offset + data.len() > b.bytes {
+        if !offset.is_multiple_of(4) || offset + data.len() > b.bytes {
             return Err(Error::Backend(format!(
                 "write of {} bytes at {offset} does not fit a buffer of {} bytes (offsets are multiples of 4)",
                 data.len(),
@@ -546,7 +546,7 @@ impl Backend for Gpu {
         if !data.is_empty() {
             // Copies move whole words: pad a ragged tail (an odd number of f16) with zeros,
             // which lands in the padding every tensor's allocation is rounded up to.
-            if data.len() % 4 == 0 {
+            if data.len().is_multiple_of(4) {
                 self.inner.queue.write_buffer(&b.buf, offset as u64, data);
             } else {
                 let mut padded = data.to_vec();
@@ -559,7 +559,7 @@ impl Backend for Gpu {
 
     fn read(&self, b: &GpuBuffer, offset: usize, bytes: usize) -> Result<Vec<u8>> {
         let words = bytes.div_ceil(4) * 4;
-        if offset % 4 != 0 || offset + words > b.bytes {
+        if !offset.is_multiple_of(4) || offset + words > b.bytes {
             return Err(Error::Backend(format!(
                 "read of {bytes} bytes at {offset} does not fit a buffer of {} bytes",
                 b.bytes
