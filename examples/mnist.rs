@@ -3,12 +3,17 @@
 //! cargo run --release --example mnist -- [--epochs 1] [--batch 64] [--lr 1e-3]
 //!     [--optimizer adam|adamw|sgd|momentum|nesterov|rmsprop|adagrad] [--device auto|cpu|gpu]
 //!     [--data DIR] [--limit N] [--val N] [--model lenet|resnet] [--seed S] [--patience P]
+//!     [--precision f32|mixed] [--plan]
+//!
+//! `--precision mixed` trains with f16 activations and gradients, f32 master weights and
+//! update, and dynamic loss scaling; `--plan` prints the compiled training program (every
+//! kernel with its shapes, type, bytes and buffer) before training.
 //!
 //! Progress goes to stderr; the last line of stdout is a JSON object with the run's metrics.
 
 use kiln::data::{load_mnist, Dataset};
 use kiln::nn::{self, BatchNorm, Conv2d, Linear, ResidualBlock};
-use kiln::train::{FitConfig, Trainer};
+use kiln::train::{FitConfig, Precision, Trainer};
 use kiln::{Backend, Graph, NodeId, Optimizer};
 use std::path::PathBuf;
 
@@ -24,6 +29,8 @@ struct Args {
     model: String,
     seed: u64,
     patience: Option<usize>,
+    precision: Precision,
+    plan: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -39,6 +46,8 @@ fn parse() -> Result<Args, String> {
         model: "lenet".into(),
         seed: 1,
         patience: None,
+        precision: Precision::F32,
+        plan: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +65,14 @@ fn parse() -> Result<Args, String> {
             "--model" => a.model = val()?,
             "--seed" => a.seed = num(val()?)? as u64,
             "--patience" => a.patience = Some(num(val()?)? as usize),
+            "--precision" => {
+                a.precision = match val()?.as_str() {
+                    "f32" => Precision::F32,
+                    "mixed" => Precision::Mixed,
+                    other => return Err(format!("--precision: `{other}` is not f32 or mixed")),
+                }
+            }
+            "--plan" => a.plan = true,
             "-h" | "--help" => return Err("usage: see the comment at the top of examples/mnist.rs".into()),
             other => return Err(format!("unknown flag {other}")),
         }
@@ -113,7 +130,24 @@ fn run<B: Backend>(
     };
     let opt = optimizer(&a.optimizer, a.lr)?;
     let t0 = std::time::Instant::now();
-    let mut trainer = Trainer::classifier(backend, &train.sample_shape, 10, a.batch, model, None, &opt, a.seed)?;
+    let mut trainer = Trainer::classifier_with_precision(
+        backend,
+        &train.sample_shape,
+        10,
+        a.batch,
+        model,
+        None,
+        &opt,
+        a.seed,
+        a.precision,
+    )
+    .map_err(|e| match e {
+        kiln::Error::OutOfMemory(m) => format!("{m} (the batch is --batch {})", a.batch).into(),
+        e => Box::<dyn std::error::Error>::from(e),
+    })?;
+    if a.plan {
+        eprintln!("{}", trainer.train_program().plan());
+    }
     let info = backend.info();
     eprintln!(
         "{} on {} ({}): {} parameters, {} kernels per step, compiled in {:.2}s",
@@ -137,7 +171,7 @@ fn run<B: Backend>(
     let opt_num = |v: Option<f32>| v.map_or("null".to_string(), |v| format!("{v:.6}"));
     eprintln!("test loss {:.4}, test accuracy {:.2}%", tm.loss, 100.0 * tm.accuracy);
     Ok(format!(
-        "{{\"model\":\"{}\",\"epochs\":{},\"batch\":{},\"optimizer\":\"{}\",\"lr\":{},\"train_samples\":{},\"train_loss\":{:.6},\"train_accuracy\":{:.6},\"validation_loss\":{},\"validation_accuracy\":{},\"test_loss\":{:.6},\"test_accuracy\":{:.6},\"samples_per_s\":{:.1},\"device\":\"{}\",\"adapter\":\"{}\",\"peak_bytes\":{},\"stopped_early\":{}}}",
+        "{{\"model\":\"{}\",\"epochs\":{},\"batch\":{},\"optimizer\":\"{}\",\"lr\":{},\"train_samples\":{},\"train_loss\":{:.6},\"train_accuracy\":{:.6},\"validation_loss\":{},\"validation_accuracy\":{},\"test_loss\":{:.6},\"test_accuracy\":{:.6},\"samples_per_s\":{:.1},\"device\":\"{}\",\"adapter\":\"{}\",\"peak_bytes\":{},\"precision\":\"{}\",\"loss_scale\":{},\"skipped_updates\":{},\"stopped_early\":{}}}",
         a.model,
         hist.train.len(),
         a.batch,
@@ -154,6 +188,9 @@ fn run<B: Backend>(
         info.backend,
         info.adapter.replace('"', "'"),
         trainer.peak_bytes(),
+        a.precision.name(),
+        opt_num(hist.loss_scale),
+        hist.skipped_updates,
         hist.stopped_early
     ))
 }

@@ -17,7 +17,13 @@ pub struct Gradients {
     pub params: Vec<(usize, NodeId)>,
     /// The loss these are gradients of.
     pub loss: Option<NodeId>,
+    /// With [`backward_scaled`]: the scalar input the backward pass starts from instead of 1,
+    /// which a training program sets to its current loss scale every step.
+    pub loss_scale: Option<NodeId>,
 }
+
+/// The name of the input [`backward_scaled`] adds.
+pub const LOSS_SCALE_INPUT: &str = "kiln.loss_scale";
 
 impl Gradients {
     /// The gradient node of the parameter node `param`, if the loss depends on it.
@@ -32,6 +38,23 @@ impl Gradients {
 /// Append the gradient of scalar `loss` with respect to every trainable parameter.
 /// Parameters the loss does not depend on, and frozen ones, get no gradient.
 pub fn backward(g: &mut Graph, loss: NodeId) -> Result<Gradients> {
+    backward_impl(g, loss, None)
+}
+
+/// Like [`backward`], for mixed-precision training with dynamic loss scaling: the backward pass
+/// starts from a scalar input ([`LOSS_SCALE_INPUT`]) instead of 1, so every gradient is
+/// multiplied by the loss scale `S` — small f16 gradients stay above f16's underflow — and the
+/// training program sets `S` each step and divides the update's gradients by it (see
+/// [`crate::exec::LossScaling`]).
+pub fn backward_scaled(g: &mut Graph, loss: NodeId) -> Result<Gradients> {
+    g.check_ids("backward", &[loss])?;
+    let shape = g.shape(loss).clone();
+    let dtype = g.dtype(loss);
+    let seed = g.input_typed(LOSS_SCALE_INPUT, shape, dtype)?;
+    backward_impl(g, loss, Some(seed))
+}
+
+fn backward_impl(g: &mut Graph, loss: NodeId, seed: Option<NodeId>) -> Result<Gradients> {
     let wrt: Vec<(usize, NodeId)> = g
         .params()
         .iter()
@@ -40,7 +63,7 @@ pub fn backward(g: &mut Graph, loss: NodeId) -> Result<Gradients> {
         .map(|(i, p)| (i, p.node))
         .collect();
     let nodes: Vec<NodeId> = wrt.iter().map(|&(_, n)| n).collect();
-    let grads = gradients(g, loss, &nodes)?;
+    let grads = gradients_from(g, loss, &nodes, seed)?;
     let params = wrt
         .iter()
         .zip(grads)
@@ -49,12 +72,18 @@ pub fn backward(g: &mut Graph, loss: NodeId) -> Result<Gradients> {
     Ok(Gradients {
         params,
         loss: Some(loss),
+        loss_scale: seed,
     })
 }
 
 /// Append `∂loss/∂n` for each `n` in `wrt` (any nodes: parameters, inputs for adversarial
 /// examples, intermediates). `None` where the loss does not depend on `n`.
 pub fn gradients(g: &mut Graph, loss: NodeId, wrt: &[NodeId]) -> Result<Vec<Option<NodeId>>> {
+    gradients_from(g, loss, wrt, None)
+}
+
+/// [`gradients`] starting from `seed` (a node of the loss's shape) instead of ones.
+fn gradients_from(g: &mut Graph, loss: NodeId, wrt: &[NodeId], seed: Option<NodeId>) -> Result<Vec<Option<NodeId>>> {
     let n_nodes = g.nodes().len();
     g.check_ids("backward", &[loss])?;
     g.check_ids("backward", wrt)?;
@@ -88,7 +117,10 @@ pub fn gradients(g: &mut Graph, loss: NodeId, wrt: &[NodeId]) -> Result<Vec<Opti
     let active = |i: usize| depends[i] && feeds_loss[i];
 
     let mut contribs: Vec<Vec<NodeId>> = vec![Vec::new(); n_nodes];
-    let seed = g.constant_typed(1.0, g.shape(loss).clone(), g.dtype(loss));
+    let seed = match seed {
+        Some(s) => s,
+        None => g.constant_typed(1.0, g.shape(loss).clone(), g.dtype(loss)),
+    };
     contribs[loss.0].push(seed);
     let mut adjoint: Vec<Option<NodeId>> = vec![None; n_nodes];
     for i in (0..=loss.0).rev() {

@@ -53,15 +53,15 @@ pub mod shape;
 mod tensor;
 pub mod train;
 
-pub use autodiff::{backward, gradients, Gradients};
+pub use autodiff::{backward, backward_scaled, gradients, Gradients};
 pub use backend::{Backend, Cpu, DeviceInfo, Gpu};
 pub use device::Device;
 pub use error::{Error, Result};
-pub use exec::{CompileOptions, Feed, Outputs, ParamStore, Plan, Program, Training};
+pub use exec::{CompileOptions, Feed, LossScaling, Outputs, ParamStore, Plan, Program, Training};
 pub use graph::{BinaryOp, Graph, NodeId, Op, ReduceOp, UnaryOp};
 pub use init::Init;
 pub use optim::{Clip, Optimizer, OptimizerKind, Schedule};
-pub use shape::Shape;
+pub use shape::{DType, Shape};
 pub use tensor::Tensor;
 
 /// The README's example, compiled and run as a doc-test so it cannot rot.

@@ -1,8 +1,20 @@
 //! Loss functions, penalties and metrics, as graph builders. Every loss returns a scalar node
-//! (the mean over the batch unless stated), ready for [`crate::backward`].
+//! (the mean over the batch unless stated), ready for [`crate::backward`]. Losses compute in
+//! f32: f16 predictions are converted first (as mixed-precision training does in every
+//! framework), so a loss is never rounded to f16.
 
 use crate::error::{invalid, Error, Result};
 use crate::graph::{Graph, NodeId};
+use crate::shape::DType;
+
+/// `x` in f32 (itself when it already is).
+fn f32(g: &mut Graph, x: NodeId) -> Result<NodeId> {
+    if g.dtype(x) == DType::F16 {
+        g.cast(x, DType::F32)
+    } else {
+        Ok(x)
+    }
+}
 
 fn same_shape(g: &Graph, op: &'static str, a: NodeId, b: NodeId) -> Result<()> {
     if g.shape(a) != g.shape(b) {
@@ -19,6 +31,7 @@ fn same_shape(g: &Graph, op: &'static str, a: NodeId, b: NodeId) -> Result<()> {
 /// Mean squared error, `mean((p − t)²)`.
 pub fn mse(g: &mut Graph, pred: NodeId, target: NodeId) -> Result<NodeId> {
     same_shape(g, "mse", pred, target)?;
+    let (pred, target) = (f32(g, pred)?, f32(g, target)?);
     let d = g.sub(pred, target)?;
     let s = g.square(d)?;
     g.mean_all(s)
@@ -27,6 +40,7 @@ pub fn mse(g: &mut Graph, pred: NodeId, target: NodeId) -> Result<NodeId> {
 /// Mean absolute error, `mean(|p − t|)`.
 pub fn l1(g: &mut Graph, pred: NodeId, target: NodeId) -> Result<NodeId> {
     same_shape(g, "l1", pred, target)?;
+    let (pred, target) = (f32(g, pred)?, f32(g, target)?);
     let d = g.sub(pred, target)?;
     let a = g.abs(d)?;
     g.mean_all(a)
@@ -47,6 +61,7 @@ pub fn cross_entropy(g: &mut Graph, logits: NodeId, labels: NodeId) -> Result<No
 
 /// Cross-entropy against labels smoothed by ε: targets `(1−ε)·onehot + ε/C`.
 pub fn cross_entropy_smoothed(g: &mut Graph, logits: NodeId, labels: NodeId, eps: f32) -> Result<NodeId> {
+    let logits = f32(g, logits)?;
     let per_row = g.softmax_cross_entropy(logits, labels, eps)?;
     g.mean_all(per_row)
 }
@@ -55,6 +70,7 @@ pub fn cross_entropy_smoothed(g: &mut Graph, logits: NodeId, labels: NodeId, eps
 /// `mean(softplus(x) − t·x)`, which equals `−t·ln σ(x) − (1−t)·ln(1−σ(x))` and never saturates.
 pub fn bce_with_logits(g: &mut Graph, logits: NodeId, targets: NodeId) -> Result<NodeId> {
     same_shape(g, "bce_with_logits", logits, targets)?;
+    let (logits, targets) = (f32(g, logits)?, f32(g, targets)?);
     let sp = g.softplus(logits)?;
     let tx = g.mul(targets, logits)?;
     let l = g.sub(sp, tx)?;

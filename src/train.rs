@@ -2,7 +2,7 @@
 //! runs epochs of seeded mini-batches with a live progress line, evaluates on validation and
 //! test sets, and stops early when validation loss stops improving.
 
-use crate::autodiff::backward;
+use crate::autodiff::{backward, backward_scaled};
 use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -10,6 +10,7 @@ use crate::exec::{Feed, ParamStore, Program, Training};
 use crate::graph::{Graph, NodeId};
 use crate::optim::Optimizer;
 use crate::rng::Rng;
+use crate::shape::DType;
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
@@ -28,6 +29,27 @@ pub struct Metrics {
     pub accuracy: f32,
 }
 
+/// The numeric precision of training.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// f16 activations and gradients, f32 master weights and optimiser update, f32 losses,
+    /// dynamic loss scaling (see [`crate::exec::LossScaling`]).
+    Mixed,
+}
+
+impl Precision {
+    /// `f32` or `mixed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Mixed => "mixed",
+        }
+    }
+}
+
 /// What [`Trainer::fit`] did.
 #[derive(Clone, Debug, Default)]
 pub struct History {
@@ -39,6 +61,10 @@ pub struct History {
     pub samples_per_s: f64,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// The loss scale at the end (mixed precision).
+    pub loss_scale: Option<f32>,
+    /// Updates skipped because a scaled gradient overflowed (mixed precision).
+    pub skipped_updates: u64,
 }
 
 /// How to fit.
@@ -95,6 +121,33 @@ impl<B: Backend> Trainer<B> {
         optimizer: &Optimizer,
         seed: u64,
     ) -> Result<Self> {
+        Self::classifier_with_precision(
+            backend,
+            sample_shape,
+            classes,
+            batch,
+            model,
+            penalty,
+            optimizer,
+            seed,
+            Precision::F32,
+        )
+    }
+
+    /// [`Trainer::classifier`] in a chosen precision. With [`Precision::Mixed`] the samples are
+    /// cast to f16 before `model`, so every layer computes in f16 (see [`crate::nn`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn classifier_with_precision(
+        backend: &B,
+        sample_shape: &[usize],
+        classes: usize,
+        batch: usize,
+        model: Model<'_>,
+        penalty: Option<Penalty<'_>>,
+        optimizer: &Optimizer,
+        seed: u64,
+        precision: Precision,
+    ) -> Result<Self> {
         if batch == 0 {
             return Err(Error::Invalid {
                 op: "Trainer",
@@ -106,6 +159,10 @@ impl<B: Backend> Trainer<B> {
         shape.extend_from_slice(sample_shape);
         let x = g.input("x", shape)?;
         let y = g.labels("y", [batch], classes)?;
+        let x = match precision {
+            Precision::F32 => x,
+            Precision::Mixed => g.cast(x, DType::F16)?,
+        };
         let train_logits = model(&mut g, x, true)?;
         if g.shape(train_logits).dims() != [batch, classes] {
             return Err(Error::Shape {
@@ -121,9 +178,13 @@ impl<B: Backend> Trainer<B> {
             loss = g.add(loss, pen)?;
         }
         g.set_name(loss, "loss");
-        let grads = backward(&mut g, loss)?;
+        let grads = match precision {
+            Precision::F32 => backward(&mut g, loss)?,
+            Precision::Mixed => backward_scaled(&mut g, loss)?,
+        };
         let eval_logits = model(&mut g, x, false)?;
-        let eval_losses = g.softmax_cross_entropy(eval_logits, y, 0.0)?;
+        let eval_f32 = g.cast(eval_logits, DType::F32)?;
+        let eval_losses = g.softmax_cross_entropy(eval_f32, y, 0.0)?;
         let mut store = ParamStore::new(backend, &g, seed)?;
         let mut train = Program::compile(
             &g,
@@ -160,6 +221,11 @@ impl<B: Backend> Trainer<B> {
     /// Peak device bytes of the training step (its buffers plus the ParamStore).
     pub fn peak_bytes(&self) -> usize {
         self.train.peak_bytes()
+    }
+
+    /// The training program (its plan, loss scale, update counter).
+    pub fn train_program(&self) -> &Program<B> {
+        &self.train
     }
 
     /// Kernels one training step runs.
@@ -261,6 +327,8 @@ impl<B: Backend> Trainer<B> {
             }
         }
         hist.samples_per_s = (hist.train.len() * steps * self.batch) as f64 / train_time.max(1e-9);
+        hist.loss_scale = self.train.loss_scale();
+        hist.skipped_updates = self.train.skipped_updates();
         Ok(hist)
     }
 

@@ -7,7 +7,9 @@ mod common;
 use common::*;
 use half::f16;
 use kiln::shape::DType;
-use kiln::{backward, gradients, loss, Backend, Cpu, Error, Feed, Graph, Init, Optimizer, ParamStore, Program, Training};
+use kiln::{
+    backward, gradients, loss, Backend, Cpu, Error, Feed, Graph, Init, Optimizer, ParamStore, Program, Training,
+};
 
 #[test]
 fn labels_and_pooling_indices_are_u32() {
@@ -175,19 +177,38 @@ fn an_f16_model_trains_on_the_cpu_and_keeps_f32_master_weights() {
     let mut p = Program::compile(&g, &mut s, &[l], Some(Training::new(&grads, &opt))).unwrap();
     let xs = values(1, 40, -1.0, 1.0);
     let ys = [0, 1, 2, 0, 1, 2, 0, 1];
-    let first = p.run(&[("x", Feed::F32(&xs)), ("y", Feed::Labels(&ys))]).unwrap().scalar(l).unwrap();
+    let first = p
+        .run(&[("x", Feed::F32(&xs)), ("y", Feed::Labels(&ys))])
+        .unwrap()
+        .scalar(l)
+        .unwrap();
     let mut last = first;
     for _ in 0..60 {
-        last = p.run(&[("x", Feed::F32(&xs)), ("y", Feed::Labels(&ys))]).unwrap().scalar(l).unwrap();
+        last = p
+            .run(&[("x", Feed::F32(&xs)), ("y", Feed::Labels(&ys))])
+            .unwrap()
+            .scalar(l)
+            .unwrap();
     }
     assert!(last < 0.5 * first, "f16 training learns: {first} → {last}");
     // Master weights are f32 and move by amounts below f16 resolution too.
     let w = s.get("w1").unwrap().data;
-    assert!(w.iter().any(|&v| f16::from_f32(v).to_f32() != v), "w1 is not f16-rounded");
+    assert!(
+        w.iter().any(|&v| f16::from_f32(v).to_f32() != v),
+        "w1 is not f16-rounded"
+    );
     // Feeding f16 directly is the same as feeding f32 that rounds to it.
     let xh: Vec<f16> = xs.iter().map(|&v| f16::from_f32(v)).collect();
     let mut e = Program::compile(&g, &mut s, &[l], None).unwrap();
-    let a = e.run(&[("x", Feed::F32(&xs)), ("y", Feed::Labels(&ys))]).unwrap().scalar(l).unwrap();
-    let b = e.run(&[("x", Feed::F16(&xh)), ("y", Feed::Labels(&ys))]).unwrap().scalar(l).unwrap();
+    let a = e
+        .run(&[("x", Feed::F32(&xs)), ("y", Feed::Labels(&ys))])
+        .unwrap()
+        .scalar(l)
+        .unwrap();
+    let b = e
+        .run(&[("x", Feed::F16(&xh)), ("y", Feed::Labels(&ys))])
+        .unwrap()
+        .scalar(l)
+        .unwrap();
     assert_eq!(a.to_bits(), b.to_bits());
 }

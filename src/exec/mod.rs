@@ -21,7 +21,7 @@ mod params;
 mod plan;
 mod schedule;
 
-pub use params::{ParamEntry, ParamStore, ALIGN};
+pub use params::{LossScaleState, ParamEntry, ParamStore, ALIGN};
 pub use plan::{Phase, Plan, PlanBuffer, PlanStep};
 
 use crate::autodiff::Gradients;
@@ -61,6 +61,37 @@ pub struct Training<'a> {
     /// Micro-batches whose gradients are averaged into one update: [`Program::run`] applies
     /// the update on every `accumulate`-th call. 1 updates on every call.
     pub accumulate: usize,
+    /// How the loss scale moves, when the gradients come from
+    /// [`crate::autodiff::backward_scaled`].
+    pub loss_scaling: LossScaling,
+}
+
+/// The smallest loss scale: 2⁻²⁴, f16's smallest subnormal. Backing off below it is an error.
+pub const MIN_LOSS_SCALE: f32 = 1.0 / 16_777_216.0;
+
+/// Dynamic loss scaling (as PyTorch's `GradScaler`): the backward pass starts from `S` instead
+/// of 1; an update whose gradients are not all finite is skipped and `S` is divided by
+/// `factor`; after `growth_interval` clean updates in a row `S` is multiplied by `factor`. The
+/// update divides the gradients by `S`, so the weights see the true gradient. A non-finite
+/// loss, or a scale backed off below [`MIN_LOSS_SCALE`], is an error as without scaling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossScaling {
+    /// The first `S`.
+    pub init: f32,
+    /// Growth and back-off factor.
+    pub factor: f32,
+    /// Clean updates before `S` grows.
+    pub growth_interval: u64,
+}
+
+impl Default for LossScaling {
+    fn default() -> Self {
+        LossScaling {
+            init: 65536.0,
+            factor: 2.0,
+            growth_interval: 2000,
+        }
+    }
 }
 
 impl<'a> Training<'a> {
@@ -70,7 +101,14 @@ impl<'a> Training<'a> {
             grads,
             optimizer,
             accumulate: 1,
+            loss_scaling: LossScaling::default(),
         }
+    }
+
+    /// Set how the loss scale moves (only used with scaled gradients).
+    pub fn loss_scaling(mut self, s: LossScaling) -> Self {
+        self.loss_scaling = s;
+        self
     }
 
     /// Average the gradients of `k` runs into each update (the same update as one run over a
@@ -173,6 +211,9 @@ struct Trainable<B: Backend> {
     loss: Option<NodeId>,
     /// `(parameter name, offset, len)` of every updated parameter, for messages.
     updated: Vec<(String, usize, usize)>,
+    /// With scaled gradients: the seed input the loss scale is written to, and how it moves.
+    scaling: Option<(B::Buffer, DType, LossScaling)>,
+    scale_state: Arc<std::sync::Mutex<Option<LossScaleState>>>,
 }
 
 /// A graph compiled for one backend: run it with [`Program::run`].
@@ -221,6 +262,18 @@ impl<B: Backend> Program<B> {
             t.optimizer.validate()?;
             if t.accumulate == 0 {
                 return crate::error::invalid("compile", "Training::accumulate must be at least 1");
+            }
+            let ls = t.loss_scaling;
+            if !(ls.init.is_finite()
+                && ls.init > 0.0
+                && ls.factor.is_finite()
+                && ls.factor > 1.0
+                && ls.growth_interval > 0)
+            {
+                return crate::error::invalid(
+                    "compile",
+                    format!("loss scaling needs init > 0, factor > 1 and growth_interval > 0, got {ls:?}"),
+                );
             }
             let ids: Vec<NodeId> = t.grads.params.iter().map(|p| p.1).chain(t.grads.loss).collect();
             graph
@@ -328,6 +381,21 @@ impl<B: Backend> Program<B> {
             // An inference program does not touch the gradient buffer.
             plan_buffers[GRADS].bytes = 0;
         }
+        if let Some(t) = &training {
+            if t.grads.loss_scale.is_some() {
+                let mut st = store
+                    .scaling
+                    .lock()
+                    .map_err(|_| Error::Backend("loss scale lock poisoned".into()))?;
+                if st.is_none() {
+                    *st = Some(LossScaleState {
+                        scale: t.loss_scaling.init,
+                        clean: 0,
+                        skipped: 0,
+                    });
+                }
+            }
+        }
         let (training, accumulate_n) = match (training, update) {
             (Some(t), Some((update_kernels, update_steps, zero))) => {
                 steps.extend(update_steps);
@@ -345,6 +413,11 @@ impl<B: Backend> Program<B> {
                         stats: mem.stats.expect("training programs have statistics"),
                         loss: t.grads.loss,
                         updated: updated_params(graph, &grad_of, &param_offset),
+                        scaling: t.grads.loss_scale.map(|n| {
+                            let v = mem.view[n.index()].expect("inputs are placed");
+                            (buffers[v.buf].clone(), v.dtype, t.loss_scaling)
+                        }),
+                        scale_state: store.scaling.clone(),
                     }),
                     t.accumulate,
                 )
@@ -433,11 +506,42 @@ impl<B: Backend> Program<B> {
             }
         }
         for (name, slot) in &self.inputs {
-            if slot.needed && !feeds.iter().any(|(n, _)| n == name) {
+            if slot.needed && name != crate::autodiff::LOSS_SCALE_INPUT && !feeds.iter().any(|(n, _)| n == name) {
                 return Err(Error::MissingFeed { name: name.clone() });
             }
         }
+        // The backward pass of scaled gradients starts from the current loss scale.
+        if let Some(t) = &self.training {
+            if let Some((buf, dtype, _)) = &t.scaling {
+                let s = self.scale().unwrap_or(1.0);
+                let bytes = match dtype {
+                    DType::F16 => f16::from_f32(s).to_le_bytes().to_vec(),
+                    _ => s.to_le_bytes().to_vec(),
+                };
+                self.backend.write(buf, 0, &bytes)?;
+            }
+        }
         Ok(())
+    }
+
+    /// The loss scale in force, for a program training scaled gradients.
+    fn scale(&self) -> Option<f32> {
+        let t = self.training.as_ref()?;
+        t.scaling.as_ref()?;
+        t.scale_state.lock().ok().and_then(|s| s.map(|s| s.scale))
+    }
+
+    /// The current loss scale, for a mixed-precision training program.
+    pub fn loss_scale(&self) -> Option<f32> {
+        self.scale()
+    }
+
+    /// Updates skipped so far because a scaled gradient was not finite (0 without scaling).
+    pub fn skipped_updates(&self) -> u64 {
+        self.training
+            .as_ref()
+            .and_then(|t| t.scale_state.lock().ok().and_then(|s| s.map(|s| s.skipped)))
+            .unwrap_or(0)
     }
 
     fn uniforms(&self, grad_scale: f32) -> StepUniforms {
@@ -494,7 +598,7 @@ impl<B: Backend> Program<B> {
         if t.accumulate == 1 && t.pending == 0 {
             // The common case: gradients and update in one submission.
             views.push(t.stats);
-            let u = self.uniforms(1.0);
+            let u = self.uniforms(1.0 / self.scale().unwrap_or(1.0));
             let mut data = self
                 .backend
                 .execute(self.fused.get(&self.backend, &self.buffers)?, &u, &views)?;
@@ -543,8 +647,8 @@ impl<B: Backend> Program<B> {
             return crate::error::invalid("apply_update", "no gradients were computed since the last update");
         }
         let n = t.pending;
-        let scale = if t.accumulate == 1 { 1.0 } else { 1.0 / n as f32 };
-        let u = self.uniforms(scale);
+        let mean = if t.accumulate == 1 { 1.0 } else { 1.0 / n as f32 };
+        let u = self.uniforms(mean / self.scale().unwrap_or(1.0));
         let t = self.training.as_mut().expect("a training program");
         let stats_view = t.stats;
         let mut data = self
@@ -564,10 +668,23 @@ impl<B: Backend> Program<B> {
     fn finish_update(&mut self, stats: &[f32], micro: usize) -> Result<()> {
         let t = self.training.as_mut().expect("a training program");
         t.pending = 0;
+        let scaling = t.scaling.as_ref().map(|s| s.2);
+        let mut state = t
+            .scale_state
+            .lock()
+            .map_err(|_| Error::Backend("loss scale lock poisoned".into()))?;
         if stats[1] == 0.0 {
             self.updates.fetch_add(1, Ordering::Relaxed);
+            if let (Some(cfg), Some(st)) = (scaling, state.as_mut()) {
+                st.clean += 1;
+                if st.clean >= cfg.growth_interval {
+                    st.scale *= cfg.factor;
+                    st.clean = 0;
+                }
+            }
             return Ok(());
         }
+        drop(state);
         // Find the first parameter whose gradient is not finite (read only on this rare path).
         let grads = &self.buffers[GRADS];
         let mut culprit = None;
@@ -579,13 +696,35 @@ impl<B: Backend> Program<B> {
                 break;
             }
         }
-        let loss = match t.loss.and_then(|l| self.fetches.iter().find(|f| f.0 == l).map(|f| f.1)) {
+        let loss_value = match t.loss.and_then(|l| self.fetches.iter().find(|f| f.0 == l).map(|f| f.1)) {
             Some(v) => {
                 let l = to_f32(&self.backend.read(&self.buffers[v.buf], v.offset, v.bytes())?, v.dtype);
-                format!("; the loss is {}", l.first().copied().unwrap_or(f32::NAN))
+                l.first().copied()
             }
-            None => String::new(),
+            None => None,
         };
+        // With loss scaling, overflowing gradients are expected now and then: skip the update
+        // and back off. A non-finite loss is not an overflow of the scale, so it stays an error.
+        if let Some(cfg) = scaling {
+            if loss_value.is_none_or(|l| l.is_finite()) {
+                let mut state = t
+                    .scale_state
+                    .lock()
+                    .map_err(|_| Error::Backend("loss scale lock poisoned".into()))?;
+                if let Some(st) = state.as_mut() {
+                    st.scale /= cfg.factor;
+                    st.clean = 0;
+                    st.skipped += 1;
+                    // Below f16's smallest subnormal no scale can help: the gradients are not
+                    // finite whatever the scale (a NaN input, say).
+                    if st.scale >= MIN_LOSS_SCALE {
+                        return Ok(());
+                    }
+                    st.scale = MIN_LOSS_SCALE;
+                }
+            }
+        }
+        let loss = loss_value.map_or(String::new(), |l| format!("; the loss is {l}"));
         let step = self.updates.load(Ordering::Relaxed) + 1;
         let over = if micro > 1 {
             format!(" (over {micro} micro-batches)")

@@ -8,11 +8,23 @@ use crate::shape::{DType, Shape};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Parameters are f32. They start at multiples of this many elements (256 bytes), the strictest storage
 /// offset alignment wgpu adapters ask for, so a GPU can bind a single parameter directly.
 pub const ALIGN: usize = 64;
+
+/// Dynamic loss scaling's position: the scale, the clean updates since it last changed, and
+/// the updates skipped for non-finite gradients.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossScaleState {
+    /// The current loss scale `S`.
+    pub scale: f32,
+    /// Consecutive updates applied since the scale last changed.
+    pub clean: u64,
+    /// Updates skipped so far because a gradient was not finite.
+    pub skipped: u64,
+}
 
 /// Where one parameter lives in the flat buffers.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +49,8 @@ pub struct ParamStore<B: Backend> {
     pub(crate) state: Vec<B::Buffer>,
     /// Updates applied so far, shared with every program compiled against the store.
     pub(crate) updates: Arc<AtomicU64>,
+    /// Dynamic loss scaling, once a mixed-precision program has started it.
+    pub(crate) scaling: Arc<Mutex<Option<LossScaleState>>>,
 }
 
 impl<B: Backend> ParamStore<B> {
@@ -73,6 +87,7 @@ impl<B: Backend> ParamStore<B> {
             grads,
             state: Vec::new(),
             updates: Arc::default(),
+            scaling: Arc::default(),
         })
     }
 
@@ -146,6 +161,26 @@ impl<B: Backend> ParamStore<B> {
     /// Set the update counter, e.g. when restoring a checkpoint.
     pub fn set_updates(&self, t: u64) {
         self.updates.store(t, Ordering::Relaxed);
+    }
+
+    /// Dynamic loss scaling's state, if a mixed-precision program has used this store.
+    pub fn loss_scale_state(&self) -> Option<LossScaleState> {
+        self.scaling.lock().ok().and_then(|s| *s)
+    }
+
+    /// Restore dynamic loss scaling's state (from a checkpoint).
+    pub fn set_loss_scale_state(&self, state: LossScaleState) -> Result<()> {
+        if !(state.scale.is_finite() && state.scale > 0.0) {
+            return crate::error::invalid(
+                "set_loss_scale_state",
+                format!("scale {} must be positive", state.scale),
+            );
+        }
+        *self
+            .scaling
+            .lock()
+            .map_err(|_| Error::Backend("loss scale lock poisoned".into()))? = Some(state);
+        Ok(())
     }
 
     /// Optimiser state buffers held (0 until a training program needs them: 1 for momentum,

@@ -471,6 +471,13 @@ impl Graph {
         self.push(Op::Cast(dtype), vec![x], s)
     }
 
+    /// `x` converted to `like`'s element type (how layers follow their input's precision).
+    pub fn cast_like(&mut self, x: NodeId, like: NodeId) -> Result<NodeId> {
+        self.check("cast", &[like])?;
+        let d = self.dtype(like);
+        self.cast(x, d)
+    }
+
     /// A scalar constant.
     pub fn scalar(&mut self, value: f32) -> NodeId {
         self.constant(value, Shape::scalar())

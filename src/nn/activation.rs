@@ -40,6 +40,7 @@ impl Graph {
     pub fn prelu(&mut self, x: NodeId, alpha: NodeId) -> Result<NodeId> {
         let pos = self.relu(x)?;
         let neg = self.sub(x, pos)?;
+        let alpha = self.cast_like(alpha, x)?;
         let scaled = self.mul(neg, alpha)?;
         self.add(pos, scaled)
     }

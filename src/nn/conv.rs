@@ -119,10 +119,12 @@ impl Conv2d {
 
     /// `(N, C, H, W)` → `(N, O, OH, OW)`.
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
-        let y = g.conv2d_grouped(x, self.w, self.stride, self.pad, self.dilation, self.groups)?;
+        let w = g.cast_like(self.w, x)?;
+        let y = g.conv2d_grouped(x, w, self.stride, self.pad, self.dilation, self.groups)?;
         match self.b {
             Some(b) => {
                 let o = g.shape(b).dims()[0];
+                let b = g.cast_like(b, x)?;
                 let b4 = g.reshape(b, [1, o, 1, 1])?;
                 g.add(y, b4)
             }
@@ -226,8 +228,16 @@ impl BatchNorm {
         })
     }
 
-    /// Normalise `x: (N, C)` or `(N, C, H, W)` per channel.
+    /// Normalise `x: (N, C)` or `(N, C, H, W)` per channel. Statistics and normalisation are
+    /// computed in f32 whatever `x`'s float type; the result has `x`'s type.
     pub fn forward(&self, g: &mut Graph, x: NodeId, train: bool) -> Result<NodeId> {
+        let dtype = g.dtype(x);
+        let x = g.cast(x, crate::shape::DType::F32)?;
+        let y = self.forward_f32(g, x, train)?;
+        g.cast(y, dtype)
+    }
+
+    fn forward_f32(&self, g: &mut Graph, x: NodeId, train: bool) -> Result<NodeId> {
         let d = g.shape(x).dims().to_vec();
         let c = g.shape(self.gamma).dims()[0];
         let (axes, bshape): (Vec<isize>, Vec<usize>) = match d.len() {

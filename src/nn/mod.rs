@@ -1,6 +1,11 @@
 //! Layers and activations. A layer owns the parameter nodes it created and adds its ops to a
 //! graph when called; building a model twice on one graph (say, for training and evaluation)
 //! reuses the same parameters, because parameters are found by name.
+//!
+//! Mixed precision: a layer computes in its input's float type. Given f16 activations it casts
+//! its f32 parameters to f16 for the product (their gradients come back through the cast as
+//! f32), so casting a model's input to f16 makes the whole model f16 while the master weights
+//! and the optimiser stay f32. Batch norm's statistics are always taken in f32.
 
 mod activation;
 mod conv;
@@ -50,9 +55,13 @@ impl Linear {
 
     /// `x: (..., in) → (..., out)`.
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
-        let y = g.matmul(x, self.w)?;
+        let w = g.cast_like(self.w, x)?;
+        let y = g.matmul(x, w)?;
         match self.b {
-            Some(b) => g.add(y, b),
+            Some(b) => {
+                let b = g.cast_like(b, x)?;
+                g.add(y, b)
+            }
             None => Ok(y),
         }
     }
