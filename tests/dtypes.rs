@@ -98,18 +98,21 @@ fn max_pool_indices_are_fetched_as_u32_on_both_backends() {
         (g, p, idx)
     };
     let xs = distinct(3, 50);
-    let run = |b: &dyn Fn(&Graph, &[kiln::NodeId]) -> (Vec<f32>, Vec<u32>)| {
+    /// Pooled values and indices on one backend.
+    fn pool<B: kiln::Backend>(
+        b: &B,
+        xs: &[f32],
+        build: &dyn Fn() -> (Graph, kiln::NodeId, kiln::NodeId),
+    ) -> (Vec<f32>, Vec<u32>) {
         let (g, p, idx) = build();
-        b(&g, &[p, idx])
-    };
-    let cpu = run(&|g, f| {
-        let mut s = ParamStore::new(&Cpu, g, 0).unwrap();
-        let out = Program::compile(g, &mut s, f, None)
+        let mut s = ParamStore::new(b, &g, 0).unwrap();
+        let out = Program::compile(&g, &mut s, &[p, idx], None)
             .unwrap()
-            .run(&[("x", Feed::F32(&xs))])
+            .run(&[("x", Feed::F32(xs))])
             .unwrap();
-        (out.get(f[0]).unwrap().data.clone(), out.get_u32(f[1]).unwrap().to_vec())
-    });
+        (out.get(p).unwrap().data.clone(), out.get_u32(idx).unwrap().to_vec())
+    }
+    let cpu = pool(&Cpu, &xs, &build);
     // Every index points at its window's maximum in the 5×5 plane.
     for (i, &ix) in cpu.1.iter().enumerate() {
         let plane = i / 9;
@@ -117,14 +120,7 @@ fn max_pool_indices_are_fetched_as_u32_on_both_backends() {
         assert_eq!(cpu.0[i], xs[plane * 25 + ix as usize]);
     }
     let Some(gpu) = gpu() else { return };
-    let dev = run(&|g, f| {
-        let mut s = ParamStore::new(&gpu, g, 0).unwrap();
-        let out = Program::compile(g, &mut s, f, None)
-            .unwrap()
-            .run(&[("x", Feed::F32(&xs))])
-            .unwrap();
-        (out.get(f[0]).unwrap().data.clone(), out.get_u32(f[1]).unwrap().to_vec())
-    });
+    let dev = pool(&gpu, &xs, &build);
     assert_eq!(dev, cpu);
 }
 
@@ -142,7 +138,7 @@ fn cast_gradient_flows_back_through_the_conversion() {
     let gx = gradients(&mut g, l, &[x]).unwrap()[0].unwrap();
     assert_eq!(g.dtype(gx), DType::F32);
     let mut s = ParamStore::new(&Cpu, &g, 0).unwrap();
-    let xv = [1.0f32, 1.0009766, -2.0, 3.1415927, 65504.0];
+    let xv = [1.0f32, 1.0009766, -2.0, std::f32::consts::PI, 65504.0];
     s.set("x", &xv).unwrap();
     let wv = [1.0f32, 0.33333334, 1e-4, -7.77, 2.0];
     let out = Program::compile(&g, &mut s, &[l, gx, back], None)
