@@ -129,6 +129,14 @@ fn run<B: Backend>(
         other => return Err(format!("unknown model `{other}` (lenet or resnet)").into()),
     };
     let opt = optimizer(&a.optimizer, a.lr)?;
+    if a.batch == 0 || a.batch > train.len() {
+        return Err(format!(
+            "--batch {} must be between 1 and the {} training images",
+            a.batch,
+            train.len()
+        )
+        .into());
+    }
     let t0 = std::time::Instant::now();
     let mut trainer = Trainer::classifier_with_precision(
         backend,
@@ -142,7 +150,7 @@ fn run<B: Backend>(
         a.precision,
     )
     .map_err(|e| match e {
-        kiln::Error::OutOfMemory(m) => format!("{m} (the batch is --batch {})", a.batch).into(),
+        kiln::Error::OutOfMemory(m) => format!("{m} This run has --batch {}.", a.batch).into(),
         e => Box::<dyn std::error::Error>::from(e),
     })?;
     if a.plan {
