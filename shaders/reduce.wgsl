@@ -10,6 +10,38 @@
 //   (a weight gradient summed over a batch of 64, say), where a workgroup per output would
 //   leave most of its invocations idle and pay for the tree's barriers.
 
+// Parameter blocks (binding 0), mirrored by src/backend/wgpu/kernels/reduce.rs: `p: Reduce`
+// for `reduce` and `reduce_serial`, `sq: SumSquares` for `sum_squares`. Contiguous axes are
+// merged by the lowering, so nk and nr are usually 1 or 2.
+
+struct Reduce {
+    n: u32,
+    r: u32,
+    a_off: u32,
+    out_off: u32,
+    is_max: u32,
+    mean: u32,
+    nk: u32,
+    nr: u32,
+    kdims: array<u32, 6>,
+    kstr: array<u32, 6>,
+    rdims: array<u32, 6>,
+    rstr: array<u32, 6>,
+}
+
+struct Span {
+    off: u32,
+    len: u32,
+}
+
+struct SumSquares {
+    nseg: u32,
+    out_off: u32,
+    views: array<Span>,
+}
+
+@group(0) @binding(0) var<storage, read> p: Reduce;
+@group(0) @binding(0) var<storage, read> sq: SumSquares;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
@@ -26,41 +58,50 @@ fn tree(lid: u32, is_max: bool) {
     workgroupBarrier();
 }
 
-// kp: [n_out, op (0 sum, 1 mean, 2 max), a_off, out_off, R, nk, nr,
-//      kdims @7, kstr @13, rdims @19, rstr @25]. Contiguous axes are merged by the lowering,
-// so nk and nr are usually 1 or 2.
-
-// Offset in `a` of index i over the nd axes with dims at kp[d..] and strides at kp[s..].
-fn offset_of(i: u32, nd: u32, d: u32, s: u32) -> u32 {
-    var rem = i;
+// Offset in `a` of output o, over the kept axes.
+fn kept_offset(o: u32) -> u32 {
+    var rem = o;
     var off = 0u;
-    for (var k = 0u; k < nd; k++) {
-        let ax = nd - 1u - k;
-        let q = rem / kp[d + ax];
-        off += (rem - q * kp[d + ax]) * kp[s + ax];
+    for (var k = 0u; k < p.nk; k++) {
+        let ax = p.nk - 1u - k;
+        let q = rem / p.kdims[ax];
+        off += (rem - q * p.kdims[ax]) * p.kstr[ax];
+        rem = q;
+    }
+    return off;
+}
+
+// Offset in `a` of reduced element r, over the reduced axes.
+fn reduced_offset(r: u32) -> u32 {
+    var rem = r;
+    var off = 0u;
+    for (var k = 0u; k < p.nr; k++) {
+        let ax = p.nr - 1u - k;
+        let q = rem / p.rdims[ax];
+        off += (rem - q * p.rdims[ax]) * p.rstr[ax];
         rem = q;
     }
     return off;
 }
 
 fn finish(acc: f32, o: u32) {
-    out[kp[3] + o] = select(acc, acc / f32(kp[4]), kp[1] == 1u);
+    out[p.out_off + o] = select(acc, acc / f32(p.r), p.mean != 0u);
 }
 
 @compute @workgroup_size(256)
 fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let o = group_index(wid, nwg);
-    if (o >= kp[0]) { return; }
-    let is_max = kp[1] == 2u;
-    let base = kp[2] + offset_of(o, kp[5], 7u, 13u);
-    let total = kp[4];
-    let nr = kp[6];
+    if (o >= p.n) { return; }
+    let is_max = p.is_max != 0u;
+    let base = p.a_off + kept_offset(o);
+    let total = p.r;
+    let nr = p.nr;
     var acc = select(0.0, -3.4028235e38, is_max);
     for (var r = lid; r < total; r += 256u) {
         // One reduced axis (the usual case) needs no division.
-        var off = r * kp[25];
+        var off = r * p.rstr[0];
         if (nr != 1u) {
-            off = offset_of(r, nr, 19u, 25u);
+            off = reduced_offset(r);
         }
         let v = a[base + off];
         acc = select(acc + v, max(acc, v), is_max);
@@ -72,24 +113,24 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
-// kp as `reduce`; dispatched 1-D over the outputs. The reduced index advances as an odometer
-// over at most two axes (the lowering merges the rest or sends the reduction to `reduce`).
+// Dispatched 1-D over the outputs. The reduced index advances as an odometer over at most two
+// axes (the lowering merges the rest or sends the reduction to `reduce`).
 @compute @workgroup_size(256)
 fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let o = gid(wid, nwg, lid);
-    if (o >= kp[0]) { return; }
-    let is_max = kp[1] == 2u;
-    let base = kp[2] + offset_of(o, kp[5], 7u, 13u);
+    if (o >= p.n) { return; }
+    let is_max = p.is_max != 0u;
+    let base = p.a_off + kept_offset(o);
     // Reduced axes as (outer, inner); a single axis is (1, R).
-    let two = kp[6] == 2u;
-    let n_in = select(kp[19], kp[20], two);
-    let s_in = select(kp[25], kp[26], two);
-    let n_out = select(1u, kp[19], two);
-    let s_out = select(0u, kp[25], two);
+    let two = p.nr == 2u;
+    let n_in = select(p.rdims[0], p.rdims[1], two);
+    let s_in = select(p.rstr[0], p.rstr[1], two);
+    let n_out = select(1u, p.rdims[0], two);
+    let s_out = select(0u, p.rstr[0], two);
     var acc = select(0.0, -3.4028235e38, is_max);
-    for (var p = 0u; p < n_out; p++) {
-        var off = base + p * s_out;
-        for (var q = 0u; q < n_in; q++) {
+    for (var q = 0u; q < n_out; q++) {
+        var off = base + q * s_out;
+        for (var j = 0u; j < n_in; j++) {
             let v = a[off];
             acc = select(acc + v, max(acc, v), is_max);
             off += s_in;
@@ -98,14 +139,14 @@ fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     finish(acc, o);
 }
 
-// out[out_off] = Σ over segments of a[i]². kp: [nseg, out_off, (off, len) × nseg]
+// out[out_off] = Σ over the views of a[i]².
 @compute @workgroup_size(256)
 fn sum_squares(@builtin(local_invocation_index) lid: u32) {
     var acc = 0.0;
-    let nseg = kp[0];
+    let nseg = sq.nseg;
     for (var s = 0u; s < nseg; s++) {
-        let off = kp[2u + 2u * s];
-        let len = kp[3u + 2u * s];
+        let off = sq.views[s].off;
+        let len = sq.views[s].len;
         for (var i = lid; i < len; i += 256u) {
             let v = a[off + i];
             acc += v * v;
@@ -114,6 +155,6 @@ fn sum_squares(@builtin(local_invocation_index) lid: u32) {
     sh[lid] = acc;
     tree(lid, false);
     if (lid == 0u) {
-        out[kp[1]] = sh[0];
+        out[sq.out_off] = sh[0];
     }
 }

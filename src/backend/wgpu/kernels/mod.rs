@@ -1,0 +1,260 @@
+//! The typed Rust↔WGSL contract, one module per kernel family: `kernels/<family>.rs` holds the
+//! `#[repr(C)]` parameter structs that `shaders/<family>.wgsl` declares under the same names and
+//! field names, the lowering that fills them, and (where a kernel selects an op) the one
+//! exhaustive `match` from which the WGSL of every op is generated. A dispatch's parameter block
+//! is the struct's bytes (followed, for variable-length tables, by a runtime-sized array), bound
+//! read-only at binding 0; the per-step values are [`Step`], bound at binding 1.
+//!
+//! Nothing here names a wgpu type, so the contract can be read and tested on its own.
+
+pub mod conv;
+pub mod elementwise;
+pub mod matmul;
+pub mod optim;
+pub mod reduce;
+pub mod softmax;
+
+use crate::backend::StepUniforms;
+use crate::optim::OptimizerKind;
+use bytemuck::{Pod, Zeroable};
+
+/// Highest tensor rank the strided kernels take.
+pub const MAX_RANK: usize = 6;
+
+/// The WGSL source families, one per file in `shaders/` and module here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// elementwise.wgsl
+    Elementwise,
+    /// reduce.wgsl
+    Reduce,
+    /// matmul.wgsl
+    Matmul,
+    /// softmax.wgsl
+    Softmax,
+    /// conv.wgsl
+    Conv,
+    /// optim.wgsl
+    Optim,
+}
+
+impl Family {
+    /// Every family, for shader validation.
+    pub const ALL: [Family; 6] = [
+        Family::Elementwise,
+        Family::Reduce,
+        Family::Matmul,
+        Family::Softmax,
+        Family::Conv,
+        Family::Optim,
+    ];
+
+    /// The WGSL that is compiled: the common prelude followed by the family's file, with any
+    /// generated parts (op cases, update rules) filled in.
+    pub fn source(self) -> String {
+        let body = match self {
+            Family::Elementwise => elementwise::source(),
+            Family::Reduce => include_str!("../../../../shaders/reduce.wgsl").to_string(),
+            Family::Matmul => include_str!("../../../../shaders/matmul.wgsl").to_string(),
+            Family::Softmax => include_str!("../../../../shaders/softmax.wgsl").to_string(),
+            Family::Conv => include_str!("../../../../shaders/conv.wgsl").to_string(),
+            Family::Optim => optim::source(),
+        };
+        format!("{}\n{}", include_str!("../../../../shaders/common.wgsl"), body)
+    }
+}
+
+/// How many workgroups to launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grid {
+    /// One invocation per element, 256 per workgroup.
+    Elements(usize),
+    /// One workgroup per item.
+    Groups(usize),
+    /// Exactly these workgroup counts.
+    Fixed([u32; 3]),
+}
+
+/// One dispatch: which WGSL family and entry point, its parameter block, which buffers sit in
+/// which binding, and the grid. `inputs` fill bindings 2, 3, 4 (standard layout) or grads, norm
+/// (update layout); `outputs` fill binding 5 (standard) or params, state0, state1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dispatch {
+    /// Source family.
+    pub family: Family,
+    /// Entry point.
+    pub entry: &'static str,
+    /// The parameter block: a family's `#[repr(C)]` struct as bytes, then any table.
+    pub params: Vec<u8>,
+    /// Buffer-table indices read.
+    pub inputs: Vec<usize>,
+    /// Buffer-table indices written.
+    pub outputs: Vec<usize>,
+    /// Launch size.
+    pub grid: Grid,
+}
+
+impl Dispatch {
+    /// A dispatch whose parameter block is `params`.
+    pub fn new<P: Pod>(
+        family: Family,
+        entry: &'static str,
+        params: &P,
+        inputs: Vec<usize>,
+        outputs: Vec<usize>,
+        grid: Grid,
+    ) -> Dispatch {
+        Dispatch {
+            family,
+            entry,
+            params: bytemuck::bytes_of(params).to_vec(),
+            inputs,
+            outputs,
+            grid,
+        }
+    }
+
+    /// Append a runtime-sized table after the fixed header. WGSL sizes a runtime array's
+    /// binding for at least one element, so an empty table is written as one zeroed element.
+    pub fn with_table<T: Pod>(mut self, table: &[T]) -> Dispatch {
+        if table.is_empty() {
+            self.params.extend(bytemuck::bytes_of(&T::zeroed()));
+        }
+        self.params.extend(bytemuck::cast_slice(table));
+        self
+    }
+}
+
+/// Values that change from step to step, bound at binding 1 as `per_step` (see common.wgsl).
+/// The optimiser coefficients are derived in f64 on the host exactly as for the CPU backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct Step {
+    /// Learning rate η.
+    pub lr: f32,
+    /// 1-based update count (low 32 bits).
+    pub t: u32,
+    /// Seed for on-device randomness (low 32 bits).
+    pub seed: u32,
+    /// β₁ (or μ, or ρ).
+    pub b1: f32,
+    /// `1 − β₁`.
+    pub one_minus_b1: f32,
+    /// β₂.
+    pub b2: f32,
+    /// `1 − β₂`.
+    pub one_minus_b2: f32,
+    /// ε.
+    pub eps: f32,
+    /// `1 / (1 − β₁ᵗ)`.
+    pub inv_bias1: f32,
+    /// `1 / (1 − β₂ᵗ)`.
+    pub inv_bias2: f32,
+}
+
+impl Step {
+    /// This step's values for a program whose update rule (if any) is `rule`.
+    pub fn new(u: &StepUniforms, rule: Option<OptimizerKind>) -> Step {
+        let c = rule.map(|r| r.coefficients(u.lr, u.t)).unwrap_or_default();
+        Step {
+            lr: u.lr,
+            t: u.t as u32,
+            seed: u.seed as u32,
+            b1: c.b1,
+            one_minus_b1: c.one_minus_b1,
+            b2: c.b2,
+            one_minus_b2: c.one_minus_b2,
+            eps: c.eps,
+            inv_bias1: c.inv_bias1,
+            inv_bias2: c.inv_bias2,
+        }
+    }
+}
+
+/// An element count or offset as the u32 the kernels index with.
+pub(crate) fn u(x: usize) -> u32 {
+    x as u32
+}
+
+/// Dims or strides of rank ≤ [`MAX_RANK`], padded with `fill`.
+pub(crate) fn padded(v: &[usize], fill: u32) -> [u32; MAX_RANK] {
+    let mut out = [fill; MAX_RANK];
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = x as u32;
+    }
+    out
+}
+
+/// Replace the one `{{key}}` placeholder of a WGSL template. A missing placeholder is a broken
+/// invariant between a shader file and its generator.
+pub(crate) fn fill(template: &str, key: &str, text: &str) -> String {
+    let mark = format!("{{{{{key}}}}}");
+    assert!(
+        template.matches(&mark).count() == 1,
+        "shader template must hold `{mark}` exactly once"
+    );
+    template.replace(&mark, text)
+}
+
+/// The variant name of an op's `Debug` text (`LeakyRelu(0.0)` → `LeakyRelu`), for comments
+/// in generated WGSL.
+pub(crate) fn variant_name(debug: String) -> String {
+    debug.split(['(', ' ', '{']).next().unwrap_or_default().to_string()
+}
+
+/// The same index space with fewer axes: size-1 axes dropped, and each axis merged into the
+/// one before it where every operand steps over both as over one (`s[i] = s[i+1]·dims[i+1]`).
+/// Returns at least one axis. The kernels split each linear index into coordinates with one
+/// integer division per axis, which costs more than the memory access on many devices.
+pub(crate) fn coalesce<const K: usize>(dims: &[usize], strides: [&[usize]; K]) -> (Vec<usize>, [Vec<usize>; K]) {
+    let mut d: Vec<usize> = Vec::with_capacity(dims.len());
+    let mut s: [Vec<usize>; K] = std::array::from_fn(|_| Vec::with_capacity(dims.len()));
+    for (ax, &dim) in dims.iter().enumerate() {
+        if dim == 1 {
+            continue;
+        }
+        let merges = !d.is_empty() && (0..K).all(|k| s[k][s[k].len() - 1] == strides[k][ax] * dim);
+        if merges {
+            *d.last_mut().expect("non-empty") *= dim;
+            for (sk, st) in s.iter_mut().zip(&strides) {
+                *sk.last_mut().expect("non-empty") = st[ax];
+            }
+        } else {
+            d.push(dim);
+            for (sk, st) in s.iter_mut().zip(&strides) {
+                sk.push(st[ax]);
+            }
+        }
+    }
+    if d.is_empty() {
+        d.push(1);
+        for sk in &mut s {
+            sk.push(0);
+        }
+    }
+    (d, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+
+    #[test]
+    fn coalesce_merges_only_axes_every_operand_steps_over_as_one() {
+        // Contiguous (2, 3, 4) plus a (1, 3, 1) bias broadcast: nothing merges across the bias axis.
+        let (d, [a, b]) = coalesce(&[2, 3, 4], [&[12, 4, 1], &[0, 1, 0]]);
+        assert_eq!((d, a, b), (vec![2, 3, 4], vec![12, 4, 1], vec![0, 1, 0]));
+        // Both contiguous: one axis.
+        let (d, [a, b]) = coalesce(&[2, 3, 4], [&[12, 4, 1], &[12, 4, 1]]);
+        assert_eq!((d, a, b), (vec![24], vec![1], vec![1]));
+        // A row broadcast over the leading axes: those merge, the last stays.
+        let (d, [a, b]) = coalesce(&[2, 3, 4], [&[12, 4, 1], &[0, 0, 1]]);
+        assert_eq!((d, a, b), (vec![6, 4], vec![4, 1], vec![0, 1]));
+        // A transposed operand merges nothing; size-1 axes vanish.
+        let (d, [a]) = coalesce(&[3, 1, 4], [&[1, 99, 3]]);
+        assert_eq!((d, a), (vec![3, 4], vec![1, 3]));
+        // All size 1: one axis of size 1.
+        let (d, [a]) = coalesce(&[1, 1], [&[5, 1]]);
+        assert_eq!((d, a), (vec![1], vec![0]));
+    }
+}
