@@ -171,6 +171,212 @@ impl Step {
     }
 }
 
+/// One parameter struct as its WGSL mirror must lay it out: the struct's name (the same on both
+/// sides), size and fields (name, byte offset, byte size), and for a header followed by a
+/// runtime-sized table, the table's member name and element struct. `tests/shaders.rs` checks
+/// every mirror against the struct naga parses from the generated WGSL.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mirror {
+    /// The family whose source declares the WGSL struct.
+    pub family: Family,
+    /// The struct's name.
+    pub name: &'static str,
+    /// `size_of` the Rust struct.
+    pub size: usize,
+    /// (name, offset, size, WGSL type) of each field, in declaration order.
+    pub fields: Vec<(&'static str, usize, usize, &'static str)>,
+    /// The runtime-sized array after the header: (member name, element struct name).
+    pub table: Option<(&'static str, &'static str)>,
+}
+
+/// A Rust field type and the WGSL type that mirrors it.
+pub trait WgslType {
+    /// The WGSL spelling.
+    const WGSL: &'static str;
+}
+
+impl WgslType for u32 {
+    const WGSL: &'static str = "u32";
+}
+
+impl WgslType for f32 {
+    const WGSL: &'static str = "f32";
+}
+
+impl WgslType for [u32; MAX_RANK] {
+    const WGSL: &'static str = "array<u32, 6>";
+}
+
+fn wgsl_type<T: WgslType>(_: &T) -> &'static str {
+    T::WGSL
+}
+
+/// `mirror!(Family, Type { field, ... })`: a [`Mirror`] of `Type` listing those fields.
+macro_rules! mirror {
+    ($family:expr, $t:ident { $($f:ident),* $(,)? } $(, table: $m:literal of $e:ident)?) => {{
+        let z = <$t as Zeroable>::zeroed();
+        #[allow(unused_mut, unused_assignments)]
+        let mut table = None;
+        $(table = Some(($m, stringify!($e)));)?
+        Mirror {
+            family: $family,
+            name: stringify!($t),
+            size: std::mem::size_of::<$t>(),
+            fields: vec![$((
+                stringify!($f),
+                std::mem::offset_of!($t, $f),
+                std::mem::size_of_val(&z.$f),
+                wgsl_type(&z.$f),
+            )),*],
+            table,
+        }
+    }};
+}
+
+/// Every parameter struct of the contract, for the layout check.
+pub fn mirrors() -> Vec<Mirror> {
+    use conv::Conv;
+    use elementwise::{Dropout, Fill, OneHot, Strided, Unary};
+    use matmul::Matmul;
+    use optim::{Segment, Update};
+    use reduce::{Reduce, Span, SumSquares};
+    use softmax::Softmax;
+    let (ew, re) = (Family::Elementwise, Family::Reduce);
+    vec![
+        mirror!(
+            ew,
+            Step {
+                lr,
+                t,
+                seed,
+                b1,
+                one_minus_b1,
+                b2,
+                one_minus_b2,
+                eps,
+                inv_bias1,
+                inv_bias2
+            }
+        ),
+        mirror!(
+            ew,
+            Unary {
+                n,
+                op,
+                a_off,
+                b_off,
+                out_off,
+                p0,
+                p1
+            }
+        ),
+        mirror!(
+            ew,
+            Strided {
+                n,
+                rank,
+                op,
+                a_off,
+                b_off,
+                c_off,
+                out_off,
+                dims,
+                sa,
+                sb,
+                sc,
+                sout
+            }
+        ),
+        mirror!(ew, Fill { n, out_off, value }),
+        mirror!(
+            ew,
+            OneHot {
+                n,
+                classes,
+                a_off,
+                out_off
+            }
+        ),
+        mirror!(ew, Dropout { n, out_off, p, key }),
+        mirror!(
+            re,
+            Reduce {
+                n,
+                r,
+                a_off,
+                out_off,
+                is_max,
+                mean,
+                nk,
+                nr,
+                kdims,
+                kstr,
+                rdims,
+                rstr
+            }
+        ),
+        mirror!(re, SumSquares { nseg, out_off }, table: "views" of Span),
+        mirror!(re, Span { off, len }),
+        mirror!(
+            Family::Matmul,
+            Matmul {
+                m,
+                n,
+                k,
+                a_off,
+                b_off,
+                c_off,
+                rsa,
+                csa,
+                rsb,
+                csb,
+                a_batch,
+                b_batch,
+                batch,
+                vec_a,
+                vec_b
+            }
+        ),
+        mirror!(
+            Family::Softmax,
+            Softmax {
+                rows,
+                classes,
+                a_off,
+                b_off,
+                c_off,
+                out_off,
+                smoothing
+            }
+        ),
+        mirror!(
+            Family::Conv,
+            Conv {
+                invocations,
+                n,
+                c,
+                h,
+                w,
+                kh,
+                kw,
+                sh,
+                sw,
+                ph,
+                pw,
+                dh,
+                dw,
+                oh,
+                ow,
+                a_off,
+                out_off,
+                b_off
+            }
+        ),
+        mirror!(Family::Optim, Update { nseg, clip_on, clip, norm_on, max_norm, weight_decay, norm_off, n }, table: "segments" of Segment),
+        mirror!(Family::Optim, Segment { offset, len, decay }),
+    ]
+}
+
 /// An element count or offset as the u32 the kernels index with.
 pub(crate) fn u(x: usize) -> u32 {
     x as u32
