@@ -234,6 +234,7 @@ macro_rules! mirror {
 }
 
 /// Every parameter struct of the contract, for the layout check.
+#[rustfmt::skip] // one struct per line reads as the table it is
 pub fn mirrors() -> Vec<Mirror> {
     use conv::Conv;
     use elementwise::{Dropout, Fill, OneHot, Strided, Unary};
@@ -241,139 +242,23 @@ pub fn mirrors() -> Vec<Mirror> {
     use optim::{Segment, Update};
     use reduce::{Reduce, Span, SumSquares};
     use softmax::Softmax;
-    let (ew, re) = (Family::Elementwise, Family::Reduce);
+    let (ew, re, mm, sm, cv, op) =
+        (Family::Elementwise, Family::Reduce, Family::Matmul, Family::Softmax, Family::Conv, Family::Optim);
     vec![
-        mirror!(
-            ew,
-            Step {
-                lr,
-                t,
-                seed,
-                b1,
-                one_minus_b1,
-                b2,
-                one_minus_b2,
-                eps,
-                inv_bias1,
-                inv_bias2
-            }
-        ),
-        mirror!(
-            ew,
-            Unary {
-                n,
-                op,
-                a_off,
-                b_off,
-                out_off,
-                p0,
-                p1
-            }
-        ),
-        mirror!(
-            ew,
-            Strided {
-                n,
-                rank,
-                op,
-                a_off,
-                b_off,
-                c_off,
-                out_off,
-                dims,
-                sa,
-                sb,
-                sc,
-                sout
-            }
-        ),
+        mirror!(ew, Step { lr, t, seed, b1, one_minus_b1, b2, one_minus_b2, eps, inv_bias1, inv_bias2 }),
+        mirror!(ew, Unary { n, op, a_off, b_off, out_off, p0, p1 }),
+        mirror!(ew, Strided { n, rank, op, a_off, b_off, c_off, out_off, dims, sa, sb, sc, sout }),
         mirror!(ew, Fill { n, out_off, value }),
-        mirror!(
-            ew,
-            OneHot {
-                n,
-                classes,
-                a_off,
-                out_off
-            }
-        ),
+        mirror!(ew, OneHot { n, classes, a_off, out_off }),
         mirror!(ew, Dropout { n, out_off, p, key }),
-        mirror!(
-            re,
-            Reduce {
-                n,
-                r,
-                a_off,
-                out_off,
-                is_max,
-                mean,
-                nk,
-                nr,
-                kdims,
-                kstr,
-                rdims,
-                rstr
-            }
-        ),
+        mirror!(re, Reduce { n, r, a_off, out_off, is_max, mean, nk, nr, kdims, kstr, rdims, rstr }),
         mirror!(re, SumSquares { nseg, out_off }, table: "views" of Span),
         mirror!(re, Span { off, len }),
-        mirror!(
-            Family::Matmul,
-            Matmul {
-                m,
-                n,
-                k,
-                a_off,
-                b_off,
-                c_off,
-                rsa,
-                csa,
-                rsb,
-                csb,
-                a_batch,
-                b_batch,
-                batch,
-                vec_a,
-                vec_b
-            }
-        ),
-        mirror!(
-            Family::Softmax,
-            Softmax {
-                rows,
-                classes,
-                a_off,
-                b_off,
-                c_off,
-                out_off,
-                smoothing
-            }
-        ),
-        mirror!(
-            Family::Conv,
-            Conv {
-                invocations,
-                n,
-                c,
-                h,
-                w,
-                kh,
-                kw,
-                sh,
-                sw,
-                ph,
-                pw,
-                dh,
-                dw,
-                oh,
-                ow,
-                a_off,
-                out_off,
-                b_off
-            }
-        ),
-        mirror!(Family::Optim, Update { nseg, clip_on, clip, norm_on, max_norm, weight_decay, norm_off, n }, table: "segments" of Segment),
-        mirror!(Family::Optim, Segment { offset, len, decay }),
+        mirror!(mm, Matmul { m, n, k, a_off, b_off, c_off, rsa, csa, rsb, csb, a_batch, b_batch, batch, vec_a, vec_b }),
+        mirror!(sm, Softmax { rows, classes, a_off, b_off, c_off, out_off, smoothing }),
+        mirror!(cv, Conv { invocations, n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, a_off, out_off, b_off }),
+        mirror!(op, Update { nseg, clip_on, clip, norm_on, max_norm, weight_decay, norm_off, n }, table: "segments" of Segment),
+        mirror!(op, Segment { offset, len, decay }),
     ]
 }
 
