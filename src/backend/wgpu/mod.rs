@@ -2,9 +2,10 @@
 //!
 //! `prepare` lowers the executor's kernel list (see [`lower`]) and creates everything a step
 //! needs — pipelines (cached per device by family and entry point), one small parameter buffer
-//! per dispatch holding its family's typed parameter struct (see [`kernels`]), bind groups — once. `execute` writes the per-step values, records every
-//! dispatch into one compute pass, copies the fetched views to a staging buffer in the same
-//! encoder, and submits once. Nothing is created on the hot path except the command encoder.
+//! per dispatch holding its family's typed parameter struct (see [`kernels`]), bind groups —
+//! once. `execute` writes the per-step values, records every dispatch into one compute pass,
+//! copies the fetched views to a staging buffer in the same encoder, and submits once. Nothing
+//! is created on the hot path except the command encoder.
 
 pub mod kernels;
 pub mod lower;
@@ -560,7 +561,13 @@ impl Backend for Gpu {
             );
             self.inner.queue.write_buffer(&params, 0, &d.params);
             let groups = self.groups(d.grid)?;
-            let words: &[u32] = bytemuck::cast_slice(&d.params[..d.params.len().min(12)]);
+            // The leading fields (sizes, mostly) label the dispatch in the profile.
+            let words: Vec<u32> = d
+                .params
+                .chunks_exact(4)
+                .take(3)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                .collect();
             dispatches.push(Prepared {
                 label: format!("{} {groups:?} {words:?}", d.entry),
                 pipeline: self.pipeline(d.family, d.entry)?,
