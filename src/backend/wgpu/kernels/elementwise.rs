@@ -376,4 +376,86 @@ mod tests {
         // Parameters do not select the case; the variant does.
         assert_eq!(code(&UNARY_OPS, &UnaryOp::Clamp(-1.0, 1.0)), Ok(16));
     }
+
+    /// `f(x)` and `dy · f'(x)` of `op` over `x`, with the unary kernels run directly (autodiff
+    /// writes some derivatives with other ops, so graphs alone never reach every `unary_d` case).
+    fn unary_and_grad<B: crate::backend::Backend>(dev: &B, op: UnaryOp, x: &[f32]) -> Vec<Vec<f32>> {
+        use crate::backend::{Kernel, StepUniforms};
+        use crate::graph::{NodeId, Op};
+        use crate::shape::Shape;
+        let n = x.len();
+        let view = |buf| View { buf, offset: 0, len: n };
+        let dy: Vec<f32> = (0..n).map(|i| 0.5 + (i % 5) as f32 * 0.25).collect();
+        let bufs: Vec<B::Buffer> = (0..4).map(|_| dev.alloc(n, "test").unwrap()).collect();
+        dev.write(&bufs[0], 0, x).unwrap();
+        dev.write(&bufs[1], 0, &dy).unwrap();
+        let kernel = |op: Op, inputs: Vec<View>, out| Kernel::Op {
+            in_shapes: vec![Shape(vec![n]); inputs.len()],
+            op,
+            inputs,
+            out: view(out),
+            out_shape: Shape(vec![n]),
+            node: NodeId(0),
+        };
+        let kernels = vec![
+            kernel(Op::Unary(op), vec![view(0)], 2),
+            kernel(Op::UnaryGrad(op), vec![view(0), view(1)], 3),
+        ];
+        let mut prog = dev.prepare(bufs, kernels).unwrap();
+        dev.execute(&mut prog, &StepUniforms::default(), &[view(2), view(3)])
+            .unwrap()
+    }
+
+    #[test]
+    fn every_unary_op_and_derivative_matches_the_cpu() {
+        let gpu = match crate::Gpu::new(std::env::var("KILN_ADAPTER").ok().as_deref()) {
+            Ok(g) => g,
+            Err(e) if std::env::var("KILN_REQUIRE_GPU").as_deref() != Ok("1") => {
+                eprintln!("skipping GPU test: {e}");
+                return;
+            }
+            Err(e) => panic!("KILN_REQUIRE_GPU=1 but no GPU: {e}"),
+        };
+        // 65 magnitudes in [0.2, 2) away from every kink, both signs unless the op needs x > 0.
+        let mag = |i: usize| 0.2 + 1.8 * ((i * 37) % 65) as f32 / 65.0;
+        for op in UNARY_OPS {
+            // No wildcard: the parameters each op is tested with, and whether it needs x > 0.
+            let (op, positive) = match op {
+                UnaryOp::LeakyRelu(_) => (UnaryOp::LeakyRelu(0.1), false),
+                UnaryOp::Elu(_) => (UnaryOp::Elu(1.3), false),
+                UnaryOp::Clamp(..) => (UnaryOp::Clamp(-1.0, 0.5), false),
+                UnaryOp::PowScalar(_) => (UnaryOp::PowScalar(-0.5), true),
+                UnaryOp::AddScalar(_) => (UnaryOp::AddScalar(2.5), false),
+                UnaryOp::MulScalar(_) => (UnaryOp::MulScalar(-1.5), false),
+                UnaryOp::Log | UnaryOp::Sqrt => (op, true),
+                UnaryOp::Neg
+                | UnaryOp::Exp
+                | UnaryOp::Square
+                | UnaryOp::Abs
+                | UnaryOp::Sign
+                | UnaryOp::Recip
+                | UnaryOp::Step
+                | UnaryOp::Sigmoid
+                | UnaryOp::Tanh
+                | UnaryOp::Relu
+                | UnaryOp::Softplus
+                | UnaryOp::Gelu => (op, false),
+            };
+            let x: Vec<f32> = (0..65)
+                .map(|i| if positive || i % 2 == 0 { mag(i) } else { -mag(i) })
+                .collect();
+            let cpu = unary_and_grad(&crate::Cpu, op, &x);
+            let dev = unary_and_grad(&gpu, op, &x);
+            for (what, (e, a)) in ["f(x)", "dy·f'(x)"].iter().zip(cpu.iter().zip(&dev)) {
+                for (i, (&e, &a)) in e.iter().zip(a).enumerate() {
+                    // parity.rs's tolerance: WGSL's few-ULP exp/log/pow on O(1) values.
+                    assert!(
+                        (a - e).abs() <= 1e-4 + 1e-3 * e.abs(),
+                        "{op:?} {what} at x = {}: GPU {a}, CPU {e}",
+                        x[i]
+                    );
+                }
+            }
+        }
+    }
 }
