@@ -1,17 +1,30 @@
 // common.wgsl — prepended to every kernel family.
 //
 // Bindings shared by all families (one explicit layout, so entry points may leave some unused):
-//   0 kp   : per-kernel parameters (sizes, offsets, strides, op codes, f32 bit patterns)
-//   1 su   : per-step values written before each submission: [lr, step, seed, b1, 1-b1, b2, 1-b2,
-//            eps, 1/(1-b1^t), 1/(1-b2^t), grad_scale] (f32 as bits where fractional; `step`
-//            counts forward passes and keys dropout, t counts updates)
+//   0 the dispatch's parameter block: a struct declared by each family file, mirrored by the
+//     `#[repr(C)]` struct of the same name in src/backend/wgpu/kernels/<family>.rs
+//   1 per_step : values written before each submission (`Step` in kernels/mod.rs)
 //   2 a, 3 b, 4 c : read-only inputs;  5 out : the output;  6, 7 : inputs a and b again, viewed
 //   as vec4 (only matmul reads them; other dispatches bind a placeholder).
 // Element-wise dispatches are 1-D over 256-invocation workgroups, folded into 2-D when more
 // than 65535 workgroups are needed; `gid` recovers the linear index.
 
-@group(0) @binding(0) var<storage, read> kp: array<u32>;
-@group(0) @binding(1) var<storage, read> su: array<u32>;
+struct Step {
+    lr: f32,
+    t: u32,
+    step: u32,
+    seed: u32,
+    b1: f32,
+    one_minus_b1: f32,
+    b2: f32,
+    one_minus_b2: f32,
+    eps: f32,
+    inv_bias1: f32,
+    inv_bias2: f32,
+    grad_scale: f32,
+}
+
+@group(0) @binding(1) var<storage, read> per_step: Step;
 
 const WG: u32 = 256u;
 
@@ -23,12 +36,12 @@ fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
 }
 
-fn kf(i: u32) -> f32 {
-    return bitcast<f32>(kp[i]);
-}
-
-fn suf(i: u32) -> f32 {
-    return bitcast<f32>(su[i]);
+// A quiet NaN, for the `default:` of a generated op `switch`: unreachable by construction (the
+// cases are generated from the same table that numbers the ops), and never a plausible value if
+// it were reached. Built from `code` so it is not a constant expression (WGSL refuses a NaN
+// constant); the exponent bits are already all ones, so it is a NaN whatever `code` is.
+fn nan_for(code: u32) -> f32 {
+    return bitcast<f32>(0x7fc00000u | code);
 }
 
 // Wellons' lowbias32; the CPU backend's rng::hash32 is the same function.

@@ -6,7 +6,30 @@
 // Adjoint kernels (col2im, scatter_planes, avg_pool_grad) are written as gathers: each input
 // pixel sums the windows that cover it, in a fixed order, so no atomics are needed.
 //
-// kp: [invocations, N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, a_off, out_off, b_off]
+// Parameter block (binding 0), mirrored by src/backend/wgpu/kernels/conv.rs.
+
+struct Conv {
+    invocations: u32,
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    dh: u32,
+    dw: u32,
+    oh: u32,
+    ow: u32,
+    a_off: u32,
+    out_off: u32,
+    b_off: u32,
+}
+
+@group(0) @binding(0) var<storage, read> p: Conv;
 
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
@@ -14,12 +37,12 @@
 
 // Input position (or -1) read by tap (i, j) of output (oy, ox).
 fn tap(oy: u32, ox: u32, i: u32, j: u32) -> i32 {
-    let iy = i32(oy * kp[7] + i * kp[11]) - i32(kp[9]);
-    let ix = i32(ox * kp[8] + j * kp[12]) - i32(kp[10]);
-    if (iy < 0 || ix < 0 || iy >= i32(kp[3]) || ix >= i32(kp[4])) {
+    let iy = i32(oy * p.sh + i * p.dh) - i32(p.ph);
+    let ix = i32(ox * p.sw + j * p.dw) - i32(p.pw);
+    if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) {
         return -1;
     }
-    return iy * i32(kp[4]) + ix;
+    return iy * i32(p.w) + ix;
 }
 
 // The output index along one axis whose tap k covers input position p, or -1.
@@ -46,29 +69,29 @@ fn coords(e: u32, rows: u32, cols: u32) -> vec3<u32> {
 }
 
 // cols (N, C·KH·KW, OH·OW) from x (N, C, H, W). One invocation per (image, channel, output
-// pixel) writes that pixel's KH·KW taps (kp[0] counts invocations): its index is split into
+// pixel) writes that pixel's KH·KW taps (p.invocations counts invocations): its index is split into
 // coordinates once rather than once per element, and neighbouring invocations write
 // neighbouring columns.
 @compute @workgroup_size(256)
 fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
-    if (e >= kp[0]) { return; }
-    let H = i32(kp[3]);
-    let W = i32(kp[4]);
-    let L = kp[13] * kp[14];
+    if (e >= p.invocations) { return; }
+    let H = i32(p.h);
+    let W = i32(p.w);
+    let L = p.oh * p.ow;
     let plane = e / L; // n·C + c
     let l = e - plane * L;
-    let oy = l / kp[14];
-    let ox = l - oy * kp[14];
-    let src = kp[15] + plane * kp[3] * kp[4];
-    var dst = kp[16] + plane * kp[5] * kp[6] * L + l;
-    let y0 = i32(oy * kp[7]) - i32(kp[9]);
-    let x0 = i32(ox * kp[8]) - i32(kp[10]);
-    for (var i = 0u; i < kp[5]; i++) {
-        let iy = y0 + i32(i * kp[11]);
+    let oy = l / p.ow;
+    let ox = l - oy * p.ow;
+    let src = p.a_off + plane * p.h * p.w;
+    var dst = p.out_off + plane * p.kh * p.kw * L + l;
+    let y0 = i32(oy * p.sh) - i32(p.ph);
+    let x0 = i32(ox * p.sw) - i32(p.pw);
+    for (var i = 0u; i < p.kh; i++) {
+        let iy = y0 + i32(i * p.dh);
         let row_in = iy >= 0 && iy < H;
-        for (var j = 0u; j < kp[6]; j++) {
-            let ix = x0 + i32(j * kp[12]);
+        for (var j = 0u; j < p.kw; j++) {
+            let ix = x0 + i32(j * p.dw);
             var v = 0.0;
             if (row_in && ix >= 0 && ix < W) {
                 v = a[src + u32(iy * W + ix)];
@@ -83,108 +106,108 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 @compute @workgroup_size(256)
 fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
-    if (e >= kp[0]) { return; }
-    let co = coords(e, kp[3], kp[4]);
+    if (e >= p.invocations) { return; }
+    let co = coords(e, p.h, p.w);
     let plane = co.x;
     let y = co.y;
     let x = co.z;
-    let L = kp[13] * kp[14];
+    let L = p.oh * p.ow;
     var s = 0.0;
-    for (var i = 0u; i < kp[5]; i++) {
-        let oy = covering(y, i, kp[7], kp[9], kp[11], kp[13]);
+    for (var i = 0u; i < p.kh; i++) {
+        let oy = covering(y, i, p.sh, p.ph, p.dh, p.oh);
         if (oy < 0) { continue; }
-        for (var j = 0u; j < kp[6]; j++) {
-            let ox = covering(x, j, kp[8], kp[10], kp[12], kp[14]);
+        for (var j = 0u; j < p.kw; j++) {
+            let ox = covering(x, j, p.sw, p.pw, p.dw, p.ow);
             if (ox < 0) { continue; }
-            let row = (plane * kp[5] + i) * kp[6] + j;
-            s += a[kp[15] + row * L + u32(oy) * kp[14] + u32(ox)];
+            let row = (plane * p.kh + i) * p.kw + j;
+            s += a[p.a_off + row * L + u32(oy) * p.ow + u32(ox)];
         }
     }
-    out[kp[16] + e] = s;
+    out[p.out_off + e] = s;
 }
 
 // Index of the first maximum of each window (padding never wins); NaN wins.
 @compute @workgroup_size(256)
 fn pool_argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
-    if (e >= kp[0]) { return; }
-    let co = coords(e, kp[13], kp[14]);
+    if (e >= p.invocations) { return; }
+    let co = coords(e, p.oh, p.ow);
     let plane = co.x;
     let oy = co.y;
     let ox = co.z;
-    let base = kp[15] + plane * kp[3] * kp[4];
+    let base = p.a_off + plane * p.h * p.w;
     var best = -1;
     var bv = 0.0;
-    for (var i = 0u; i < kp[5]; i++) {
-        for (var j = 0u; j < kp[6]; j++) {
-            let p = tap(oy, ox, i, j);
-            if (p < 0) { continue; }
-            let v = a[base + u32(p)];
+    for (var i = 0u; i < p.kh; i++) {
+        for (var j = 0u; j < p.kw; j++) {
+            let pos = tap(oy, ox, i, j);
+            if (pos < 0) { continue; }
+            let v = a[base + u32(pos)];
             let v_nan = v != v;
             let b_nan = bv != bv;
             if (best < 0 || v > bv || (v_nan && !b_nan)) {
-                best = p;
+                best = pos;
                 bv = v;
             }
         }
     }
-    out[kp[16] + e] = bitcast<f32>(best); // a u32 index, stored as its bits
+    out[p.out_off + e] = bitcast<f32>(best); // a u32 index, stored as its bits
 }
 
 // Average over the window, padding counted in the divisor.
 @compute @workgroup_size(256)
 fn avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
-    if (e >= kp[0]) { return; }
-    let co = coords(e, kp[13], kp[14]);
+    if (e >= p.invocations) { return; }
+    let co = coords(e, p.oh, p.ow);
     let plane = co.x;
     let oy = co.y;
     let ox = co.z;
-    let base = kp[15] + plane * kp[3] * kp[4];
+    let base = p.a_off + plane * p.h * p.w;
     var s = 0.0;
-    for (var i = 0u; i < kp[5]; i++) {
-        for (var j = 0u; j < kp[6]; j++) {
-            let p = tap(oy, ox, i, j);
-            if (p >= 0) {
-                s += a[base + u32(p)];
+    for (var i = 0u; i < p.kh; i++) {
+        for (var j = 0u; j < p.kw; j++) {
+            let pos = tap(oy, ox, i, j);
+            if (pos >= 0) {
+                s += a[base + u32(pos)];
             }
         }
     }
-    out[kp[16] + e] = s / f32(kp[5] * kp[6]);
+    out[p.out_off + e] = s / f32(p.kh * p.kw);
 }
 
 // dx pixel = Σ over covering windows of dy / (KH·KW); a = dy (N, C, OH, OW).
 @compute @workgroup_size(256)
 fn avg_pool_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
-    if (e >= kp[0]) { return; }
-    let co = coords(e, kp[3], kp[4]);
+    if (e >= p.invocations) { return; }
+    let co = coords(e, p.h, p.w);
     let plane = co.x;
     let y = co.y;
     let x = co.z;
-    let L = kp[13] * kp[14];
-    let area = f32(kp[5] * kp[6]);
+    let L = p.oh * p.ow;
+    let area = f32(p.kh * p.kw);
     var s = 0.0;
-    for (var i = 0u; i < kp[5]; i++) {
-        let oy = covering(y, i, kp[7], kp[9], kp[11], kp[13]);
+    for (var i = 0u; i < p.kh; i++) {
+        let oy = covering(y, i, p.sh, p.ph, p.dh, p.oh);
         if (oy < 0) { continue; }
-        for (var j = 0u; j < kp[6]; j++) {
-            let ox = covering(x, j, kp[8], kp[10], kp[12], kp[14]);
+        for (var j = 0u; j < p.kw; j++) {
+            let ox = covering(x, j, p.sw, p.pw, p.dw, p.ow);
             if (ox < 0) { continue; }
-            s += a[kp[15] + plane * L + u32(oy) * kp[14] + u32(ox)] / area;
+            s += a[p.a_off + plane * L + u32(oy) * p.ow + u32(ox)] / area;
         }
     }
-    out[kp[16] + e] = s;
+    out[p.out_off + e] = s;
 }
 
-// y = x[plane, idx]: a = x (N, C, H, W), b = idx (N, C, OH, OW), u32 bits.
+// y = x[plane, idx]: a = x (N, C, H, W), b = idx (N, C, OH, OW).
 @compute @workgroup_size(256)
 fn gather_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
-    if (e >= kp[0]) { return; }
-    let L = kp[13] * kp[14];
+    if (e >= p.invocations) { return; }
+    let L = p.oh * p.ow;
     let plane = e / L;
-    out[kp[16] + e] = a[kp[15] + plane * kp[3] * kp[4] + bitcast<u32>(b[kp[17] + e])];
+    out[p.out_off + e] = a[p.a_off + plane * p.h * p.w + bitcast<u32>(b[p.b_off + e])];
 }
 
 // dx pixel = Σ dy of the windows (covering it, in row-major order) whose argmax it is:
@@ -192,26 +215,26 @@ fn gather_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 @compute @workgroup_size(256)
 fn scatter_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
-    if (e >= kp[0]) { return; }
-    let co = coords(e, kp[3], kp[4]);
+    if (e >= p.invocations) { return; }
+    let co = coords(e, p.h, p.w);
     let plane = co.x;
     let y = co.y;
     let x = co.z;
-    let pix = y * kp[4] + x;
-    let L = kp[13] * kp[14];
+    let pix = y * p.w + x;
+    let L = p.oh * p.ow;
     // Windows covering (y, x): oy with oy·S − P ≤ y < oy·S − P + K.
-    let oy_lo = select(0u, (y + kp[9] + 1u - kp[5] + kp[7] - 1u) / kp[7], y + kp[9] + 1u > kp[5]);
-    let oy_hi = min((y + kp[9]) / kp[7] + 1u, kp[13]);
-    let ox_lo = select(0u, (x + kp[10] + 1u - kp[6] + kp[8] - 1u) / kp[8], x + kp[10] + 1u > kp[6]);
-    let ox_hi = min((x + kp[10]) / kp[8] + 1u, kp[14]);
+    let oy_lo = select(0u, (y + p.ph + 1u - p.kh + p.sh - 1u) / p.sh, y + p.ph + 1u > p.kh);
+    let oy_hi = min((y + p.ph) / p.sh + 1u, p.oh);
+    let ox_lo = select(0u, (x + p.pw + 1u - p.kw + p.sw - 1u) / p.sw, x + p.pw + 1u > p.kw);
+    let ox_hi = min((x + p.pw) / p.sw + 1u, p.ow);
     var s = 0.0;
     for (var oy = oy_lo; oy < oy_hi; oy++) {
         for (var ox = ox_lo; ox < ox_hi; ox++) {
-            let o = plane * L + oy * kp[14] + ox;
-            if (bitcast<u32>(b[kp[17] + o]) == pix) {
-                s += a[kp[15] + o];
+            let o = plane * L + oy * p.ow + ox;
+            if (bitcast<u32>(b[p.b_off + o]) == pix) {
+                s += a[p.a_off + o];
             }
         }
     }
-    out[kp[16] + e] = s;
+    out[p.out_off + e] = s;
 }

@@ -2,7 +2,81 @@
 // broadcast, permute, slice, pad, concat), fill, one-hot and dropout masks.
 //
 // Bindings: a, b, c read-only inputs; out written. One invocation computes one output element.
-// Shapes of rank ≤ 6 are passed as dims and element strides (0 on broadcast axes).
+// Parameter blocks (binding 0; one struct per group of entry points, mirrored field for field
+// by src/backend/wgpu/kernels/elementwise.rs): `pu: Unary`, `ps: Strided`, `pf: Fill`,
+// `po: OneHot`, `pd: Dropout`, `pc: Convert`, `pa: AddInto`. u32 tensors (labels) are bound
+// as 4-byte words and read through `bitcast`. Shapes of rank ≤ 6 are passed as dims and element strides (0 on
+// broadcast axes).
+//
+// The op `switch`es below are generated: each placeholder line becomes one `case` per op, from
+// the exhaustive Rust matches `unary_wgsl` and `binary_wgsl`, numbered by the op tables that
+// also number the `op` field, so every code the lowering can write has its case.
+
+struct Unary {
+    n: u32,
+    op: u32,
+    a_off: u32,
+    b_off: u32,
+    out_off: u32,
+    p0: f32,
+    p1: f32,
+}
+
+struct Strided {
+    n: u32,
+    rank: u32,
+    op: u32,
+    a_off: u32,
+    b_off: u32,
+    c_off: u32,
+    out_off: u32,
+    dims: array<u32, 6>,
+    sa: array<u32, 6>,
+    sb: array<u32, 6>,
+    sc: array<u32, 6>,
+    sout: array<u32, 6>,
+}
+
+struct Fill {
+    n: u32,
+    out_off: u32,
+    value: f32,
+}
+
+struct OneHot {
+    n: u32,
+    classes: u32,
+    a_off: u32,
+    out_off: u32,
+}
+
+struct Dropout {
+    n: u32,
+    out_off: u32,
+    p: f32,
+    key: u32,
+}
+
+struct Convert {
+    n: u32,
+    mode: u32,
+    a_off: u32,
+    out_off: u32,
+}
+
+struct AddInto {
+    n: u32,
+    a_off: u32,
+    out_off: u32,
+}
+
+@group(0) @binding(0) var<storage, read> pu: Unary;
+@group(0) @binding(0) var<storage, read> ps: Strided;
+@group(0) @binding(0) var<storage, read> pf: Fill;
+@group(0) @binding(0) var<storage, read> po: OneHot;
+@group(0) @binding(0) var<storage, read> pd: Dropout;
+@group(0) @binding(0) var<storage, read> pc: Convert;
+@group(0) @binding(0) var<storage, read> pa: AddInto;
 
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
@@ -30,196 +104,149 @@ fn sign_(x: f32) -> f32 {
     return select(select(0.0, -1.0, x < 0.0), 1.0, x > 0.0);
 }
 
-// Op codes follow the Rust enum UnaryOp (see backend/wgpu/kernels.rs).
 fn unary_f(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
     switch op {
-        case 0u: { return -x; }
-        case 1u: { return exp(x); }
-        case 2u: { return log(x); }
-        case 3u: { return sqrt(x); }
-        case 4u: { return x * x; }
-        case 5u: { return abs(x); }
-        case 6u: { return sign_(x); }
-        case 7u: { return 1.0 / x; }
-        case 8u: { return select(0.0, 1.0, x > 0.0); }
-        case 9u: { return sigmoid_(x); }
-        case 10u: { return tanh(x); }
-        case 11u: { return max(x, 0.0); }
-        case 12u: { return select(p0 * x, x, x > 0.0); }
-        case 13u: { return select(p0 * (exp(x) - 1.0), x, x > 0.0); }
-        case 14u: { return max(x, 0.0) + log(1.0 + exp(-abs(x))); }
-        case 15u: { return 0.5 * x * (1.0 + erf_(x * 0.70710678118654752)); }
-        case 16u: { return min(max(x, p0), p1); }
-        case 17u: { return pow(x, p0); }
-        case 18u: { return x + p0; }
-        default: { return p0 * x; }
+{{UNARY_F}}
+        default: { return nan_for(op); }
     }
 }
 
 fn unary_d(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
     switch op {
-        case 0u: { return -1.0; }
-        case 1u: { return exp(x); }
-        case 2u: { return 1.0 / x; }
-        case 3u: { return 0.5 / sqrt(x); }
-        case 4u: { return 2.0 * x; }
-        case 5u: { return sign_(x); }
-        case 6u, 8u: { return 0.0; }
-        case 7u: { return -1.0 / (x * x); }
-        case 9u: { let s = sigmoid_(x); return s * (1.0 - s); }
-        case 10u: { let t = tanh(x); return 1.0 - t * t; }
-        case 11u: { return select(0.0, 1.0, x > 0.0); }
-        case 12u: { return select(p0, 1.0, x > 0.0); }
-        case 13u: { return select(p0 * exp(x), 1.0, x > 0.0); }
-        case 14u: { return sigmoid_(x); }
-        case 15u: {
-            let cdf = 0.5 * (1.0 + erf_(x * 0.70710678118654752));
-            return cdf + x * exp(-0.5 * x * x) / sqrt(2.0 * PI);
-        }
-        case 16u: { return select(0.0, 1.0, x >= p0 && x <= p1); }
-        case 17u: { return p0 * pow(x, p0 - 1.0); }
-        case 18u: { return 1.0; }
-        default: { return p0; }
+{{UNARY_D}}
+        default: { return nan_for(op); }
     }
 }
 
-// kp: [n, op, a_off, out_off, p0, p1, b_off]
 @compute @workgroup_size(256)
 fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
-    if (i >= kp[0]) { return; }
-    out[kp[3] + i] = unary_f(kp[1], a[kp[2] + i], kf(4u), kf(5u));
+    if (i >= pu.n) { return; }
+    out[pu.out_off + i] = unary_f(pu.op, a[pu.a_off + i], pu.p0, pu.p1);
 }
 
 // dy · f'(x): x in a, dy in b.
 @compute @workgroup_size(256)
 fn unary_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
-    if (i >= kp[0]) { return; }
-    out[kp[3] + i] = b[kp[6] + i] * unary_d(kp[1], a[kp[2] + i], kf(4u), kf(5u));
+    if (i >= pu.n) { return; }
+    out[pu.out_off + i] = b[pu.b_off + i] * unary_d(pu.op, a[pu.a_off + i], pu.p0, pu.p1);
 }
 
 fn binary_f(op: u32, x: f32, y: f32) -> f32 {
     switch op {
-        case 0u: { return x + y; }
-        case 1u: { return x - y; }
-        case 2u: { return x * y; }
-        case 3u: { return x / y; }
-        case 4u: { return max(x, y); }
-        case 5u: { return min(x, y); }
-        case 6u: { return pow(x, y); }
-        case 7u: { return select(0.0, 1.0, x > y); }
-        case 8u: { return select(0.0, 1.0, x >= y); }
-        default: { return select(0.0, 1.0, x == y); }
+{{BINARY}}
+        default: { return nan_for(op); }
     }
 }
 
-// Offsets of linear index i into `count` (≤ 3) operands whose strides sit at kp[s..s+rank],
-// kp[s+6..] and kp[s+12..], over dims at kp[d..]. The index is split into coordinates once for
-// all operands (integer division is the expensive part of these kernels), and the lowering has
-// already merged contiguous axes, so rank is usually 1 to 3.
-fn offsets(i: u32, rank: u32, d: u32, s: u32, count: u32) -> vec3<u32> {
+// Offsets of linear index i into `count` (≤ 3) operands (strides sa, sb, sc) and, with
+// `with_out`, the output (strides sout), over ps.dims. The index is split into coordinates
+// once for all operands (integer division is the expensive part of these kernels), and the
+// lowering has already merged contiguous axes, so rank is usually 1 to 3.
+fn offsets(i: u32, count: u32, with_out: bool) -> vec4<u32> {
     var rem = i;
-    var off = vec3<u32>(0u);
+    var off = vec4<u32>(0u);
+    let rank = ps.rank;
     for (var k = 0u; k < rank; k++) {
         let ax = rank - 1u - k;
-        let dim = kp[d + ax];
+        let dim = ps.dims[ax];
         let q = rem / dim;
         let idx = rem - q * dim;
         rem = q;
-        off.x += idx * kp[s + ax];
-        off.y += idx * kp[s + 6u + ax];
+        off.x += idx * ps.sa[ax];
+        if (count > 1u) {
+            off.y += idx * ps.sb[ax];
+        }
         if (count > 2u) {
-            off.z += idx * kp[s + 12u + ax];
+            off.z += idx * ps.sc[ax];
+        }
+        if (with_out) {
+            off.w += idx * ps.sout[ax];
         }
     }
     return off;
 }
 
-// kp: [n, op, rank, a_off, b_off, out_off, dims[6] @6, sa[6] @12, sb[6] @18]
 @compute @workgroup_size(256)
 fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
-    if (i >= kp[0]) { return; }
-    let o = offsets(i, kp[2], 6u, 12u, 2u);
-    let x = a[kp[3] + o.x];
-    let y = b[kp[4] + o.y];
-    out[kp[5] + i] = binary_f(kp[1], x, y);
+    if (i >= ps.n) { return; }
+    let o = offsets(i, 2u, false);
+    let x = a[ps.a_off + o.x];
+    let y = b[ps.b_off + o.y];
+    out[ps.out_off + i] = binary_f(ps.op, x, y);
 }
 
-// kp: [n, rank, c_off, a_off, b_off, out_off, dims @6, sc @12, sa @18, sb @24]; cond in a.
+// out = cond ≠ 0 ? b : c, with cond in a.
 @compute @workgroup_size(256)
 fn where3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
-    if (i >= kp[0]) { return; }
-    let o = offsets(i, kp[1], 6u, 12u, 3u);
-    let cond = a[kp[2] + o.x];
-    let x = b[kp[3] + o.y];
-    let y = c[kp[4] + o.z];
-    out[kp[5] + i] = select(y, x, cond != 0.0);
+    if (i >= ps.n) { return; }
+    let o = offsets(i, 3u, false);
+    let cond = a[ps.a_off + o.x];
+    let x = b[ps.b_off + o.y];
+    let y = c[ps.c_off + o.z];
+    out[ps.out_off + i] = select(y, x, cond != 0.0);
 }
 
-// out[dst_off + Σ idx·ds] = a[src_off + Σ idx·ss] over the index space dims.
-// kp: [n, rank, src_off, dst_off, dims @4, ss @10, ds @16]
+// out[out_off + Σ idx·sout] = a[a_off + Σ idx·sa] over the index space dims.
 @compute @workgroup_size(256)
 fn strided_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
-    if (i >= kp[0]) { return; }
-    let o = offsets(i, kp[1], 4u, 10u, 2u);
-    out[kp[3] + o.y] = a[kp[2] + o.x];
+    if (i >= ps.n) { return; }
+    let o = offsets(i, 1u, true);
+    out[ps.out_off + o.w] = a[ps.a_off + o.x];
 }
 
-// kp: [n, out_off, value]
 @compute @workgroup_size(256)
 fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
-    if (i >= kp[0]) { return; }
-    out[kp[1] + i] = kf(2u);
+    if (i >= pf.n) { return; }
+    out[pf.out_off + i] = pf.value;
 }
 
-// Element type conversion between f32 and u32 (u32 tensors are bound as f32 and read through
-// bitcast). f32 → u32 rounds toward zero, saturating; NaN gives 0. kp: [n, mode, a_off, out_off],
-// mode 1: f32 → u32, 2: u32 → f32.
-@compute @workgroup_size(256)
-fn convert(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = gid(wid, nwg, lid);
-    if (i >= kp[0]) { return; }
-    let x = a[kp[2] + i];
-    if (kp[1] == 1u) {
-        let bits = bitcast<u32>(x);
-        let nan = (bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0u;
-        out[kp[3] + i] = bitcast<f32>(select(u32(max(x, 0.0)), 0u, nan));
-    } else {
-        out[kp[3] + i] = f32(bitcast<u32>(x));
-    }
-}
-
-// out[out_off + i] += a[a_off + i] (gradient accumulation). kp: [n, a_off, out_off]
-@compute @workgroup_size(256)
-fn add_into(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = gid(wid, nwg, lid);
-    if (i >= kp[0]) { return; }
-    let o = kp[2] + i;
-    out[o] = out[o] + a[kp[1] + i];
-}
-
-// kp: [n = N·C, C, a_off, out_off]; u32 labels in a.
+// n = N·classes; u32 labels in a.
 @compute @workgroup_size(256)
 fn one_hot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
-    if (i >= kp[0]) { return; }
-    let cls = kp[1];
-    let y = bitcast<u32>(a[kp[2] + i / cls]);
-    out[kp[3] + i] = select(0.0, 1.0, y == i % cls);
+    if (i >= po.n) { return; }
+    let cls = po.classes;
+    let y = bitcast<u32>(a[po.a_off + i / cls]);
+    out[po.out_off + i] = select(0.0, 1.0, y == i % cls);
 }
 
-// Inverted dropout mask, the same stream as rng::dropout_uniform. kp: [n, out_off, p, key]
+// Inverted dropout mask, the same stream as rng::dropout_uniform.
 @compute @workgroup_size(256)
 fn dropout_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
-    if (i >= kp[0]) { return; }
-    let p = kf(2u);
-    let k = hash32(kp[3] + hash32(su[1] + hash32(su[2])));
+    if (i >= pd.n) { return; }
+    let p = pd.p;
+    let k = hash32(pd.key + hash32(per_step.step + hash32(per_step.seed)));
     let u = f32(hash32(i ^ k) >> 8u) * (1.0 / 16777216.0);
-    out[kp[1] + i] = select(0.0, 1.0 / (1.0 - p), u >= p);
+    out[pd.out_off + i] = select(0.0, 1.0 / (1.0 - p), u >= p);
+}
+
+// f32 → u32 rounds toward zero, saturating, NaN → 0 (mode 1); u32 → f32 (mode 2).
+@compute @workgroup_size(256)
+fn convert(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pc.n) { return; }
+    let x = a[pc.a_off + i];
+    if (pc.mode == 1u) {
+        let bits = bitcast<u32>(x);
+        let nan = (bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0u;
+        out[pc.out_off + i] = bitcast<f32>(select(u32(max(x, 0.0)), 0u, nan));
+    } else {
+        out[pc.out_off + i] = f32(bitcast<u32>(x));
+    }
+}
+
+// out[out_off + i] += a[a_off + i]: one micro-batch's gradients into the accumulated ones.
+@compute @workgroup_size(256)
+fn add_into(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pa.n) { return; }
+    let o = pa.out_off + i;
+    out[o] = out[o] + a[pa.a_off + i];
 }

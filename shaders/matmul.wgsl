@@ -5,13 +5,34 @@
 // 16 through tiles of A and B staged in workgroup memory; loads outside the matrix read zero,
 // so any M, N, K works.
 //
-// When A is row-major with K, its offset and batch stride multiples of 4 (kp[13] = 1), each
+// When A is row-major with K, its offset and batch stride multiples of 4 (p.vec_a = 1), each
 // invocation stages its share of the A tile as one vec4 load through `a4`, the same buffer
 // viewed as vec4; likewise B through `b4` when B is row-major and N, offset and batch stride are
-// multiples of 4 (kp[14] = 1). Otherwise it makes four scalar (coalesced) loads.
+// multiples of 4 (p.vec_b = 1). Otherwise it makes four scalar (coalesced) loads.
 //
-// kp: [M, N, K, a_off, b_off, c_off, rsa, csa, rsb, csb, a_batch_stride, b_batch_stride, batch,
-//      vec_a, vec_b]
+// Parameter block (binding 0), mirrored by src/backend/wgpu/kernels/matmul.rs: rsa/csa and
+// rsb/csb are the row and column strides of op(A) and op(B); a_batch, b_batch the elements
+// between batches (0: shared by every batch).
+
+struct Matmul {
+    m: u32,
+    n: u32,
+    k: u32,
+    a_off: u32,
+    b_off: u32,
+    c_off: u32,
+    rsa: u32,
+    csa: u32,
+    rsb: u32,
+    csb: u32,
+    a_batch: u32,
+    b_batch: u32,
+    batch: u32,
+    vec_a: u32,
+    vec_b: u32,
+}
+
+@group(0) @binding(0) var<storage, read> p: Matmul;
 
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
@@ -28,16 +49,16 @@ var<workgroup> Bs: array<array<f32, 64>, 16>; // [k][n]
 
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let M = kp[0];
-    let N = kp[1];
-    let K = kp[2];
-    let a0 = kp[3] + wid.z * kp[10];
-    let b0 = kp[4] + wid.z * kp[11];
-    let c0 = kp[5] + wid.z * M * N;
-    let rsa = kp[6];
-    let csa = kp[7];
-    let rsb = kp[8];
-    let csb = kp[9];
+    let M = p.m;
+    let N = p.n;
+    let K = p.k;
+    let a0 = p.a_off + wid.z * p.a_batch;
+    let b0 = p.b_off + wid.z * p.b_batch;
+    let c0 = p.c_off + wid.z * M * N;
+    let rsa = p.rsa;
+    let csa = p.csa;
+    let rsb = p.rsb;
+    let csb = p.csb;
     let tx = lid3.x;
     let ty = lid3.y;
     let t = ty * 16u + tx;
@@ -51,7 +72,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     }
     for (var k0 = 0u; k0 < K; k0 += TK) {
         // Stage a 64×16 tile of A and a 16×64 tile of B: 4 elements of each per invocation.
-        if (kp[13] != 0u) {
+        if (p.vec_a != 0u) {
             let am = t / 4u;
             let ak = (t % 4u) * 4u;
             let gm = row0 + am;
@@ -74,7 +95,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
                 As[ak][am] = select(0.0, a[a0 + gm * rsa + gk * csa], gm < M && gk < K);
             }
         }
-        if (kp[14] != 0u) {
+        if (p.vec_b != 0u) {
             let bk = t / 16u;
             let bn = (t % 16u) * 4u;
             let gk = k0 + bk;
@@ -129,26 +150,26 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
 // elements per 16 multiply-adds. Its rows are 4 consecutive rows of C; its columns are
 // cb, cb + NB, cb + 2·NB, cb + 3·NB (NB = ⌈N/4⌉), so neighbouring invocations read and write
 // neighbouring columns. Indices past the edge are clamped for loads and skipped for stores.
-// Dispatched 1-D over batch·⌈M/4⌉·NB; kp as above, plus kp[12] = batch.
+// Dispatched 1-D over batch·⌈M/4⌉·NB; parameters as above (vec_a and vec_b unused).
 @compute @workgroup_size(256)
 fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
-    let M = kp[0];
-    let N = kp[1];
-    let K = kp[2];
+    let M = p.m;
+    let N = p.n;
+    let K = p.k;
     let MB = (M + 3u) / 4u;
     let NB = (N + 3u) / 4u;
-    if (e >= kp[12] * MB * NB) { return; }
+    if (e >= p.batch * MB * NB) { return; }
     let cb = e % NB;
     let rest = e / NB;
     let r0 = (rest % MB) * 4u;
     let z = rest / MB;
     let rows = vec4<u32>(r0, r0 + 1u, r0 + 2u, r0 + 3u);
     let cols = vec4<u32>(cb, cb + NB, cb + 2u * NB, cb + 3u * NB);
-    var pa = kp[3] + z * kp[10] + min(rows, vec4<u32>(M - 1u)) * kp[6];
-    var pb = kp[4] + z * kp[11] + min(cols, vec4<u32>(N - 1u)) * kp[9];
-    let sa = kp[7];
-    let sb = kp[8];
+    var pa = p.a_off + z * p.a_batch + min(rows, vec4<u32>(M - 1u)) * p.rsa;
+    var pb = p.b_off + z * p.b_batch + min(cols, vec4<u32>(N - 1u)) * p.csb;
+    let sa = p.csa;
+    let sb = p.rsb;
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
@@ -163,7 +184,7 @@ fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         pa += vec4<u32>(sa);
         pb += vec4<u32>(sb);
     }
-    let base = kp[5] + z * M * N;
+    let base = p.c_off + z * M * N;
     let acc = array<vec4<f32>, 4>(c0, c1, c2, c3);
     for (var i = 0u; i < 4u; i++) {
         if (rows[i] >= M) { break; }

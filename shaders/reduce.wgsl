@@ -1,5 +1,5 @@
-// reduce.wgsl — sum / mean / max over any set of axes, and the sum of squares behind global
-// gradient-norm clipping.
+// reduce.wgsl — sum / mean / max over any set of axes, and the gradient statistics the update
+// reads (the sum of squares behind global-norm clipping, and the count of non-finite values).
 //
 // Bindings: a input, out output. Two strategies, both in a fixed order, so results are
 // deterministic (no atomics):
@@ -10,6 +10,39 @@
 //   (a weight gradient summed over a batch of 64, say), where a workgroup per output would
 //   leave most of its invocations idle and pay for the tree's barriers.
 
+// Parameter blocks (binding 0), mirrored by src/backend/wgpu/kernels/reduce.rs: `p: Reduce`
+// for `reduce` and `reduce_serial`, `sq: GradStats` for `grad_stats`. Contiguous axes are
+// merged by the lowering, so nk and nr are usually 1 or 2.
+
+struct Reduce {
+    n: u32,
+    r: u32,
+    a_off: u32,
+    out_off: u32,
+    is_max: u32,
+    mean: u32,
+    nk: u32,
+    nr: u32,
+    kdims: array<u32, 6>,
+    kstr: array<u32, 6>,
+    rdims: array<u32, 6>,
+    rstr: array<u32, 6>,
+}
+
+struct Span {
+    off: u32,
+    len: u32,
+}
+
+struct GradStats {
+    nseg: u32,
+    out_off: u32,
+    nsum: u32,
+    views: array<Span>,
+}
+
+@group(0) @binding(0) var<storage, read> p: Reduce;
+@group(0) @binding(0) var<storage, read> sq: GradStats;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
@@ -27,41 +60,50 @@ fn tree(lid: u32, is_max: bool) {
     workgroupBarrier();
 }
 
-// kp: [n_out, op (0 sum, 1 mean, 2 max), a_off, out_off, R, nk, nr,
-//      kdims @7, kstr @13, rdims @19, rstr @25]. Contiguous axes are merged by the lowering,
-// so nk and nr are usually 1 or 2.
-
-// Offset in `a` of index i over the nd axes with dims at kp[d..] and strides at kp[s..].
-fn offset_of(i: u32, nd: u32, d: u32, s: u32) -> u32 {
-    var rem = i;
+// Offset in `a` of output o, over the kept axes.
+fn kept_offset(o: u32) -> u32 {
+    var rem = o;
     var off = 0u;
-    for (var k = 0u; k < nd; k++) {
-        let ax = nd - 1u - k;
-        let q = rem / kp[d + ax];
-        off += (rem - q * kp[d + ax]) * kp[s + ax];
+    for (var k = 0u; k < p.nk; k++) {
+        let ax = p.nk - 1u - k;
+        let q = rem / p.kdims[ax];
+        off += (rem - q * p.kdims[ax]) * p.kstr[ax];
+        rem = q;
+    }
+    return off;
+}
+
+// Offset in `a` of reduced element r, over the reduced axes.
+fn reduced_offset(r: u32) -> u32 {
+    var rem = r;
+    var off = 0u;
+    for (var k = 0u; k < p.nr; k++) {
+        let ax = p.nr - 1u - k;
+        let q = rem / p.rdims[ax];
+        off += (rem - q * p.rdims[ax]) * p.rstr[ax];
         rem = q;
     }
     return off;
 }
 
 fn finish(acc: f32, o: u32) {
-    out[kp[3] + o] = select(acc, acc / f32(kp[4]), kp[1] == 1u);
+    out[p.out_off + o] = select(acc, acc / f32(p.r), p.mean != 0u);
 }
 
 @compute @workgroup_size(256)
 fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let o = group_index(wid, nwg);
-    if (o >= kp[0]) { return; }
-    let is_max = kp[1] == 2u;
-    let base = kp[2] + offset_of(o, kp[5], 7u, 13u);
-    let total = kp[4];
-    let nr = kp[6];
+    if (o >= p.n) { return; }
+    let is_max = p.is_max != 0u;
+    let base = p.a_off + kept_offset(o);
+    let total = p.r;
+    let nr = p.nr;
     var acc = select(0.0, -3.4028235e38, is_max);
     for (var r = lid; r < total; r += 256u) {
         // One reduced axis (the usual case) needs no division.
-        var off = r * kp[25];
+        var off = r * p.rstr[0];
         if (nr != 1u) {
-            off = offset_of(r, nr, 19u, 25u);
+            off = reduced_offset(r);
         }
         let v = a[base + off];
         acc = select(acc + v, max(acc, v), is_max);
@@ -73,24 +115,24 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
-// kp as `reduce`; dispatched 1-D over the outputs. The reduced index advances as an odometer
-// over at most two axes (the lowering merges the rest or sends the reduction to `reduce`).
+// Dispatched 1-D over the outputs. The reduced index advances as an odometer over at most two
+// axes (the lowering merges the rest or sends the reduction to `reduce`).
 @compute @workgroup_size(256)
 fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let o = gid(wid, nwg, lid);
-    if (o >= kp[0]) { return; }
-    let is_max = kp[1] == 2u;
-    let base = kp[2] + offset_of(o, kp[5], 7u, 13u);
+    if (o >= p.n) { return; }
+    let is_max = p.is_max != 0u;
+    let base = p.a_off + kept_offset(o);
     // Reduced axes as (outer, inner); a single axis is (1, R).
-    let two = kp[6] == 2u;
-    let n_in = select(kp[19], kp[20], two);
-    let s_in = select(kp[25], kp[26], two);
-    let n_out = select(1u, kp[19], two);
-    let s_out = select(0u, kp[25], two);
+    let two = p.nr == 2u;
+    let n_in = select(p.rdims[0], p.rdims[1], two);
+    let s_in = select(p.rstr[0], p.rstr[1], two);
+    let n_out = select(1u, p.rdims[0], two);
+    let s_out = select(0u, p.rstr[0], two);
     var acc = select(0.0, -3.4028235e38, is_max);
-    for (var p = 0u; p < n_out; p++) {
-        var off = base + p * s_out;
-        for (var q = 0u; q < n_in; q++) {
+    for (var q = 0u; q < n_out; q++) {
+        var off = base + q * s_out;
+        for (var j = 0u; j < n_in; j++) {
             let v = a[off];
             acc = select(acc + v, max(acc, v), is_max);
             off += s_in;
@@ -99,10 +141,10 @@ fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     finish(acc, o);
 }
 
-// Gradient statistics for the update: out[out_off] = Σ a[i]² over the first `nsum` segments
-// (the gradients, in a), out[out_off + 1] = how many elements of all segments (the gradients, and
-// after them the checked values such as the loss, in b) are NaN or ±∞, found from the exponent bits, since WGSL lets a compiler assume floats are finite.
-// kp: [nseg, out_off, nsum, (off, len) × nseg @3]
+// out[out_off] = Σ a[i]² over the first `nsum` views (the gradients, in a); out[out_off + 1] =
+// how many elements of all views (the gradients, then the checked values such as the loss, in
+// b) are NaN or ±∞, found from the exponent bits, since WGSL lets a compiler assume that floats
+// are finite.
 fn not_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
 }
@@ -111,11 +153,10 @@ fn not_finite(v: f32) -> bool {
 fn grad_stats(@builtin(local_invocation_index) lid: u32) {
     var acc = 0.0;
     var bad = 0.0;
-    let nseg = kp[0];
-    for (var s = 0u; s < nseg; s++) {
-        let off = kp[3u + 2u * s];
-        let len = kp[4u + 2u * s];
-        let summed = s < kp[2];
+    for (var s = 0u; s < sq.nseg; s++) {
+        let off = sq.views[s].off;
+        let len = sq.views[s].len;
+        let summed = s < sq.nsum;
         for (var i = lid; i < len; i += 256u) {
             var v: f32;
             if (summed) {
@@ -130,12 +171,12 @@ fn grad_stats(@builtin(local_invocation_index) lid: u32) {
     sh[lid] = acc;
     tree(lid, false);
     if (lid == 0u) {
-        out[kp[1]] = sh[0];
+        out[sq.out_off] = sh[0];
     }
     workgroupBarrier();
     sh[lid] = bad;
     tree(lid, false);
     if (lid == 0u) {
-        out[kp[1] + 1u] = sh[0];
+        out[sq.out_off + 1u] = sh[0];
     }
 }

@@ -1,11 +1,23 @@
 // softmax.wgsl — softmax, log-softmax and the fused softmax cross-entropy (forward and
 // gradient) over rows of length C.
 //
-// Bindings: a = logits, b = labels (u32 class indices, bound as f32 and read through bitcast), c = dy (per row), out. One
+// Bindings: a = logits, b = labels (u32 class indices, bound as words and read through bitcast), c = dy (per row), out. One
 // 256-invocation workgroup per row: the row maximum and Σexp(x − max) are combined by trees in
 // workgroup memory, so large logits never overflow and results are deterministic.
 //
-// kp: [rows, C, a_off, b_off, c_off, out_off, smoothing]
+// Parameter block (binding 0), mirrored by src/backend/wgpu/kernels/softmax.rs.
+
+struct Softmax {
+    rows: u32,
+    classes: u32,
+    a_off: u32,
+    b_off: u32,
+    c_off: u32,
+    out_off: u32,
+    smoothing: f32,
+}
+
+@group(0) @binding(0) var<storage, read> p: Softmax;
 
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
@@ -64,25 +76,25 @@ fn row_stats(lid: u32, base: u32, C: u32) -> RowStats {
 @compute @workgroup_size(256)
 fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(wid, nwg);
-    if (row >= kp[0]) { return; }
-    let C = kp[1];
-    let base = kp[2] + row * C;
+    if (row >= p.rows) { return; }
+    let C = p.classes;
+    let base = p.a_off + row * C;
     let st = row_stats(lid, base, C);
     for (var j = lid; j < C; j += 256u) {
-        out[kp[5] + row * C + j] = exp(a[base + j] - st.m) / st.sum;
+        out[p.out_off + row * C + j] = exp(a[base + j] - st.m) / st.sum;
     }
 }
 
 @compute @workgroup_size(256)
 fn log_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(wid, nwg);
-    if (row >= kp[0]) { return; }
-    let C = kp[1];
-    let base = kp[2] + row * C;
+    if (row >= p.rows) { return; }
+    let C = p.classes;
+    let base = p.a_off + row * C;
     let st = row_stats(lid, base, C);
     let lse = st.m + log(st.sum);
     for (var j = lid; j < C; j += 256u) {
-        out[kp[5] + row * C + j] = a[base + j] - lse;
+        out[p.out_off + row * C + j] = a[base + j] - lse;
     }
 }
 
@@ -90,9 +102,9 @@ fn log_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 @compute @workgroup_size(256)
 fn sce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(wid, nwg);
-    if (row >= kp[0]) { return; }
-    let C = kp[1];
-    let base = kp[2] + row * C;
+    if (row >= p.rows) { return; }
+    let C = p.classes;
+    let base = p.a_off + row * C;
     let st = row_stats(lid, base, C);
     var sx = 0.0;
     for (var j = lid; j < C; j += 256u) {
@@ -100,9 +112,9 @@ fn sce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     sx = reduce_sum(lid, sx);
     if (lid == 0u) {
-        let e = kf(6u);
-        let y = bitcast<u32>(b[kp[3] + row]);
-        out[kp[5] + row] = st.m + log(st.sum) - (1.0 - e) * a[base + y] - e * sx / f32(C);
+        let e = p.smoothing;
+        let y = bitcast<u32>(b[p.b_off + row]);
+        out[p.out_off + row] = st.m + log(st.sum) - (1.0 - e) * a[base + y] - e * sx / f32(C);
     }
 }
 
@@ -110,15 +122,15 @@ fn sce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 @compute @workgroup_size(256)
 fn sce_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(wid, nwg);
-    if (row >= kp[0]) { return; }
-    let C = kp[1];
-    let base = kp[2] + row * C;
+    if (row >= p.rows) { return; }
+    let C = p.classes;
+    let base = p.a_off + row * C;
     let st = row_stats(lid, base, C);
-    let e = kf(6u);
-    let y = bitcast<u32>(b[kp[3] + row]);
-    let d = c[kp[4] + row];
+    let e = p.smoothing;
+    let y = bitcast<u32>(b[p.b_off + row]);
+    let d = c[p.c_off + row];
     for (var j = lid; j < C; j += 256u) {
         let q = e / f32(C) + select(0.0, 1.0 - e, j == y);
-        out[kp[5] + row * C + j] = d * (exp(a[base + j] - st.m) / st.sum - q);
+        out[p.out_off + row * C + j] = d * (exp(a[base + j] - st.m) / st.sum - q);
     }
 }

@@ -1,9 +1,10 @@
 //! The executor's contract: shared ParamStore, frozen parameters, buffer reuse, determinism,
-//! and errors for bad input.
+//! batch-norm statistics, dropout and errors for bad input — each on every backend.
 
 mod common;
 
-use kiln::{backward, loss, nn, Cpu, Error, Feed, Graph, Init, Optimizer, ParamStore, Program, Training};
+use common::backend_test;
+use kiln::{backward, loss, nn, Error, Feed, Graph, Init, Optimizer, ParamStore, Program, Training};
 
 /// A small classifier: x (8, 5) → 16 → 3, with cross-entropy against labels.
 fn classifier() -> (Graph, kiln::NodeId, kiln::NodeId) {
@@ -23,11 +24,10 @@ fn batch() -> (Vec<f32>, Vec<u32>) {
     (common::values(1, 40, -1.0, 1.0), vec![0, 1, 2, 0, 1, 2, 0, 1])
 }
 
-#[test]
-fn train_and_eval_programs_share_one_param_store() {
+backend_test!(fn train_and_eval_programs_share_one_param_store(dev) {
     let (mut g, logits, loss) = classifier();
     let grads = backward(&mut g, loss).unwrap();
-    let mut store = ParamStore::new(&Cpu, &g, 1).unwrap();
+    let mut store = ParamStore::new(dev, &g, 1).unwrap();
     let opt = Optimizer::adam(0.01);
     let mut train = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, &opt))).unwrap();
     let mut eval = Program::compile(&g, &mut store, &[logits, loss], None).unwrap();
@@ -48,16 +48,15 @@ fn train_and_eval_programs_share_one_param_store() {
         eval.run(&[("x", Feed::F32(&x))]),
         Err(Error::MissingFeed { .. })
     ));
-}
+});
 
-#[test]
-fn frozen_parameters_are_not_updated() {
+backend_test!(fn frozen_parameters_are_not_updated(dev) {
     let (mut g, _, loss) = classifier();
     g.set_trainable("l1.w", false).unwrap();
     g.set_trainable("l1.b", false).unwrap();
     let grads = backward(&mut g, loss).unwrap();
     assert!(grads.of(&g, g.param_node("l1.w").unwrap()).is_none());
-    let mut store = ParamStore::new(&Cpu, &g, 1).unwrap();
+    let mut store = ParamStore::new(dev, &g, 1).unwrap();
     let w1 = store.get("l1.w").unwrap();
     let w2 = store.get("l2.w").unwrap();
     let opt = Optimizer::sgd(0.1);
@@ -66,10 +65,9 @@ fn frozen_parameters_are_not_updated() {
     train.run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))]).unwrap();
     assert_eq!(store.get("l1.w").unwrap(), w1);
     assert_ne!(store.get("l2.w").unwrap(), w2);
-}
+});
 
-#[test]
-fn buffers_are_reused_by_liveness() {
+backend_test!(fn buffers_are_reused_by_liveness(dev) {
     // A chain of 40 element-wise ops on a 1000-element tensor needs two live buffers, not 40.
     let mut g = Graph::new();
     let x = g.input("x", [1000]).unwrap();
@@ -81,21 +79,20 @@ fn buffers_are_reused_by_liveness() {
             g.mul_scalar(h, 1.5).unwrap()
         };
     }
-    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let mut store = ParamStore::new(dev, &g, 0).unwrap();
     let prog = Program::compile(&g, &mut store, &[h], None).unwrap();
     assert_eq!(prog.kernel_count(), 40);
     // input + two ping-pong activations
     assert_eq!(prog.plan_bytes(), 3 * 1000 * 4);
     assert!(prog.peak_bytes() >= prog.plan_bytes());
-}
+});
 
-#[test]
-fn reshape_is_free_and_correct() {
+backend_test!(fn reshape_is_free_and_correct(dev) {
     let mut g = Graph::new();
     let x = g.input("x", [2, 6]).unwrap();
     let r = g.reshape(x, [3, 4]).unwrap();
     let t = g.transpose(r).unwrap();
-    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let mut store = ParamStore::new(dev, &g, 0).unwrap();
     let mut prog = Program::compile(&g, &mut store, &[r, t], None).unwrap();
     assert_eq!(prog.kernel_count(), 1, "only the transpose runs");
     let xs: Vec<f32> = (0..12).map(|v| v as f32).collect();
@@ -105,14 +102,13 @@ fn reshape_is_free_and_correct() {
         out.get(t).unwrap().data,
         vec![0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]
     );
-}
+});
 
-#[test]
-fn identical_runs_are_bit_identical() {
+backend_test!(fn identical_runs_are_bit_identical(dev) {
     let run = || {
         let (mut g, _, loss) = classifier();
         let grads = backward(&mut g, loss).unwrap();
-        let mut store = ParamStore::new(&Cpu, &g, 7).unwrap();
+        let mut store = ParamStore::new(dev, &g, 7).unwrap();
         let opt = Optimizer::adam(0.01).clip_norm(1.0);
         let mut train = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, &opt))).unwrap();
         let (x, y) = batch();
@@ -128,10 +124,9 @@ fn identical_runs_are_bit_identical() {
             .collect::<Vec<u32>>()
     };
     assert_eq!(run(), run());
-}
+});
 
-#[test]
-fn gradient_shared_by_two_parameters_reaches_both() {
+backend_test!(fn gradient_shared_by_two_parameters_reaches_both(dev) {
     // loss = Σ(a + b): both gradients are the same node; the second is copied into its slot.
     let mut g = Graph::new();
     let a = g.param("a", [3], Init::Constant(1.0)).unwrap();
@@ -139,16 +134,15 @@ fn gradient_shared_by_two_parameters_reaches_both() {
     let s = g.add(a, b).unwrap();
     let loss = g.sum_all(s).unwrap();
     let grads = backward(&mut g, loss).unwrap();
-    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let mut store = ParamStore::new(dev, &g, 0).unwrap();
     let opt = Optimizer::sgd(0.5);
     let mut p = Program::compile(&g, &mut store, &[loss], Some(Training::new(&grads, &opt))).unwrap();
     p.run(&[]).unwrap();
     assert_eq!(store.get("a").unwrap().data, vec![0.5; 3]);
     assert_eq!(store.get("b").unwrap().data, vec![1.5; 3]);
-}
+});
 
-#[test]
-fn bad_input_is_an_error_not_a_panic() {
+backend_test!(fn bad_input_is_an_error_not_a_panic(dev) {
     let mut g = Graph::new();
     let x = g.input("x", [4, 3]).unwrap();
     let w = g.param("w", [4, 2], Init::Zeros).unwrap();
@@ -180,7 +174,7 @@ fn bad_input_is_an_error_not_a_panic() {
 
     let y = g.labels("y", [4], 3).unwrap();
     let l = kiln::loss::cross_entropy(&mut g, x, y).unwrap();
-    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let mut store = ParamStore::new(dev, &g, 0).unwrap();
     let mut p = Program::compile(&g, &mut store, &[l], None).unwrap();
     let xs = vec![0.0; 12];
     assert!(matches!(
@@ -208,10 +202,9 @@ fn bad_input_is_an_error_not_a_panic() {
         .unwrap();
     assert!((ok.scalar(l).unwrap() - 3f32.ln()).abs() < 1e-6);
     assert!(ok.get(x).is_err(), "x was not fetched");
-}
+});
 
-#[test]
-fn batch_norm_updates_running_statistics_only_when_training() {
+backend_test!(fn batch_norm_updates_running_statistics_only_when_training(dev) {
     let mut g = Graph::new();
     let x = g.input("x", [4, 2]).unwrap();
     let bn = nn::BatchNorm::new(&mut g, "bn", 2).unwrap();
@@ -219,7 +212,7 @@ fn batch_norm_updates_running_statistics_only_when_training() {
     let y_eval = bn.forward(&mut g, x, false).unwrap();
     let loss = g.sum_all(y_train).unwrap();
     let grads = backward(&mut g, loss).unwrap();
-    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let mut store = ParamStore::new(dev, &g, 0).unwrap();
     let opt = Optimizer::sgd(0.0);
     let mut train = Program::compile(&g, &mut store, &[y_train], Some(Training::new(&grads, &opt))).unwrap();
     let mut eval = Program::compile(&g, &mut store, &[y_eval], None).unwrap();
@@ -255,10 +248,9 @@ fn batch_norm_updates_running_statistics_only_when_training() {
         1e-5,
         1e-5,
     );
-}
+});
 
-#[test]
-fn dropout_drops_the_right_fraction_with_a_fresh_mask_each_step() {
+backend_test!(fn dropout_drops_the_right_fraction_with_a_fresh_mask_each_step(dev) {
     let n = 20_000;
     let mut g = Graph::new();
     let x = g.input("x", [n]).unwrap();
@@ -267,7 +259,7 @@ fn dropout_drops_the_right_fraction_with_a_fresh_mask_each_step() {
     let y = g.dropout(xw, 0.3).unwrap();
     let loss = g.sum_all(y).unwrap();
     let grads = backward(&mut g, loss).unwrap();
-    let mut store = ParamStore::new(&Cpu, &g, 0).unwrap();
+    let mut store = ParamStore::new(dev, &g, 0).unwrap();
     let opt = Optimizer::sgd(0.0);
     let mut train = Program::compile(&g, &mut store, &[y], Some(Training::new(&grads, &opt))).unwrap();
     let ones = vec![1.0f32; n];
@@ -292,4 +284,4 @@ fn dropout_drops_the_right_fraction_with_a_fresh_mask_each_step() {
     assert!((mean - 1.0).abs() < 0.03, "inverted dropout keeps the mean: {mean}");
     assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
     assert_ne!(a, b, "each step draws a new mask");
-}
+});

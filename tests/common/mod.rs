@@ -233,3 +233,40 @@ pub fn parity(
         }
     }
 }
+
+/// One test body, run on every backend (Candle's `test_device!`):
+///
+/// ```ignore
+/// backend_test!(fn frozen_parameters_are_not_updated(dev) {
+///     let mut store = ParamStore::new(dev, &g, 1).unwrap();
+///     ...
+/// });
+/// ```
+///
+/// defines `fn frozen_parameters_are_not_updated<B: kiln::Backend>(dev: &B)` and, in a module of
+/// the same name, the tests `cpu` (the reference backend) and `gpu` (the shared [`gpu`], which
+/// skips with a printed line when there is no adapter unless `KILN_REQUIRE_GPU=1`). Filter
+/// with `cargo test ::gpu` or `cargo test ::cpu`.
+#[allow(unused_macros)]
+macro_rules! backend_test {
+    ($(#[$meta:meta])* fn $name:ident($b:ident) $body:block) => {
+        $(#[$meta])*
+        fn $name<B: kiln::Backend>($b: &B) $body
+
+        mod $name {
+            #[test]
+            fn cpu() {
+                super::$name(&kiln::Cpu);
+            }
+
+            #[test]
+            fn gpu() {
+                if let Some(g) = crate::common::gpu() {
+                    super::$name(&g);
+                }
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use backend_test;

@@ -2,21 +2,23 @@
 //!
 //! `prepare` lowers the executor's kernel list (see [`lower`]) and creates everything a step
 //! needs — pipelines (cached per device by family and entry point), one small parameter buffer
-//! per dispatch, bind groups — once. `execute` writes the per-step values, records every
-//! dispatch into one compute pass, copies the fetched views to a staging buffer in the same
-//! encoder, and submits once. Nothing is created on the hot path except the command encoder.
+//! per dispatch holding its family's typed parameter struct (see [`kernels`]), bind groups —
+//! once. `execute` writes the per-step values, records every dispatch into one compute pass,
+//! copies the fetched views to a staging buffer in the same encoder, and submits once. Nothing
+//! is created on the hot path except the command encoder.
 
+pub mod kernels;
 pub mod lower;
 
 use super::{Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
 use crate::error::{Error, Result};
 use crate::optim::OptimizerKind;
 use crate::shape::DType;
-use lower::{Dispatch, Family, Grid};
+use kernels::{Dispatch, Family, Grid, Step};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Bindings of the standard layout: kp, su, a, b, c, out, a as vec4, b as vec4.
+/// Bindings of the standard layout: params, per_step, a, b, c, out, a as vec4, b as vec4.
 const STD_SLOTS: u32 = 8;
 /// The one written binding of the standard layout.
 const STD_OUT: u32 = 5;
@@ -53,7 +55,7 @@ pub struct GpuBuffer {
 }
 
 struct Prepared {
-    /// Entry point, launch size and leading parameter words (sizes), for the profile.
+    /// Entry point, launch size and leading parameter fields (sizes), for the profile.
     label: String,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
@@ -347,9 +349,9 @@ impl Gpu {
         }
     }
 
-    fn bind(&self, d: &Dispatch, kp: &wgpu::Buffer, step: &wgpu::Buffer, bufs: &[wgpu::Buffer]) -> wgpu::BindGroup {
+    fn bind(&self, d: &Dispatch, params: &wgpu::Buffer, step: &wgpu::Buffer, bufs: &[wgpu::Buffer]) -> wgpu::BindGroup {
         let i = &self.inner;
-        let mut res: Vec<&wgpu::Buffer> = vec![kp, step];
+        let mut res: Vec<&wgpu::Buffer> = vec![params, step];
         if d.family == Family::Optim {
             res.push(&bufs[d.inputs[0]]);
             res.push(d.inputs.get(1).map_or(&i.dummy_ro, |&b| &bufs[b]));
@@ -588,7 +590,7 @@ impl Backend for Gpu {
     fn prepare(&self, mut buffers: Vec<GpuBuffer>, kernels: Vec<Kernel>) -> Result<GpuProgram> {
         let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let step = self.raw(
-            64,
+            std::mem::size_of::<Step>(),
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             "step values",
         );
@@ -624,17 +626,25 @@ impl Backend for Gpu {
         let raw: Vec<wgpu::Buffer> = buffers.iter().map(|b| b.buf.clone()).collect();
         let mut dispatches = Vec::with_capacity(planned.len());
         for d in &planned {
-            let kp = self.raw(
-                4 * d.kp.len(),
+            // Parameter structs are made of 4-byte fields, so their size is a multiple of 4.
+            let params = self.raw(
+                d.params.len(),
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 d.entry,
             );
-            self.inner.queue.write_buffer(&kp, 0, bytemuck::cast_slice(&d.kp));
+            self.inner.queue.write_buffer(&params, 0, &d.params);
             let groups = self.groups(d.grid)?;
+            // The leading fields (sizes, mostly) label the dispatch in the profile.
+            let words: Vec<u32> = d
+                .params
+                .chunks_exact(4)
+                .take(3)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                .collect();
             dispatches.push(Prepared {
-                label: format!("{} {groups:?} {:?}", d.entry, &d.kp[..d.kp.len().min(3)]),
+                label: format!("{} {groups:?} {words:?}", d.entry),
                 pipeline: self.pipeline(d.family, d.entry)?,
-                bind_group: self.bind(d, &kp, &step, &raw),
+                bind_group: self.bind(d, &params, &step, &raw),
                 groups,
             });
         }
@@ -654,27 +664,8 @@ impl Backend for Gpu {
     }
 
     fn execute(&self, p: &mut GpuProgram, u: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<u8>>> {
-        let c = p.rule.map(|r| r.coefficients(u.lr, u.t)).unwrap_or_default();
-        let words: [u32; 16] = [
-            u.lr.to_bits(),
-            u.step as u32,
-            u.seed as u32,
-            c.b1.to_bits(),
-            c.one_minus_b1.to_bits(),
-            c.b2.to_bits(),
-            c.one_minus_b2.to_bits(),
-            c.eps.to_bits(),
-            c.inv_bias1.to_bits(),
-            c.inv_bias2.to_bits(),
-            u.grad_scale.to_bits(),
-            0,
-            0,
-            0,
-            0,
-            0,
-        ];
         let q = &self.inner.queue;
-        q.write_buffer(&p.step, 0, bytemuck::cast_slice(&words));
+        q.write_buffer(&p.step, 0, bytemuck::bytes_of(&Step::new(u, p.rule)));
         // Fetched views are copied in whole words (tensors start 4-byte aligned, and their
         // allocations are rounded up to whole words).
         let words = |v: &View| v.bytes().div_ceil(4) * 4;

@@ -1,0 +1,125 @@
+//! conv.wgsl's parameter struct and lowering: im2col / col2im, max and average pooling with
+//! their gradients, on (N, C, H, W) planes.
+
+use super::{u, Dispatch, Family, Grid};
+use crate::backend::View;
+use crate::graph::Window;
+use crate::shape::Shape;
+use bytemuck::{Pod, Zeroable};
+
+/// Every conv.wgsl entry point: an image stack, a window, the output grid and three offsets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct Conv {
+    /// Invocations launched (one per output element; per output pixel for im2col).
+    pub invocations: u32,
+    /// Images.
+    pub n: u32,
+    /// Channels.
+    pub c: u32,
+    /// Image height.
+    pub h: u32,
+    /// Image width.
+    pub w: u32,
+    /// Kernel height.
+    pub kh: u32,
+    /// Kernel width.
+    pub kw: u32,
+    /// Vertical stride.
+    pub sh: u32,
+    /// Horizontal stride.
+    pub sw: u32,
+    /// Vertical padding.
+    pub ph: u32,
+    /// Horizontal padding.
+    pub pw: u32,
+    /// Vertical dilation.
+    pub dh: u32,
+    /// Horizontal dilation.
+    pub dw: u32,
+    /// Output height.
+    pub oh: u32,
+    /// Output width.
+    pub ow: u32,
+    /// Offset of input a.
+    pub a_off: u32,
+    /// Offset of the output.
+    pub out_off: u32,
+    /// Offset of input b (the argmax indices of gather / scatter).
+    pub b_off: u32,
+}
+
+/// Which conv.wgsl entry point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// x → cols.
+    Im2Col,
+    /// cols → x.
+    Col2Im,
+    /// x → argmax per window.
+    PoolArgmax,
+    /// x → window averages.
+    AvgPool,
+    /// dy → dx of average pooling.
+    AvgPoolGrad,
+    /// (x, idx) → x at idx.
+    GatherPlanes,
+    /// (dy, idx) → dx of max pooling.
+    ScatterPlanes,
+}
+
+impl Entry {
+    fn name(self) -> &'static str {
+        match self {
+            Entry::Im2Col => "im2col",
+            Entry::Col2Im => "col2im",
+            Entry::PoolArgmax => "pool_argmax",
+            Entry::AvgPool => "avg_pool",
+            Entry::AvgPoolGrad => "avg_pool_grad",
+            Entry::GatherPlanes => "gather_planes",
+            Entry::ScatterPlanes => "scatter_planes",
+        }
+    }
+}
+
+/// `invocations` invocations of `entry` over images `img` (N, C, H, W) and window `w` with
+/// output grid `(oh, ow)`; `x` is the operands in the op's order.
+pub fn conv(
+    entry: Entry,
+    invocations: usize,
+    img: &Shape,
+    w: &Window,
+    (oh, ow): (usize, usize),
+    x: &[View],
+    out: View,
+) -> Dispatch {
+    let d = img.dims();
+    let p = Conv {
+        invocations: u(invocations),
+        n: u(d[0]),
+        c: u(d[1]),
+        h: u(d[2]),
+        w: u(d[3]),
+        kh: u(w.k[0]),
+        kw: u(w.k[1]),
+        sh: u(w.stride[0]),
+        sw: u(w.stride[1]),
+        ph: u(w.pad[0]),
+        pw: u(w.pad[1]),
+        dh: u(w.dilation[0]),
+        dw: u(w.dilation[1]),
+        oh: u(oh),
+        ow: u(ow),
+        a_off: u(x[0].offset),
+        out_off: u(out.offset),
+        b_off: x.get(1).map_or(0, |v| u(v.offset)),
+    };
+    Dispatch::new(
+        Family::Conv,
+        entry.name(),
+        &p,
+        x.iter().map(|v| v.buf).collect(),
+        vec![out.buf],
+        Grid::Elements(invocations),
+    )
+}

@@ -1,0 +1,360 @@
+//! The typed Rust↔WGSL contract, one module per kernel family: `kernels/<family>.rs` holds the
+//! `#[repr(C)]` parameter structs that `shaders/<family>.wgsl` declares under the same names and
+//! field names, the lowering that fills them, and (where a kernel selects an op) the one
+//! exhaustive `match` from which the WGSL of every op is generated. A dispatch's parameter block
+//! is the struct's bytes (followed, for variable-length tables, by a runtime-sized array), bound
+//! read-only at binding 0; the per-step values are [`Step`], bound at binding 1.
+//!
+//! Nothing here names a wgpu type, so the contract can be read and tested on its own.
+
+pub mod conv;
+pub mod elementwise;
+pub mod matmul;
+pub mod optim;
+pub mod reduce;
+pub mod softmax;
+
+use crate::backend::StepUniforms;
+use crate::optim::OptimizerKind;
+use bytemuck::{Pod, Zeroable};
+
+/// Highest tensor rank the strided kernels take.
+pub const MAX_RANK: usize = 6;
+
+/// The WGSL source families, one per file in `shaders/` and module here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// elementwise.wgsl
+    Elementwise,
+    /// reduce.wgsl
+    Reduce,
+    /// matmul.wgsl
+    Matmul,
+    /// softmax.wgsl
+    Softmax,
+    /// conv.wgsl
+    Conv,
+    /// optim.wgsl
+    Optim,
+}
+
+impl Family {
+    /// Every family, for shader validation.
+    pub const ALL: [Family; 6] = [
+        Family::Elementwise,
+        Family::Reduce,
+        Family::Matmul,
+        Family::Softmax,
+        Family::Conv,
+        Family::Optim,
+    ];
+
+    /// The WGSL that is compiled: the common prelude followed by the family's file, with any
+    /// generated parts (op cases, update rules) filled in.
+    pub fn source(self) -> String {
+        let body = match self {
+            Family::Elementwise => elementwise::source(),
+            Family::Reduce => include_str!("../../../../shaders/reduce.wgsl").to_string(),
+            Family::Matmul => include_str!("../../../../shaders/matmul.wgsl").to_string(),
+            Family::Softmax => include_str!("../../../../shaders/softmax.wgsl").to_string(),
+            Family::Conv => include_str!("../../../../shaders/conv.wgsl").to_string(),
+            Family::Optim => optim::source(),
+        };
+        format!("{}\n{}", include_str!("../../../../shaders/common.wgsl"), body)
+    }
+}
+
+/// How many workgroups to launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grid {
+    /// One invocation per element, 256 per workgroup.
+    Elements(usize),
+    /// One workgroup per item.
+    Groups(usize),
+    /// Exactly these workgroup counts.
+    Fixed([u32; 3]),
+}
+
+/// One dispatch: which WGSL family and entry point, its parameter block, which buffers sit in
+/// which binding, and the grid. `inputs` fill bindings 2, 3, 4 (standard layout) or grads, norm
+/// (update layout); `outputs` fill binding 5 (standard) or params, state0, state1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dispatch {
+    /// Source family.
+    pub family: Family,
+    /// Entry point.
+    pub entry: &'static str,
+    /// The parameter block: a family's `#[repr(C)]` struct as bytes, then any table.
+    pub params: Vec<u8>,
+    /// Buffer-table indices read.
+    pub inputs: Vec<usize>,
+    /// Buffer-table indices written.
+    pub outputs: Vec<usize>,
+    /// Launch size.
+    pub grid: Grid,
+}
+
+impl Dispatch {
+    /// A dispatch whose parameter block is `params`.
+    pub fn new<P: Pod>(
+        family: Family,
+        entry: &'static str,
+        params: &P,
+        inputs: Vec<usize>,
+        outputs: Vec<usize>,
+        grid: Grid,
+    ) -> Dispatch {
+        Dispatch {
+            family,
+            entry,
+            params: bytemuck::bytes_of(params).to_vec(),
+            inputs,
+            outputs,
+            grid,
+        }
+    }
+
+    /// Append a runtime-sized table after the fixed header. WGSL sizes a runtime array's
+    /// binding for at least one element, so an empty table is written as one zeroed element.
+    pub fn with_table<T: Pod>(mut self, table: &[T]) -> Dispatch {
+        if table.is_empty() {
+            self.params.extend(bytemuck::bytes_of(&T::zeroed()));
+        }
+        self.params.extend(bytemuck::cast_slice(table));
+        self
+    }
+}
+
+/// Values that change from step to step, bound at binding 1 as `per_step` (see common.wgsl).
+/// The optimiser coefficients are derived in f64 on the host exactly as for the CPU backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct Step {
+    /// Learning rate η.
+    pub lr: f32,
+    /// 1-based update count (low 32 bits).
+    pub t: u32,
+    /// The micro-batch's position in the run (low 32 bits): keys dropout.
+    pub step: u32,
+    /// Seed for on-device randomness (low 32 bits).
+    pub seed: u32,
+    /// β₁ (or μ, or ρ).
+    pub b1: f32,
+    /// `1 − β₁`.
+    pub one_minus_b1: f32,
+    /// β₂.
+    pub b2: f32,
+    /// `1 − β₂`.
+    pub one_minus_b2: f32,
+    /// ε.
+    pub eps: f32,
+    /// `1 / (1 − β₁ᵗ)`.
+    pub inv_bias1: f32,
+    /// `1 / (1 − β₂ᵗ)`.
+    pub inv_bias2: f32,
+    /// Multiplies every gradient in the update: `1/(k·S)` for `k` accumulated micro-batches
+    /// and loss scale `S`.
+    pub grad_scale: f32,
+}
+
+impl Step {
+    /// This step's values for a program whose update rule (if any) is `rule`.
+    pub fn new(u: &StepUniforms, rule: Option<OptimizerKind>) -> Step {
+        let c = rule.map(|r| r.coefficients(u.lr, u.t)).unwrap_or_default();
+        Step {
+            lr: u.lr,
+            t: u.t as u32,
+            step: u.step as u32,
+            seed: u.seed as u32,
+            b1: c.b1,
+            one_minus_b1: c.one_minus_b1,
+            b2: c.b2,
+            one_minus_b2: c.one_minus_b2,
+            eps: c.eps,
+            inv_bias1: c.inv_bias1,
+            inv_bias2: c.inv_bias2,
+            grad_scale: u.grad_scale,
+        }
+    }
+}
+
+/// One parameter struct as its WGSL mirror must lay it out: the struct's name (the same on both
+/// sides), size and fields (name, byte offset, byte size), and for a header followed by a
+/// runtime-sized table, the table's member name and element struct. `tests/shaders.rs` checks
+/// every mirror against the struct naga parses from the generated WGSL.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mirror {
+    /// The family whose source declares the WGSL struct.
+    pub family: Family,
+    /// The struct's name.
+    pub name: &'static str,
+    /// `size_of` the Rust struct.
+    pub size: usize,
+    /// (name, offset, size, WGSL type) of each field, in declaration order.
+    pub fields: Vec<(&'static str, usize, usize, &'static str)>,
+    /// The runtime-sized array after the header: (member name, element struct name).
+    pub table: Option<(&'static str, &'static str)>,
+}
+
+/// A Rust field type and the WGSL type that mirrors it.
+pub trait WgslType {
+    /// The WGSL spelling.
+    const WGSL: &'static str;
+}
+
+impl WgslType for u32 {
+    const WGSL: &'static str = "u32";
+}
+
+impl WgslType for f32 {
+    const WGSL: &'static str = "f32";
+}
+
+impl WgslType for [u32; MAX_RANK] {
+    const WGSL: &'static str = "array<u32, 6>";
+}
+
+fn wgsl_type<T: WgslType>(_: &T) -> &'static str {
+    T::WGSL
+}
+
+/// `mirror!(Family, Type { field, ... })`: a [`Mirror`] of `Type` listing those fields.
+macro_rules! mirror {
+    ($family:expr, $t:ident { $($f:ident),* $(,)? } $(, table: $m:literal of $e:ident)?) => {{
+        let z = <$t as Zeroable>::zeroed();
+        #[allow(unused_mut, unused_assignments)]
+        let mut table = None;
+        $(table = Some(($m, stringify!($e)));)?
+        Mirror {
+            family: $family,
+            name: stringify!($t),
+            size: std::mem::size_of::<$t>(),
+            fields: vec![$((
+                stringify!($f),
+                std::mem::offset_of!($t, $f),
+                std::mem::size_of_val(&z.$f),
+                wgsl_type(&z.$f),
+            )),*],
+            table,
+        }
+    }};
+}
+
+/// Every parameter struct of the contract, for the layout check.
+#[rustfmt::skip] // one struct per line reads as the table it is
+pub fn mirrors() -> Vec<Mirror> {
+    use conv::Conv;
+    use elementwise::{AddInto, Convert, Dropout, Fill, OneHot, Strided, Unary};
+    use matmul::Matmul;
+    use optim::{Segment, Update};
+    use reduce::{GradStats, Reduce, Span};
+    use softmax::Softmax;
+    let (ew, re, mm, sm, cv, op) =
+        (Family::Elementwise, Family::Reduce, Family::Matmul, Family::Softmax, Family::Conv, Family::Optim);
+    vec![
+        mirror!(ew, Step { lr, t, step, seed, b1, one_minus_b1, b2, one_minus_b2, eps, inv_bias1, inv_bias2, grad_scale }),
+        mirror!(ew, Unary { n, op, a_off, b_off, out_off, p0, p1 }),
+        mirror!(ew, Strided { n, rank, op, a_off, b_off, c_off, out_off, dims, sa, sb, sc, sout }),
+        mirror!(ew, Fill { n, out_off, value }),
+        mirror!(ew, OneHot { n, classes, a_off, out_off }),
+        mirror!(ew, Dropout { n, out_off, p, key }),
+        mirror!(ew, Convert { n, mode, a_off, out_off }),
+        mirror!(ew, AddInto { n, a_off, out_off }),
+        mirror!(re, Reduce { n, r, a_off, out_off, is_max, mean, nk, nr, kdims, kstr, rdims, rstr }),
+        mirror!(re, GradStats { nseg, out_off, nsum }, table: "views" of Span),
+        mirror!(re, Span { off, len }),
+        mirror!(mm, Matmul { m, n, k, a_off, b_off, c_off, rsa, csa, rsb, csb, a_batch, b_batch, batch, vec_a, vec_b }),
+        mirror!(sm, Softmax { rows, classes, a_off, b_off, c_off, out_off, smoothing }),
+        mirror!(cv, Conv { invocations, n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, a_off, out_off, b_off }),
+        mirror!(op, Update { nseg, clip_on, clip, norm_on, max_norm, weight_decay, stats_off, n }, table: "segments" of Segment),
+        mirror!(op, Segment { offset, len, decay }),
+    ]
+}
+
+/// An element count or offset as the u32 the kernels index with.
+pub(crate) fn u(x: usize) -> u32 {
+    x as u32
+}
+
+/// Dims or strides of rank ≤ [`MAX_RANK`], padded with `fill`.
+pub(crate) fn padded(v: &[usize], fill: u32) -> [u32; MAX_RANK] {
+    let mut out = [fill; MAX_RANK];
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = x as u32;
+    }
+    out
+}
+
+/// Replace the one `{{key}}` placeholder of a WGSL template. A missing placeholder is a broken
+/// invariant between a shader file and its generator.
+pub(crate) fn fill(template: &str, key: &str, text: &str) -> String {
+    let mark = format!("{{{{{key}}}}}");
+    assert!(
+        template.matches(&mark).count() == 1,
+        "shader template must hold `{mark}` exactly once"
+    );
+    template.replace(&mark, text)
+}
+
+/// The variant name of an op's `Debug` text (`LeakyRelu(0.0)` → `LeakyRelu`), for comments
+/// in generated WGSL.
+pub(crate) fn variant_name(debug: String) -> String {
+    debug.split(['(', ' ', '{']).next().unwrap_or_default().to_string()
+}
+
+/// The same index space with fewer axes: size-1 axes dropped, and each axis merged into the
+/// one before it where every operand steps over both as over one (`s[i] = s[i+1]·dims[i+1]`).
+/// Returns at least one axis. The kernels split each linear index into coordinates with one
+/// integer division per axis, which costs more than the memory access on many devices.
+pub(crate) fn coalesce<const K: usize>(dims: &[usize], strides: [&[usize]; K]) -> (Vec<usize>, [Vec<usize>; K]) {
+    let mut d: Vec<usize> = Vec::with_capacity(dims.len());
+    let mut s: [Vec<usize>; K] = std::array::from_fn(|_| Vec::with_capacity(dims.len()));
+    for (ax, &dim) in dims.iter().enumerate() {
+        if dim == 1 {
+            continue;
+        }
+        let merges = !d.is_empty() && (0..K).all(|k| s[k][s[k].len() - 1] == strides[k][ax] * dim);
+        if merges {
+            *d.last_mut().expect("non-empty") *= dim;
+            for (sk, st) in s.iter_mut().zip(&strides) {
+                *sk.last_mut().expect("non-empty") = st[ax];
+            }
+        } else {
+            d.push(dim);
+            for (sk, st) in s.iter_mut().zip(&strides) {
+                sk.push(st[ax]);
+            }
+        }
+    }
+    if d.is_empty() {
+        d.push(1);
+        for sk in &mut s {
+            sk.push(0);
+        }
+    }
+    (d, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+
+    #[test]
+    fn coalesce_merges_only_axes_every_operand_steps_over_as_one() {
+        // Contiguous (2, 3, 4) plus a (1, 3, 1) bias broadcast: nothing merges across the bias axis.
+        let (d, [a, b]) = coalesce(&[2, 3, 4], [&[12, 4, 1], &[0, 1, 0]]);
+        assert_eq!((d, a, b), (vec![2, 3, 4], vec![12, 4, 1], vec![0, 1, 0]));
+        // Both contiguous: one axis.
+        let (d, [a, b]) = coalesce(&[2, 3, 4], [&[12, 4, 1], &[12, 4, 1]]);
+        assert_eq!((d, a, b), (vec![24], vec![1], vec![1]));
+        // A row broadcast over the leading axes: those merge, the last stays.
+        let (d, [a, b]) = coalesce(&[2, 3, 4], [&[12, 4, 1], &[0, 0, 1]]);
+        assert_eq!((d, a, b), (vec![6, 4], vec![4, 1], vec![0, 1]));
+        // A transposed operand merges nothing; size-1 axes vanish.
+        let (d, [a]) = coalesce(&[3, 1, 4], [&[1, 99, 3]]);
+        assert_eq!((d, a), (vec![3, 4], vec![1, 3]));
+        // All size 1: one axis of size 1.
+        let (d, [a]) = coalesce(&[1, 1], [&[5, 1]]);
+        assert_eq!((d, a), (vec![1], vec![0]));
+    }
+}

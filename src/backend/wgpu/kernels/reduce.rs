@@ -1,0 +1,147 @@
+//! reduce.wgsl's parameter structs and lowering: sum / mean / max over any set of axes, and the
+//! gradient statistics the update reads (Σg² and the count of non-finite values).
+
+use super::{coalesce, padded, u, Dispatch, Family, Grid, MAX_RANK};
+use crate::backend::View;
+use crate::graph::ReduceOp;
+use crate::shape::Shape;
+use bytemuck::{Pod, Zeroable};
+
+/// Reductions over at most this many elements run one invocation per output (`reduce_serial`).
+const SERIAL_REDUCE: usize = 256;
+
+/// `reduce` and `reduce_serial`: outputs over the kept axes, each reducing `r` elements over the
+/// reduced axes (both coalesced by the lowering).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct Reduce {
+    /// Outputs.
+    pub n: u32,
+    /// Elements reduced per output.
+    pub r: u32,
+    /// Offset of the input.
+    pub a_off: u32,
+    /// Offset of the output.
+    pub out_off: u32,
+    /// 1: combine by max (from −f32::MAX), else by sum (from 0).
+    pub is_max: u32,
+    /// 1: divide the result by `r`.
+    pub mean: u32,
+    /// Kept axes.
+    pub nk: u32,
+    /// Reduced axes.
+    pub nr: u32,
+    /// Kept dims, padded with 1.
+    pub kdims: [u32; MAX_RANK],
+    /// Input strides of the kept axes.
+    pub kstr: [u32; MAX_RANK],
+    /// Reduced dims, padded with 1.
+    pub rdims: [u32; MAX_RANK],
+    /// Input strides of the reduced axes.
+    pub rstr: [u32; MAX_RANK],
+}
+
+/// `grad_stats`' header; the views follow as a table of [`Span`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct GradStats {
+    /// Views in the table.
+    pub nseg: u32,
+    /// Offset of the two output elements.
+    pub out_off: u32,
+    /// The first `nsum` views are gradients (in binding a, summed and checked); the rest are
+    /// only checked (in binding b).
+    pub nsum: u32,
+}
+
+/// One view read by `grad_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct Span {
+    /// First element.
+    pub off: u32,
+    /// Elements.
+    pub len: u32,
+}
+
+/// The one place a reduction's combining rule is chosen: `(is_max, mean)`.
+fn rule(op: ReduceOp) -> (bool, bool) {
+    match op {
+        ReduceOp::Sum => (false, false),
+        ReduceOp::Mean => (false, true),
+        ReduceOp::Max => (true, false),
+    }
+}
+
+/// `out = op(x)` over `axes` of `shape`, `n` outputs.
+pub fn reduce(op: ReduceOp, axes: &[usize], shape: &Shape, n: usize, x: View, out: View) -> Dispatch {
+    let st = shape.strides();
+    let (mut kd, mut ks, mut rd, mut rs) = (vec![], vec![], vec![], vec![]);
+    for (i, (&dim, &stride)) in shape.dims().iter().zip(&st).enumerate() {
+        let (d, t) = if axes.contains(&i) {
+            (&mut rd, &mut rs)
+        } else {
+            (&mut kd, &mut ks)
+        };
+        d.push(dim);
+        t.push(stride);
+    }
+    let r: usize = rd.iter().product();
+    let (kd, [ks]) = coalesce(&kd, [&ks]);
+    let (rd, [rs]) = coalesce(&rd, [&rs]);
+    // Short reductions: one invocation per output; long ones: a workgroup per output.
+    let serial = r <= SERIAL_REDUCE && rd.len() <= 2;
+    let (is_max, mean) = rule(op);
+    let p = Reduce {
+        n: u(n),
+        r: u(r),
+        a_off: u(x.offset),
+        out_off: u(out.offset),
+        is_max: is_max as u32,
+        mean: mean as u32,
+        nk: u(kd.len()),
+        nr: u(rd.len()),
+        kdims: padded(&kd, 1),
+        kstr: padded(&ks, 0),
+        rdims: padded(&rd, 1),
+        rstr: padded(&rs, 0),
+    };
+    let (entry, grid) = if serial {
+        ("reduce_serial", Grid::Elements(n))
+    } else {
+        ("reduce", Grid::Groups(n))
+    };
+    Dispatch::new(Family::Reduce, entry, &p, vec![x.buf], vec![out.buf], grid)
+}
+
+/// `out[0] = Σ_src Σ_i v[i]²` and `out[1]` = the non-finite elements of `src` and `check`, in
+/// one workgroup; the gradients in one buffer, the checked values in one (other) buffer.
+pub fn grad_stats(src: &[View], check: &[View], out: View) -> Result<Dispatch, String> {
+    let buf = src.first().map_or(out.buf, |v| v.buf);
+    let cbuf = check.first().map_or(buf, |v| v.buf);
+    if src.iter().any(|v| v.buf != buf) || check.iter().any(|v| v.buf != cbuf) {
+        return Err("gradient statistics over several buffers".into());
+    }
+    let p = GradStats {
+        nseg: u(src.len() + check.len()),
+        out_off: u(out.offset),
+        nsum: u(src.len()),
+    };
+    let spans: Vec<Span> = src
+        .iter()
+        .chain(check)
+        .map(|v| Span {
+            off: u(v.offset),
+            len: u(v.len),
+        })
+        .collect();
+    Ok(Dispatch::new(
+        Family::Reduce,
+        "grad_stats",
+        &p,
+        vec![buf, cbuf],
+        vec![out.buf],
+        Grid::Fixed([1, 1, 1]),
+    )
+    .with_table(&spans))
+}
