@@ -31,9 +31,7 @@ struct Conv {
 
 @group(0) @binding(0) var<storage, read> p: Conv;
 
-@group(0) @binding(2) var<storage, read> a: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+{{STORAGE}}
 
 // Input position (or -1) read by tap (i, j) of output (oy, ox).
 fn tap(oy: u32, ox: u32, i: u32, j: u32) -> i32 {
@@ -94,9 +92,9 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             let ix = x0 + i32(j * p.dw);
             var v = 0.0;
             if (row_in && ix >= 0 && ix < W) {
-                v = a[src + u32(iy * W + ix)];
+                v = ld_a(src + u32(iy * W + ix));
             }
-            out[dst] = v;
+            st_out(dst, v);
             dst += L;
         }
     }
@@ -120,10 +118,10 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             let ox = covering(x, j, p.sw, p.pw, p.dw, p.ow);
             if (ox < 0) { continue; }
             let row = (plane * p.kh + i) * p.kw + j;
-            s += a[p.a_off + row * L + u32(oy) * p.ow + u32(ox)];
+            s += ld_a(p.a_off + row * L + u32(oy) * p.ow + u32(ox));
         }
     }
-    out[p.out_off + e] = s;
+    st_out(p.out_off + e, s);
 }
 
 // Index of the first maximum of each window (padding never wins); NaN wins.
@@ -142,7 +140,7 @@ fn pool_argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         for (var j = 0u; j < p.kw; j++) {
             let pos = tap(oy, ox, i, j);
             if (pos < 0) { continue; }
-            let v = a[base + u32(pos)];
+            let v = ld_a(base + u32(pos));
             let v_nan = v != v;
             let b_nan = bv != bv;
             if (best < 0 || v > bv || (v_nan && !b_nan)) {
@@ -151,7 +149,7 @@ fn pool_argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             }
         }
     }
-    out[p.out_off + e] = bitcast<f32>(best); // a u32 index, stored as its bits
+    st_out(p.out_off + e, bitcast<f32>(best)); // a u32 index, stored as its bits
 }
 
 // Average over the window, padding counted in the divisor.
@@ -169,11 +167,11 @@ fn avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         for (var j = 0u; j < p.kw; j++) {
             let pos = tap(oy, ox, i, j);
             if (pos >= 0) {
-                s += a[base + u32(pos)];
+                s += ld_a(base + u32(pos));
             }
         }
     }
-    out[p.out_off + e] = s / f32(p.kh * p.kw);
+    st_out(p.out_off + e, s / f32(p.kh * p.kw));
 }
 
 // dx pixel = Σ over covering windows of dy / (KH·KW); a = dy (N, C, OH, OW).
@@ -194,10 +192,10 @@ fn avg_pool_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         for (var j = 0u; j < p.kw; j++) {
             let ox = covering(x, j, p.sw, p.pw, p.dw, p.ow);
             if (ox < 0) { continue; }
-            s += a[p.a_off + plane * L + u32(oy) * p.ow + u32(ox)] / area;
+            s += ld_a(p.a_off + plane * L + u32(oy) * p.ow + u32(ox)) / area;
         }
     }
-    out[p.out_off + e] = s;
+    st_out(p.out_off + e, s);
 }
 
 // y = x[plane, idx]: a = x (N, C, H, W), b = idx (N, C, OH, OW).
@@ -207,7 +205,7 @@ fn gather_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (e >= p.invocations) { return; }
     let L = p.oh * p.ow;
     let plane = e / L;
-    out[p.out_off + e] = a[p.a_off + plane * p.h * p.w + bitcast<u32>(b[p.b_off + e])];
+    st_out(p.out_off + e, ld_a(p.a_off + plane * p.h * p.w + bitcast<u32>(ld_b(p.b_off + e))));
 }
 
 // dx pixel = Σ dy of the windows (covering it, in row-major order) whose argmax it is:
@@ -231,10 +229,10 @@ fn scatter_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     for (var oy = oy_lo; oy < oy_hi; oy++) {
         for (var ox = ox_lo; ox < ox_hi; ox++) {
             let o = plane * L + oy * p.ow + ox;
-            if (bitcast<u32>(b[p.b_off + o]) == pix) {
-                s += a[p.a_off + o];
+            if (bitcast<u32>(ld_b(p.b_off + o)) == pix) {
+                s += ld_a(p.a_off + o);
             }
         }
     }
-    out[p.out_off + e] = s;
+    st_out(p.out_off + e, s);
 }

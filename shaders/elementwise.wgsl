@@ -78,10 +78,7 @@ struct AddInto {
 @group(0) @binding(0) var<storage, read> pc: Convert;
 @group(0) @binding(0) var<storage, read> pa: AddInto;
 
-@group(0) @binding(2) var<storage, read> a: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-@group(0) @binding(4) var<storage, read> c: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+{{STORAGE}}
 
 const PI: f32 = 3.14159265358979;
 
@@ -122,7 +119,7 @@ fn unary_d(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
 fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= pu.n) { return; }
-    out[pu.out_off + i] = unary_f(pu.op, a[pu.a_off + i], pu.p0, pu.p1);
+    st_out(pu.out_off + i, unary_f(pu.op, ld_a(pu.a_off + i), pu.p0, pu.p1));
 }
 
 // dy · f'(x): x in a, dy in b.
@@ -130,7 +127,7 @@ fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 fn unary_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= pu.n) { return; }
-    out[pu.out_off + i] = b[pu.b_off + i] * unary_d(pu.op, a[pu.a_off + i], pu.p0, pu.p1);
+    st_out(pu.out_off + i, ld_b(pu.b_off + i) * unary_d(pu.op, ld_a(pu.a_off + i), pu.p0, pu.p1));
 }
 
 fn binary_f(op: u32, x: f32, y: f32) -> f32 {
@@ -173,9 +170,9 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let i = gid(wid, nwg, lid);
     if (i >= ps.n) { return; }
     let o = offsets(i, 2u, false);
-    let x = a[ps.a_off + o.x];
-    let y = b[ps.b_off + o.y];
-    out[ps.out_off + i] = binary_f(ps.op, x, y);
+    let x = ld_a(ps.a_off + o.x);
+    let y = ld_b(ps.b_off + o.y);
+    st_out(ps.out_off + i, binary_f(ps.op, x, y));
 }
 
 // out = cond ≠ 0 ? b : c, with cond in a.
@@ -184,10 +181,10 @@ fn where3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let i = gid(wid, nwg, lid);
     if (i >= ps.n) { return; }
     let o = offsets(i, 3u, false);
-    let cond = a[ps.a_off + o.x];
-    let x = b[ps.b_off + o.y];
-    let y = c[ps.c_off + o.z];
-    out[ps.out_off + i] = select(y, x, cond != 0.0);
+    let cond = ld_a(ps.a_off + o.x);
+    let x = ld_b(ps.b_off + o.y);
+    let y = ld_c(ps.c_off + o.z);
+    st_out(ps.out_off + i, select(y, x, cond != 0.0));
 }
 
 // out[out_off + Σ idx·sout] = a[a_off + Σ idx·sa] over the index space dims.
@@ -196,14 +193,14 @@ fn strided_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let i = gid(wid, nwg, lid);
     if (i >= ps.n) { return; }
     let o = offsets(i, 1u, true);
-    out[ps.out_off + o.w] = a[ps.a_off + o.x];
+    st_out(ps.out_off + o.w, ld_a(ps.a_off + o.x));
 }
 
 @compute @workgroup_size(256)
 fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= pf.n) { return; }
-    out[pf.out_off + i] = pf.value;
+    st_out(pf.out_off + i, pf.value);
 }
 
 // n = N·classes; u32 labels in a.
@@ -212,8 +209,8 @@ fn one_hot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let i = gid(wid, nwg, lid);
     if (i >= po.n) { return; }
     let cls = po.classes;
-    let y = bitcast<u32>(a[po.a_off + i / cls]);
-    out[po.out_off + i] = select(0.0, 1.0, y == i % cls);
+    let y = bitcast<u32>(ld_a(po.a_off + i / cls));
+    st_out(po.out_off + i, select(0.0, 1.0, y == i % cls));
 }
 
 // Inverted dropout mask, the same stream as rng::dropout_uniform.
@@ -224,21 +221,24 @@ fn dropout_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let p = pd.p;
     let k = hash32(pd.key + hash32(per_step.step + hash32(per_step.seed)));
     let u = f32(hash32(i ^ k) >> 8u) * (1.0 / 16777216.0);
-    out[pd.out_off + i] = select(0.0, 1.0 / (1.0 - p), u >= p);
+    st_out(pd.out_off + i, select(0.0, 1.0 / (1.0 - p), u >= p));
 }
 
-// f32 → u32 rounds toward zero, saturating, NaN → 0 (mode 1); u32 → f32 (mode 2).
+// Float → float (mode 0; the accessors convert), float → u32 toward zero, saturating, NaN → 0
+// (mode 1), u32 → float (mode 2).
 @compute @workgroup_size(256)
 fn convert(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= pc.n) { return; }
-    let x = a[pc.a_off + i];
-    if (pc.mode == 1u) {
+    let x = ld_a(pc.a_off + i);
+    if (pc.mode == 0u) {
+        st_out(pc.out_off + i, x);
+    } else if (pc.mode == 1u) {
         let bits = bitcast<u32>(x);
         let nan = (bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0u;
-        out[pc.out_off + i] = bitcast<f32>(select(u32(max(x, 0.0)), 0u, nan));
+        st_out(pc.out_off + i, bitcast<f32>(select(u32(max(x, 0.0)), 0u, nan)));
     } else {
-        out[pc.out_off + i] = f32(bitcast<u32>(x));
+        st_out(pc.out_off + i, f32(bitcast<u32>(x)));
     }
 }
 
@@ -248,5 +248,5 @@ fn add_into(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let i = gid(wid, nwg, lid);
     if (i >= pa.n) { return; }
     let o = pa.out_off + i;
-    out[o] = out[o] + a[pa.a_off + i];
+    st_out(o, ld_out(o) + ld_a(pa.a_off + i));
 }

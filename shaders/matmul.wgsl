@@ -34,11 +34,7 @@ struct Matmul {
 
 @group(0) @binding(0) var<storage, read> p: Matmul;
 
-@group(0) @binding(2) var<storage, read> a: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read> b4: array<vec4<f32>>;
+{{STORAGE}}
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -79,7 +75,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             let gk = k0 + ak;
             var v = vec4<f32>(0.0);
             if (gm < M && gk < K) {
-                v = a4[(a0 + gm * rsa + gk) / 4u];
+                v = ld_a4((a0 + gm * rsa + gk) / 4u);
             }
             As[ak][am] = v.x;
             As[ak + 1u][am] = v.y;
@@ -92,7 +88,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
                 let ak = e % TK;
                 let gm = row0 + am;
                 let gk = k0 + ak;
-                As[ak][am] = select(0.0, a[a0 + gm * rsa + gk * csa], gm < M && gk < K);
+                As[ak][am] = select(0.0, ld_a(a0 + gm * rsa + gk * csa), gm < M && gk < K);
             }
         }
         if (p.vec_b != 0u) {
@@ -102,7 +98,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             let gn = col0 + bn;
             var v = vec4<f32>(0.0);
             if (gk < K && gn < N) {
-                v = b4[(b0 + gk * rsb + gn) / 4u];
+                v = ld_b4((b0 + gk * rsb + gn) / 4u);
             }
             Bs[bk][bn] = v.x;
             Bs[bk][bn + 1u] = v.y;
@@ -115,7 +111,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
                 let bn = e % TN;
                 let gk2 = k0 + bk;
                 let gn = col0 + bn;
-                Bs[bk][bn] = select(0.0, b[b0 + gk2 * rsb + gn * csb], gk2 < K && gn < N);
+                Bs[bk][bn] = select(0.0, ld_b(b0 + gk2 * rsb + gn * csb), gk2 < K && gn < N);
             }
         }
         workgroupBarrier();
@@ -139,7 +135,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         for (var j = 0u; j < 4u; j++) {
             let cidx = col0 + tx + 16u * j;
             if (r < M && cidx < N) {
-                out[c0 + r * N + cidx] = acc[i][j];
+                st_out(c0 + r * N + cidx, acc[i][j]);
             }
         }
     }
@@ -175,8 +171,8 @@ fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     var c2 = vec4<f32>(0.0);
     var c3 = vec4<f32>(0.0);
     for (var k = 0u; k < K; k++) {
-        let av = vec4<f32>(a[pa.x], a[pa.y], a[pa.z], a[pa.w]);
-        let bv = vec4<f32>(b[pb.x], b[pb.y], b[pb.z], b[pb.w]);
+        let av = vec4<f32>(ld_a(pa.x), ld_a(pa.y), ld_a(pa.z), ld_a(pa.w));
+        let bv = vec4<f32>(ld_b(pb.x), ld_b(pb.y), ld_b(pb.z), ld_b(pb.w));
         c0 = fma(vec4<f32>(av.x), bv, c0);
         c1 = fma(vec4<f32>(av.y), bv, c1);
         c2 = fma(vec4<f32>(av.z), bv, c2);
@@ -190,7 +186,7 @@ fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         if (rows[i] >= M) { break; }
         for (var j = 0u; j < 4u; j++) {
             if (cols[j] < N) {
-                out[base + rows[i] * N + cols[j]] = acc[i][j];
+                st_out(base + rows[i] * N + cols[j], acc[i][j]);
             }
         }
     }

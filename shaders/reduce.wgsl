@@ -43,9 +43,7 @@ struct GradStats {
 
 @group(0) @binding(0) var<storage, read> p: Reduce;
 @group(0) @binding(0) var<storage, read> sq: GradStats;
-@group(0) @binding(2) var<storage, read> a: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+{{STORAGE}}
 
 var<workgroup> sh: array<f32, 256>;
 
@@ -87,7 +85,7 @@ fn reduced_offset(r: u32) -> u32 {
 }
 
 fn finish(acc: f32, o: u32) {
-    out[p.out_off + o] = select(acc, acc / f32(p.r), p.mean != 0u);
+    st_out(p.out_off + o, select(acc, acc / f32(p.r), p.mean != 0u));
 }
 
 @compute @workgroup_size(256)
@@ -105,7 +103,7 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         if (nr != 1u) {
             off = reduced_offset(r);
         }
-        let v = a[base + off];
+        let v = ld_a(base + off);
         acc = select(acc + v, max(acc, v), is_max);
     }
     sh[lid] = acc;
@@ -133,7 +131,7 @@ fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     for (var q = 0u; q < n_out; q++) {
         var off = base + q * s_out;
         for (var j = 0u; j < n_in; j++) {
-            let v = a[off];
+            let v = ld_a(off);
             acc = select(acc + v, max(acc, v), is_max);
             off += s_in;
         }
@@ -160,10 +158,10 @@ fn grad_stats(@builtin(local_invocation_index) lid: u32) {
         for (var i = lid; i < len; i += 256u) {
             var v: f32;
             if (summed) {
-                v = a[off + i];
+                v = ld_a(off + i);
                 acc += v * v;
             } else {
-                v = b[off + i];
+                v = ld_b(off + i);
             }
             bad += select(0.0, 1.0, not_finite(v));
         }
@@ -171,12 +169,12 @@ fn grad_stats(@builtin(local_invocation_index) lid: u32) {
     sh[lid] = acc;
     tree(lid, false);
     if (lid == 0u) {
-        out[sq.out_off] = sh[0];
+        st_out(sq.out_off, sh[0]);
     }
     workgroupBarrier();
     sh[lid] = bad;
     tree(lid, false);
     if (lid == 0u) {
-        out[sq.out_off + 1u] = sh[0];
+        st_out(sq.out_off + 1u, sh[0]);
     }
 }

@@ -19,10 +19,7 @@ struct Softmax {
 
 @group(0) @binding(0) var<storage, read> p: Softmax;
 
-@group(0) @binding(2) var<storage, read> a: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-@group(0) @binding(4) var<storage, read> c: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+{{STORAGE}}
 
 var<workgroup> sh: array<f32, 256>;
 
@@ -62,12 +59,12 @@ struct RowStats {
 fn row_stats(lid: u32, base: u32, C: u32) -> RowStats {
     var m = -3.4028235e38;
     for (var j = lid; j < C; j += 256u) {
-        m = max(m, a[base + j]);
+        m = max(m, ld_a(base + j));
     }
     m = reduce_max(lid, m);
     var s = 0.0;
     for (var j = lid; j < C; j += 256u) {
-        s += exp(a[base + j] - m);
+        s += exp(ld_a(base + j) - m);
     }
     s = reduce_sum(lid, s);
     return RowStats(m, s);
@@ -81,7 +78,7 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let base = p.a_off + row * C;
     let st = row_stats(lid, base, C);
     for (var j = lid; j < C; j += 256u) {
-        out[p.out_off + row * C + j] = exp(a[base + j] - st.m) / st.sum;
+        st_out(p.out_off + row * C + j, exp(ld_a(base + j) - st.m) / st.sum);
     }
 }
 
@@ -94,7 +91,7 @@ fn log_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let st = row_stats(lid, base, C);
     let lse = st.m + log(st.sum);
     for (var j = lid; j < C; j += 256u) {
-        out[p.out_off + row * C + j] = a[base + j] - lse;
+        st_out(p.out_off + row * C + j, ld_a(base + j) - lse);
     }
 }
 
@@ -108,13 +105,13 @@ fn sce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let st = row_stats(lid, base, C);
     var sx = 0.0;
     for (var j = lid; j < C; j += 256u) {
-        sx += a[base + j];
+        sx += ld_a(base + j);
     }
     sx = reduce_sum(lid, sx);
     if (lid == 0u) {
         let e = p.smoothing;
-        let y = bitcast<u32>(b[p.b_off + row]);
-        out[p.out_off + row] = st.m + log(st.sum) - (1.0 - e) * a[base + y] - e * sx / f32(C);
+        let y = bitcast<u32>(ld_b(p.b_off + row));
+        st_out(p.out_off + row, st.m + log(st.sum) - (1.0 - e) * ld_a(base + y) - e * sx / f32(C));
     }
 }
 
@@ -127,10 +124,10 @@ fn sce_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let base = p.a_off + row * C;
     let st = row_stats(lid, base, C);
     let e = p.smoothing;
-    let y = bitcast<u32>(b[p.b_off + row]);
-    let d = c[p.c_off + row];
+    let y = bitcast<u32>(ld_b(p.b_off + row));
+    let d = ld_c(p.c_off + row);
     for (var j = lid; j < C; j += 256u) {
         let q = e / f32(C) + select(0.0, 1.0 - e, j == y);
-        out[p.out_off + row * C + j] = d * (exp(a[base + j] - st.m) / st.sum - q);
+        st_out(p.out_off + row * C + j, d * (exp(ld_a(base + j) - st.m) / st.sum - q));
     }
 }

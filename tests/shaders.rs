@@ -1,26 +1,36 @@
 //! Every WGSL kernel family parses and validates with naga, on any machine (no GPU needed), so a
 //! shader error is caught where it is written.
 
-use kiln::backend::wgpu::kernels::Family;
+use kiln::backend::wgpu::kernels::{Family, Storage, Store};
 
 #[test]
 fn every_shader_family_validates() {
+    // f32 words everywhere; f16 through WGSL's f16; f16 packed in words; and mixes of them.
+    let storages = [
+        Storage::default(),
+        Storage([Store::F16; 4]),
+        Storage([Store::F16Packed; 4]),
+        Storage([Store::F16, Store::Word, Store::F16, Store::Word]),
+        Storage([Store::Word, Store::F16Packed, Store::Word, Store::F16Packed]),
+    ];
     for family in Family::ALL {
-        // Exactly the text the pipelines compile, generated parts included.
-        let src = family.source();
-        assert!(
-            !src.contains("{{"),
-            "{family:?}: a template placeholder was left unfilled"
-        );
-        let module =
-            naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{family:?}: {}", e.emit_to_string(&src)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::default(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{family:?}: {}", e.emit_to_string(&src)));
-        assert!(!module.entry_points.is_empty(), "{family:?} has no entry points");
+        for st in storages {
+            // Exactly the text the pipelines compile, generated parts included.
+            let src = family.source_with(st);
+            assert!(
+                !src.contains("{{"),
+                "{family:?}: a template placeholder was left unfilled"
+            );
+            let module =
+                naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{family:?}: {}", e.emit_to_string(&src)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::SHADER_FLOAT16 | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{family:?} {st:?}: {}", e.emit_to_string(&src)));
+            assert!(!module.entry_points.is_empty(), "{family:?} has no entry points");
+        }
     }
 }
 

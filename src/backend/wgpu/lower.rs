@@ -10,8 +10,34 @@ use crate::backend::{Kernel, View};
 use crate::graph::{Op, Window};
 use crate::shape::broadcast_strides;
 
-/// Lower one kernel. Errors name what the kernels cannot take (rank above 6, ...).
+/// Lower one kernel, each dispatch knowing the element types of its tensor bindings (a, b, c
+/// from the kernel's operands in order, out from its output). Errors name what the kernels
+/// cannot take (rank above 6, ...).
 pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
+    let (ins, out): (Vec<View>, Option<View>) = match k {
+        Kernel::Op { inputs, out, .. } => (inputs.clone(), Some(*out)),
+        Kernel::Copy { src, dst } => (vec![*src], Some(*dst)),
+        Kernel::GradStats { src, check, out } => (
+            src.first().into_iter().chain(check.first()).copied().collect(),
+            Some(*out),
+        ),
+        Kernel::AddInto { src, dst } => (vec![*src], Some(*dst)),
+        Kernel::Fill { dst, .. } => (vec![], Some(*dst)),
+        Kernel::Update(_) => (vec![], None),
+    };
+    let mut ds = lower_untyped(k)?;
+    for d in &mut ds {
+        for (t, v) in d.dtypes.iter_mut().zip(&ins) {
+            *t = v.dtype;
+        }
+        if let Some(o) = out {
+            d.dtypes[3] = o.dtype;
+        }
+    }
+    Ok(ds)
+}
+
+fn lower_untyped(k: &Kernel) -> Result<Vec<Dispatch>, String> {
     let (op, x, xs, out, os) = match k {
         Kernel::Op {
             op,

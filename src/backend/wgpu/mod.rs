@@ -14,7 +14,7 @@ use super::{Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
 use crate::error::{Error, Result};
 use crate::optim::OptimizerKind;
 use crate::shape::DType;
-use kernels::{Dispatch, Family, Grid, Step};
+use kernels::{Dispatch, Family, Grid, Step, Storage, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -39,8 +39,10 @@ struct Inner {
     update_layout: wgpu::BindGroupLayout,
     std_pipeline_layout: wgpu::PipelineLayout,
     update_pipeline_layout: wgpu::PipelineLayout,
-    modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<(Family, &'static str), wgpu::ComputePipeline>>,
+    modules: Mutex<HashMap<(Family, Storage), wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<(Family, &'static str, Storage), wgpu::ComputePipeline>>,
+    /// How f16 tensors are stored: natively with `SHADER_F16`, else packed in u32 words.
+    f16: Store,
     dummy_ro: wgpu::Buffer,
     dummy_rw: [wgpu::Buffer; 2],
     errors: Arc<Mutex<Vec<String>>>,
@@ -167,6 +169,17 @@ impl Gpu {
     /// Open the best adapter: the first whose name contains `name` when given, else a discrete
     /// GPU, then integrated, virtual, other, and a software one (lavapipe, WARP) last.
     pub fn new(name: Option<&str>) -> Result<Gpu> {
+        let packed = std::env::var("KILN_F16").as_deref() == Ok("packed");
+        Self::new_with(name, packed)
+    }
+
+    /// Like [`Gpu::new`], but storing f16 tensors packed two to a u32 word even where the
+    /// adapter has `SHADER_F16`: the path adapters without it take, so it can be tested on any.
+    pub fn new_packed_f16(name: Option<&str>) -> Result<Gpu> {
+        Self::new_with(name, true)
+    }
+
+    fn new_with(name: Option<&str>, packed_f16: bool) -> Result<Gpu> {
         let inst = instance();
         let mut all = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
         all.sort_by_key(|a| rank(a.get_info().device_type));
@@ -184,15 +197,23 @@ impl Gpu {
                 }
             })
         })?;
-        Self::open(adapter)
+        Self::open(adapter, packed_f16)
     }
 
-    fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
+    fn open(adapter: wgpu::Adapter, packed_f16: bool) -> Result<Gpu> {
         let info = adapter.get_info();
         let limits = adapter.limits();
+        // f16 tensors: WGSL's f16 where the adapter has it, unless KILN_F16=packed asks for the
+        // fallback every adapter runs (u32 words through pack2x16float / unpack2x16float).
+        let native = adapter.features().contains(wgpu::Features::SHADER_F16) && !packed_f16;
+        let f16 = if native { Store::F16 } else { Store::F16Packed };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("kiln"),
-            required_features: wgpu::Features::empty(),
+            required_features: if native {
+                wgpu::Features::SHADER_F16
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -252,6 +273,7 @@ impl Gpu {
                 update_pipeline_layout,
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
+                f16,
                 dummy_ro,
                 dummy_rw,
                 errors,
@@ -287,13 +309,27 @@ impl Gpu {
         Ok(())
     }
 
-    fn pipeline(&self, family: Family, entry: &'static str) -> Result<wgpu::ComputePipeline> {
+    /// How this device stores the element types of a dispatch's tensor bindings.
+    fn storage(&self, dtypes: [DType; 4]) -> Storage {
+        Storage(dtypes.map(|d| match d {
+            DType::F32 | DType::U32 => Store::Word,
+            DType::F16 => self.inner.f16,
+        }))
+    }
+
+    /// Whether f16 tensors use WGSL's `f16` (the adapter has `SHADER_F16`) rather than words
+    /// packed with `pack2x16float`.
+    pub fn native_f16(&self) -> bool {
+        self.inner.f16 == Store::F16
+    }
+
+    fn pipeline(&self, family: Family, entry: &'static str, st: Storage) -> Result<wgpu::ComputePipeline> {
         let mut cache = self
             .inner
             .pipelines
             .lock()
             .map_err(|_| Error::Backend("pipeline cache poisoned".into()))?;
-        if let Some(p) = cache.get(&(family, entry)) {
+        if let Some(p) = cache.get(&(family, entry, st)) {
             return Ok(p.clone());
         }
         let d = &self.inner.device;
@@ -303,11 +339,11 @@ impl Gpu {
             .lock()
             .map_err(|_| Error::Backend("module cache poisoned".into()))?;
         let module = modules
-            .entry(family)
+            .entry((family, st))
             .or_insert_with(|| {
                 d.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(entry),
-                    source: wgpu::ShaderSource::Wgsl(family.source().into()),
+                    source: wgpu::ShaderSource::Wgsl(family.source_with(st).into()),
                 })
             })
             .clone();
@@ -324,7 +360,7 @@ impl Gpu {
             compilation_options: Default::default(),
             cache: None,
         });
-        cache.insert((family, entry), p.clone());
+        cache.insert((family, entry, st), p.clone());
         Ok(p)
     }
 
@@ -429,19 +465,14 @@ impl Gpu {
     }
 }
 
-/// The kernel with its views counted in elements, as the WGSL kernels index their arrays (u32
-/// tensors are bound as 4-byte words too). f16 tensors have no kernels on this backend yet.
+/// The kernel with its views counted in elements of their type, as the WGSL kernels index
+/// their arrays (an f16 index is the half-word's; packed storage divides it by two itself).
 fn in_elements(k: &Kernel) -> std::result::Result<Kernel, String> {
     let conv = |v: &View| -> std::result::Result<View, String> {
-        match v.dtype {
-            DType::F32 | DType::U32 => Ok(View {
-                offset: v.first(),
-                ..*v
-            }),
-            DType::F16 => Err(
-                "f16 tensors are not supported by the wgpu backend yet: run mixed precision on the CPU backend".into(),
-            ),
-        }
+        Ok(View {
+            offset: v.first(),
+            ..*v
+        })
     };
     let all = |vs: &[View]| vs.iter().map(conv).collect::<std::result::Result<Vec<_>, _>>();
     Ok(match k {
@@ -643,7 +674,7 @@ impl Backend for Gpu {
                 .collect();
             dispatches.push(Prepared {
                 label: format!("{} {groups:?} {words:?}", d.entry),
-                pipeline: self.pipeline(d.family, d.entry)?,
+                pipeline: self.pipeline(d.family, d.entry, self.storage(d.dtypes))?,
                 bind_group: self.bind(d, &params, &step, &raw),
                 groups,
             });

@@ -100,14 +100,14 @@ pub struct Dropout {
     pub key: u32,
 }
 
-/// `convert`: element type conversion between f32 and u32 (u32 tensors are bound as 4-byte
-/// words and read through `bitcast`).
+/// `convert`: element type conversion (u32 tensors are bound as 4-byte words and read through
+/// `bitcast`; floats convert through the bindings' f32 accessors).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct Convert {
     /// Elements.
     pub n: u32,
-    /// 1: f32 → u32 (toward zero, saturating, NaN → 0); 2: u32 → f32.
+    /// 0: float → float; 1: float → u32 (toward zero, saturating, NaN → 0); 2: u32 → float.
     pub mode: u32,
     /// Offset of the input.
     pub a_off: u32,
@@ -382,8 +382,9 @@ pub fn one_hot(n: usize, classes: usize, labels: View, out: View) -> Dispatch {
 pub fn convert(n: usize, x: View, out: View) -> Result<Dispatch, String> {
     // The one place the conversion modes are chosen.
     let mode = match (x.dtype, out.dtype) {
-        (DType::F32, DType::U32) => 1,
-        (DType::U32, DType::F32) => 2,
+        (DType::F32 | DType::F16, DType::F32 | DType::F16) => 0,
+        (DType::F32 | DType::F16, DType::U32) => 1,
+        (DType::U32, DType::F32 | DType::F16) => 2,
         (a, b) => return Err(format!("cast from {a} to {b} on wgpu")),
     };
     let p = Convert {

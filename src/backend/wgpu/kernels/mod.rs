@@ -16,6 +16,7 @@ pub mod softmax;
 
 use crate::backend::StepUniforms;
 use crate::optim::OptimizerKind;
+use crate::shape::DType;
 use bytemuck::{Pod, Zeroable};
 
 /// Highest tensor rank the strided kernels take.
@@ -49,19 +50,128 @@ impl Family {
         Family::Optim,
     ];
 
-    /// The WGSL that is compiled: the common prelude followed by the family's file, with any
-    /// generated parts (op cases, update rules) filled in.
+    /// The WGSL compiled for f32 (and u32) tensors: [`Family::source_with`] all words.
     pub fn source(self) -> String {
+        self.source_with(Storage::default())
+    }
+
+    /// The WGSL that is compiled for tensors stored as `st`: the common prelude followed by the
+    /// family's file, with the generated parts filled in (the tensor bindings and their
+    /// accessors, op cases, update rules).
+    pub fn source_with(self, st: Storage) -> String {
         let body = match self {
             Family::Elementwise => elementwise::source(),
             Family::Reduce => include_str!("../../../../shaders/reduce.wgsl").to_string(),
             Family::Matmul => include_str!("../../../../shaders/matmul.wgsl").to_string(),
             Family::Softmax => include_str!("../../../../shaders/softmax.wgsl").to_string(),
             Family::Conv => include_str!("../../../../shaders/conv.wgsl").to_string(),
-            Family::Optim => optim::source(),
+            Family::Optim => {
+                return format!(
+                    "{}\n{}",
+                    include_str!("../../../../shaders/common.wgsl"),
+                    optim::source()
+                )
+            }
         };
-        format!("{}\n{}", include_str!("../../../../shaders/common.wgsl"), body)
+        let body = fill(&body, "STORAGE", &storage_wgsl(self, st));
+        let enable = if st.0.contains(&Store::F16) {
+            "enable f16;\n"
+        } else {
+            ""
+        };
+        format!("{enable}{}\n{body}", include_str!("../../../../shaders/common.wgsl"))
     }
+}
+
+/// How one tensor binding is declared and read or written in WGSL. Kernels read through
+/// `ld_a(i) -> f32` (and `ld_b`, `ld_c`, `ld_out`) and write through `st_out(i, v: f32)`, so one
+/// kernel text computes in f32 whatever the tensors are stored as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Store {
+    /// 4-byte words: f32 tensors, and u32 tensors (which kernels read through `bitcast`).
+    #[default]
+    Word,
+    /// f16 through WGSL's `f16` extension (adapters with `SHADER_F16`).
+    F16,
+    /// f16 packed two to a u32, for adapters without `SHADER_F16`: reads unpack with
+    /// `unpack2x16float`; writes replace their half of the word with an atomic and/or, so the
+    /// two invocations that own a word's halves never overwrite each other.
+    F16Packed,
+}
+
+/// The storage of the tensor bindings a, b, c and out (matmul's vec4 views follow a and b).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Storage(pub [Store; 4]);
+
+/// The declarations and accessors of the tensor bindings for `st`.
+fn storage_wgsl(family: Family, st: Storage) -> String {
+    let mut s = String::new();
+    for (k, (name, binding)) in [("a", 2), ("b", 3), ("c", 4)].into_iter().enumerate() {
+        let (ty, load) = match st.0[k] {
+            Store::Word => ("f32", format!("{name}[i]")),
+            Store::F16 => ("f16", format!("f32({name}[i])")),
+            Store::F16Packed => ("u32", format!("unpack2x16float({name}[i >> 1u])[i & 1u]")),
+        };
+        s += &format!(
+            "@group(0) @binding({binding}) var<storage, read> {name}: array<{ty}>;\n\
+             fn ld_{name}(i: u32) -> f32 {{ return {load}; }}\n"
+        );
+    }
+    s += match st.0[3] {
+        Store::Word => {
+            "@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+fn ld_out(i: u32) -> f32 { return out[i]; }
+fn st_out(i: u32, v: f32) { out[i] = v; }
+"
+        }
+        Store::F16 => {
+            "@group(0) @binding(5) var<storage, read_write> out: array<f16>;
+fn ld_out(i: u32) -> f32 { return f32(out[i]); }
+fn st_out(i: u32, v: f32) { out[i] = f16(unpack2x16float(f16_bits(v)).x); }
+"
+        }
+        Store::F16Packed => {
+            "@group(0) @binding(5) var<storage, read_write> out: array<atomic<u32>>;
+fn ld_out(i: u32) -> f32 { return unpack2x16float(atomicLoad(&out[i >> 1u]))[i & 1u]; }
+fn st_out(i: u32, v: f32) {
+    let sh = (i & 1u) * 16u;
+    atomicAnd(&out[i >> 1u], ~(0xffffu << sh));
+    atomicOr(&out[i >> 1u], f16_bits(v) << sh);
+}
+"
+        }
+    };
+    if st.0[3] != Store::Word {
+        // Rounding to f16 made explicit where WGSL leaves it to the implementation: values
+        // that round beyond the largest f16 become ±∞ and NaN stays NaN (so an overflowing
+        // scaled gradient is seen as one), from the bits, which no fast-math assumption touches.
+        s += "fn f16_bits(v: f32) -> u32 {
+    let x = bitcast<u32>(v);
+    let sign = (x >> 16u) & 0x8000u;
+    let mag = x & 0x7fffffffu;
+    if (mag > 0x7f800000u) { return sign | 0x7e00u; }
+    if (mag >= 0x477ff000u) { return sign | 0x7c00u; }
+    return pack2x16float(vec2<f32>(v, 0.0)) & 0xffffu;
+}
+";
+    }
+    if family == Family::Matmul {
+        for (k, (name, binding)) in [("a4", 6), ("b4", 7)].into_iter().enumerate() {
+            let (ty, load) = match st.0[k] {
+                Store::Word => ("vec4<f32>", format!("{name}[i]")),
+                Store::F16 => ("vec4<f16>", format!("vec4<f32>({name}[i])")),
+                Store::F16Packed => (
+                    "vec2<u32>",
+                    format!("vec4<f32>(unpack2x16float({name}[i].x), unpack2x16float({name}[i].y))"),
+                ),
+            };
+            s += &format!(
+                "@group(0) @binding({binding}) var<storage, read> {name}: array<{ty}>;\n\
+                 fn ld_{name}(i: u32) -> vec4<f32> {{ return {load}; }}\n"
+            );
+        }
+    }
+    s
 }
 
 /// How many workgroups to launch.
@@ -92,6 +202,9 @@ pub struct Dispatch {
     pub outputs: Vec<usize>,
     /// Launch size.
     pub grid: Grid,
+    /// Element types of the tensors in bindings a, b, c and out (f32 unless set by the
+    /// lowering), which choose how the kernel reads and writes them.
+    pub dtypes: [DType; 4],
 }
 
 impl Dispatch {
@@ -111,6 +224,7 @@ impl Dispatch {
             inputs,
             outputs,
             grid,
+            dtypes: [DType::F32; 4],
         }
     }
 
