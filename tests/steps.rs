@@ -382,3 +382,12 @@ fn the_plan_prints_every_kernel_and_the_peak() {
     assert!(!eval.plan().to_string().contains("per update"));
     assert!(eval.peak_bytes() < train.peak_bytes());
 }
+
+#[test]
+#[should_panic(expected = "belongs to graph")]
+fn graph_accessors_refuse_ids_from_another_graph() {
+    let (g, _, _) = cnn(2, 0.0);
+    let (_, other_logits, _) = cnn(2, 0.0);
+    // The same position exists in `g`; answering with its shape would be silently wrong.
+    let _ = g.shape(other_logits);
+}

@@ -135,14 +135,22 @@ impl Graph {
         &self.nodes
     }
 
-    /// One node.
+    /// One node. Panics when `id` is not a node of this graph (see [`Graph::contains`]):
+    /// answering with whatever node sits at that position elsewhere would be silently wrong.
     pub fn node(&self, id: NodeId) -> &Node {
+        assert!(
+            id.1 == self.id,
+            "node #{} belongs to graph {}, not to this graph ({})",
+            id.0,
+            id.1,
+            self.id
+        );
         &self.nodes[id.0]
     }
 
-    /// The shape of a node.
+    /// The shape of a node (panics as [`Graph::node`] does).
     pub fn shape(&self, id: NodeId) -> &Shape {
-        &self.nodes[id.0].shape
+        &self.node(id).shape
     }
 
     /// The parameters, in creation order.
@@ -169,6 +177,11 @@ impl Graph {
 
     /// Give a node a name used in messages and plans.
     pub fn set_name(&mut self, id: NodeId, name: impl Into<String>) {
+        assert!(
+            self.contains(id),
+            "set_name: node #{} is not a node of this graph",
+            id.0
+        );
         self.nodes[id.0].name = Some(name.into());
     }
 
@@ -211,9 +224,9 @@ impl Graph {
         NodeId(self.nodes.len() - 1, self.id)
     }
 
-    /// The element type of a node.
+    /// The element type of a node (panics as [`Graph::node`] does).
     pub fn dtype(&self, id: NodeId) -> DType {
-        self.nodes[id.0].dtype
+        self.node(id).dtype
     }
 
     /// The element type `op` produces from `inputs`: arithmetic takes floats of one type and
