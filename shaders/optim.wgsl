@@ -1,7 +1,7 @@
 // optim.wgsl — the fused optimiser step: one dispatch updates every trainable parameter in the
 // flat parameter buffer.
 //
-// Bindings (the update layout): 2 grads (read), 3 gradient statistics (read: Σg² at stats_off,
+// Bindings (the update layout; state2 at 7 for centered RMSProp): 2 grads (read), 3 gradient statistics (read: Σg² at stats_off,
 // then the count of non-finite gradients and loss), 4 params, 5 state0, 6 state1 (read-write).
 // When that count is not zero the step is skipped: nothing is written. Gradients are first
 // multiplied by per_step.grad_scale (1/(k·S) for k accumulated micro-batches and loss scale S).
@@ -42,6 +42,7 @@ struct Update {
 @group(0) @binding(4) var<storage, read_write> params: array<f32>;
 @group(0) @binding(5) var<storage, read_write> state0: array<f32>;
 @group(0) @binding(6) var<storage, read_write> state1: array<f32>;
+@group(0) @binding(7) var<storage, read_write> state2: array<f32>;
 
 // Element i's gradient after norm and value clipping, plus λ·w unless weight decay is
 // decoupled, and its segment's λ (0 where decay does not apply). `live` is false outside every

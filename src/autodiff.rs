@@ -186,12 +186,15 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
                     (da, db)
                 }
                 BinaryOp::Max | BinaryOp::Min => {
-                    // Ties send the whole gradient to `a`.
-                    let mask_a = if *op == BinaryOp::Max {
-                        g.binary(BinaryOp::GreaterEqual, a, b)?
+                    // The winner takes the gradient; a tie splits it evenly (as PyTorch).
+                    let wins = if *op == BinaryOp::Max {
+                        g.binary(BinaryOp::Greater, a, b)?
                     } else {
-                        g.binary(BinaryOp::GreaterEqual, b, a)?
+                        g.binary(BinaryOp::Greater, b, a)?
                     };
+                    let tie = g.binary(BinaryOp::Equal, a, b)?;
+                    let half = g.mul_scalar(tie, 0.5)?;
+                    let mask_a = g.add(wins, half)?;
                     let da = g.mul(dy, mask_a)?;
                     let db = if wanted[1] { Some(g.sub(dy, da)?) } else { None };
                     (Some(da), db)

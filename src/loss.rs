@@ -78,12 +78,32 @@ pub fn bce_with_logits(g: &mut Graph, logits: NodeId, targets: NodeId) -> Result
 }
 
 /// Multiclass hinge (SVM) loss of scores `(N, C)` against labels `(N)` with margin Δ:
-/// `mean_i Σ_{j≠yᵢ} max(0, s_j − s_{yᵢ} + Δ)` (Weston & Watkins).
+/// `mean_i Σ_{j≠yᵢ} max(0, s_j − s_{yᵢ} + Δ)` (Weston & Watkins), the CS231n convention. It is
+/// `C` times PyTorch's `multi_margin_loss` with `p = 1`; see [`multi_margin`] for PyTorch's.
 pub fn multiclass_hinge(g: &mut Graph, scores: NodeId, labels: NodeId, margin: f32) -> Result<NodeId> {
+    let per_row = hinge_terms(g, "multiclass_hinge", scores, labels, margin, 1)?;
+    let per_row = g.sum(per_row, &[1], false)?;
+    g.mean_all(per_row)
+}
+
+/// PyTorch's `multi_margin_loss`: `mean_i (1/C) Σ_{j≠yᵢ} max(0, Δ − s_{yᵢ} + s_j)^p` for scores
+/// `(N, C)`, labels `(N)`, `p` 1 or 2 and margin Δ (PyTorch's defaults: `p = 1`, `Δ = 1`).
+pub fn multi_margin(g: &mut Graph, scores: NodeId, labels: NodeId, p: u32, margin: f32) -> Result<NodeId> {
+    if p != 1 && p != 2 {
+        return invalid("multi_margin", format!("p must be 1 or 2, got {p}"));
+    }
+    let terms = hinge_terms(g, "multi_margin", scores, labels, margin, p)?;
+    // The mean over both axes is the mean over rows of (1/C)·Σ_j.
+    g.mean_all(terms)
+}
+
+/// `max(0, s_j − s_y + Δ)^p` for `j ≠ y`, 0 at `j = y`: `(N, C)`.
+fn hinge_terms(g: &mut Graph, op: &'static str, scores: NodeId, labels: NodeId, margin: f32, p: u32) -> Result<NodeId> {
+    let scores = f32(g, scores)?;
     let dims = g.shape(scores).dims().to_vec();
     if dims.len() != 2 {
         return Err(Error::Shape {
-            op: "multiclass_hinge",
+            op,
             node: g.describe(scores),
             shapes: vec![dims],
             reason: "expected scores (N, C)".into(),
@@ -95,11 +115,10 @@ pub fn multiclass_hinge(g: &mut Graph, scores: NodeId, labels: NodeId, margin: f
     let d = g.sub(scores, sy)?;
     let d = g.add_scalar(d, margin)?;
     let m = g.relu(d)?;
+    let m = if p == 2 { g.square(m)? } else { m };
     let not_y = g.mul_scalar(onehot, -1.0)?;
     let not_y = g.add_scalar(not_y, 1.0)?;
-    let m = g.mul(m, not_y)?;
-    let per_row = g.sum(m, &[1], false)?;
-    g.mean_all(per_row)
+    g.mul(m, not_y)
 }
 
 /// Pairwise contrastive loss (Hadsell, Chopra & LeCun 2006) of embeddings `a, b: (N, D)` with

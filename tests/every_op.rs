@@ -217,7 +217,7 @@ fn op_case(op: &Op) -> Case {
 }
 
 /// How many `UnaryOp` variants there are, numbered by [`unary_domain`].
-const UNARY_VARIANTS: usize = 20;
+const UNARY_VARIANTS: usize = 21;
 
 /// Each unary op's ordinal and the inputs it is defined on. No wildcard.
 fn unary_domain(op: UnaryOp) -> (usize, Domain) {
@@ -242,6 +242,7 @@ fn unary_domain(op: UnaryOp) -> (usize, Domain) {
         UnaryOp::PowScalar(_) => (17, Domain::Positive),
         UnaryOp::AddScalar(_) => (18, Domain::Mixed),
         UnaryOp::MulScalar(_) => (19, Domain::Mixed),
+        UnaryOp::HardTanh(..) => (20, Domain::Mixed),
     }
 }
 
@@ -297,6 +298,7 @@ const UNARY: [UnaryOp; UNARY_VARIANTS] = [
     UnaryOp::PowScalar(-0.5),
     UnaryOp::AddScalar(2.5),
     UnaryOp::MulScalar(-1.5),
+    UnaryOp::HardTanh(-0.5, 1.0),
 ];
 
 const BINARY: [BinaryOp; BINARY_VARIANTS] = [
@@ -481,7 +483,10 @@ fn rule_case(kind: &OptimizerKind) -> (usize, Optimizer) {
         OptimizerKind::Momentum { .. } => (1, Optimizer::momentum(0.05, 0.9).clip_value(0.05)),
         OptimizerKind::Nesterov { .. } => (2, Optimizer::nesterov(0.05, 0.9).weight_decay(0.02)),
         OptimizerKind::AdaGrad { .. } => (3, Optimizer::adagrad(0.05).clip_norm(0.5)),
-        OptimizerKind::RmsProp { .. } => (4, Optimizer::rmsprop(0.01).clip_norm(0.5)),
+        OptimizerKind::RmsProp { momentum, centered, .. } => (
+            4,
+            Optimizer::rmsprop_with(0.01, 0.99, 1e-8, *momentum, *centered).clip_norm(0.5),
+        ),
         OptimizerKind::Adam { .. } => (5, Optimizer::adam(0.01).weight_decay(0.01).clip_value(0.1)),
         OptimizerKind::AdamW { .. } => (6, Optimizer::adamw(0.01, 0.05)),
     }
@@ -518,7 +523,31 @@ fn every_optimiser_rule_runs_on_both_backends_and_agrees() {
         OptimizerKind::Momentum { momentum: 0.9 },
         OptimizerKind::Nesterov { momentum: 0.9 },
         OptimizerKind::AdaGrad { eps: 1e-10 },
-        OptimizerKind::RmsProp { rho: 0.99, eps: 1e-8 },
+        // RMSProp's options select different kernels: every combination runs.
+        OptimizerKind::RmsProp {
+            rho: 0.99,
+            eps: 1e-8,
+            momentum: 0.0,
+            centered: false,
+        },
+        OptimizerKind::RmsProp {
+            rho: 0.99,
+            eps: 1e-8,
+            momentum: 0.9,
+            centered: false,
+        },
+        OptimizerKind::RmsProp {
+            rho: 0.99,
+            eps: 1e-8,
+            momentum: 0.0,
+            centered: true,
+        },
+        OptimizerKind::RmsProp {
+            rho: 0.99,
+            eps: 1e-8,
+            momentum: 0.9,
+            centered: true,
+        },
         OptimizerKind::Adam {
             beta1: 0.9,
             beta2: 0.999,
@@ -540,9 +569,10 @@ fn every_optimiser_rule_runs_on_both_backends_and_agrees() {
             "{kind:?}'s case uses another rule"
         );
         assert!(
-            ordinal < RULE_VARIANTS && seen.insert(ordinal),
+            ordinal < RULE_VARIANTS && (seen.insert(ordinal) || matches!(kind, OptimizerKind::RmsProp { .. })),
             "{kind:?}: ordinal {ordinal}"
         );
+        assert_eq!(opt.kind, *kind, "the case runs the very options listed");
         let cpu = rule_trajectory(&Cpu, &opt);
         assert_ne!(cpu[0], cpu[2], "{kind:?} moves the parameters");
         let Some(gpu) = &gpu else { continue };

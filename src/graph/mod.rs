@@ -502,7 +502,7 @@ impl Graph {
     pub fn unary(&mut self, op: UnaryOp, x: NodeId) -> Result<NodeId> {
         self.check("unary", &[x])?;
         match op {
-            UnaryOp::Clamp(lo, hi) if lo > hi || lo.is_nan() || hi.is_nan() => {
+            UnaryOp::Clamp(lo, hi) | UnaryOp::HardTanh(lo, hi) if lo > hi || lo.is_nan() || hi.is_nan() => {
                 return crate::error::invalid("clamp", format!("min {lo} is greater than max {hi}"))
             }
             UnaryOp::Elu(a) | UnaryOp::LeakyRelu(a) if !a.is_finite() => {

@@ -67,24 +67,41 @@ impl Linear {
     }
 }
 
-/// PReLU (He et al. 2015): `max(0, x) + α·min(0, x)` with α learned, one per channel of the
-/// last axis (or one shared when `channels` is 1). α starts at 0.25.
+/// PReLU (He et al. 2015): `max(0, x) + α·min(0, x)` with α learned, as PyTorch's
+/// `nn.PReLU(num_parameters)`: one slope shared by every element (`num_parameters` = 1), or one
+/// per channel, the channel being axis 1 (`(N, C)`, `(N, C, L)`, `(N, C, H, W)`). α starts at 0.25.
 #[derive(Clone, Copy, Debug)]
 pub struct PRelu {
-    /// The slopes, `(channels)`.
+    /// The slopes, `(num_parameters)`.
     pub alpha: NodeId,
 }
 
 impl PRelu {
-    /// A PReLU with parameter `{name}.alpha`.
-    pub fn new(g: &mut Graph, name: &str, channels: usize) -> Result<Self> {
-        let alpha = g.param(&format!("{name}.alpha"), [channels], Init::Constant(0.25))?;
+    /// A PReLU with parameter `{name}.alpha` of `num_parameters` slopes (1, or the channels).
+    pub fn new(g: &mut Graph, name: &str, num_parameters: usize) -> Result<Self> {
+        let alpha = g.param(&format!("{name}.alpha"), [num_parameters], Init::Constant(0.25))?;
         Ok(PRelu { alpha })
     }
 
-    /// Apply it.
+    /// Apply it; with one slope per channel, `x` must have them on axis 1.
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
-        g.prelu(x, self.alpha)
+        let c = g.shape(self.alpha).dims()[0];
+        if c == 1 {
+            return g.prelu(x, self.alpha);
+        }
+        let d = g.shape(x).dims().to_vec();
+        if d.len() < 2 || d[1] != c {
+            return Err(crate::error::Error::Shape {
+                op: "prelu",
+                node: g.describe(x),
+                shapes: vec![d, vec![c]],
+                reason: format!("{c} slopes need {c} channels on axis 1 of the input"),
+            });
+        }
+        let mut shape = vec![1; d.len()];
+        shape[1] = c;
+        let alpha = g.reshape(self.alpha, shape)?;
+        g.prelu(x, alpha)
     }
 }
 

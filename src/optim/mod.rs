@@ -11,7 +11,8 @@
 //! - Momentum: `v = μ v + g; w −= η v`
 //! - Nesterov: `v = μ v + g; w −= η (g + μ v)`
 //! - AdaGrad: `s += g²; w −= η g / (√s + ε)`
-//! - RMSProp: `s = ρ s + (1−ρ) g²; w −= η g / (√s + ε)`
+//! - RMSProp: `s = ρ s + (1−ρ) g²; d = √s + ε`, or centered `ḡ = ρ ḡ + (1−ρ) g;
+//!   d = √(s − ḡ²) + ε`; then `w −= η g / d`, or with momentum `b = μ b + g / d; w −= η b`
 //! - Adam: `m = β₁m + (1−β₁)g; v = β₂v + (1−β₂)g²; w −= η m̂ / (√v̂ + ε)` with
 //!   `m̂ = m/(1−β₁ᵗ)`, `v̂ = v/(1−β₂ᵗ)`
 //! - AdamW: `w −= η λ w` (decoupled, instead of adding `λw` to `g`), then the Adam step.
@@ -44,12 +45,16 @@ pub enum OptimizerKind {
         /// ε
         eps: f64,
     },
-    /// RMSProp.
+    /// RMSProp, optionally with momentum and centered (as PyTorch's `RMSprop`).
     RmsProp {
-        /// ρ
+        /// ρ (PyTorch's `alpha`)
         rho: f64,
         /// ε
         eps: f64,
+        /// μ; 0 for none
+        momentum: f64,
+        /// Normalise by the variance estimate `s − ḡ²` instead of `s`
+        centered: bool,
     },
     /// Adam with bias correction.
     Adam {
@@ -79,7 +84,14 @@ impl OptimizerKind {
             OptimizerKind::Momentum { .. }
             | OptimizerKind::Nesterov { .. }
             | OptimizerKind::AdaGrad { .. }
-            | OptimizerKind::RmsProp { .. } => 1,
+            | OptimizerKind::RmsProp {
+                momentum: 0.0,
+                centered: false,
+                ..
+            } => 1,
+            // Slots: 0 the mean square, 1 the momentum buffer, 2 the mean gradient.
+            OptimizerKind::RmsProp { centered: false, .. } => 2,
+            OptimizerKind::RmsProp { centered: true, .. } => 3,
             OptimizerKind::Adam { .. } | OptimizerKind::AdamW { .. } => 2,
         }
     }
@@ -132,9 +144,10 @@ impl OptimizerKind {
             OptimizerKind::Sgd => {}
             OptimizerKind::Momentum { momentum } | OptimizerKind::Nesterov { momentum } => c.b1 = momentum as f32,
             OptimizerKind::AdaGrad { eps } => c.eps = eps as f32,
-            OptimizerKind::RmsProp { rho, eps } => {
+            OptimizerKind::RmsProp { rho, eps, momentum, .. } => {
                 c.b1 = rho as f32;
                 c.one_minus_b1 = (1.0 - rho) as f32;
+                c.b2 = momentum as f32;
                 c.eps = eps as f32;
             }
             OptimizerKind::Adam { beta1, beta2, eps } | OptimizerKind::AdamW { beta1, beta2, eps } => {
@@ -200,7 +213,19 @@ impl Optimizer {
     }
     /// RMSProp (ρ = 0.99, ε = 1e-8, as PyTorch).
     pub fn rmsprop(lr: f32) -> Self {
-        Self::with(OptimizerKind::RmsProp { rho: 0.99, eps: 1e-8 }, lr)
+        Self::rmsprop_with(lr, 0.99, 1e-8, 0.0, false)
+    }
+    /// RMSProp with every option of PyTorch's `RMSprop(lr, alpha=rho, eps, momentum, centered)`.
+    pub fn rmsprop_with(lr: f32, rho: f64, eps: f64, momentum: f64, centered: bool) -> Self {
+        Self::with(
+            OptimizerKind::RmsProp {
+                rho,
+                eps,
+                momentum,
+                centered,
+            },
+            lr,
+        )
     }
     /// Adam (β = (0.9, 0.999), ε = 1e-8).
     pub fn adam(lr: f32) -> Self {
@@ -270,9 +295,12 @@ impl Optimizer {
                     return bad("eps", eps);
                 }
             }
-            OptimizerKind::RmsProp { rho, eps } => {
+            OptimizerKind::RmsProp { rho, eps, momentum, .. } => {
                 if !unit(rho) {
                     return bad("rho", rho);
+                }
+                if !unit(momentum) {
+                    return bad("momentum", momentum);
                 }
                 if !positive(eps) {
                     return bad("eps", eps);

@@ -72,7 +72,7 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
         // max(x, 0) + ln(1 + e^−|x|): no overflow for large |x|.
         UnaryOp::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
         UnaryOp::Gelu => (0.5 * x as f64 * (1.0 + erf(x as f64 / std::f64::consts::SQRT_2))) as f32,
-        UnaryOp::Clamp(lo, hi) => x.max(lo).min(hi),
+        UnaryOp::Clamp(lo, hi) | UnaryOp::HardTanh(lo, hi) => x.max(lo).min(hi),
         UnaryOp::PowScalar(p) => x.powf(p),
         UnaryOp::AddScalar(c) => x + c,
         UnaryOp::MulScalar(c) => c * x,
@@ -121,6 +121,7 @@ pub fn unary_deriv(op: UnaryOp, x: f32) -> f32 {
             (cdf + xd * pdf) as f32
         }
         UnaryOp::Clamp(lo, hi) => (x >= lo && x <= hi) as u8 as f32,
+        UnaryOp::HardTanh(lo, hi) => (x > lo && x < hi) as u8 as f32,
         UnaryOp::PowScalar(p) => p * x.powf(p - 1.0),
         UnaryOp::AddScalar(_) => 1.0,
         UnaryOp::MulScalar(c) => c,
@@ -575,9 +576,20 @@ pub fn update(up: &UpdateKernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &Step
                     st[0][i] += gi * gi;
                     w[i] -= lr * gi / (st[0][i].sqrt() + k.eps);
                 }
-                OptimizerKind::RmsProp { .. } => {
+                OptimizerKind::RmsProp { momentum, centered, .. } => {
                     st[0][i] = k.b1 * st[0][i] + k.one_minus_b1 * gi * gi;
-                    w[i] -= lr * gi / (st[0][i].sqrt() + k.eps);
+                    let mut v = st[0][i];
+                    if centered {
+                        st[2][i] = k.b1 * st[2][i] + k.one_minus_b1 * gi;
+                        v -= st[2][i] * st[2][i];
+                    }
+                    let d = v.sqrt() + k.eps;
+                    if momentum > 0.0 {
+                        st[1][i] = k.b2 * st[1][i] + gi / d;
+                        w[i] -= lr * st[1][i];
+                    } else {
+                        w[i] -= lr * gi / d;
+                    }
                 }
                 OptimizerKind::Adam { .. } | OptimizerKind::AdamW { .. } => {
                     if matches!(up.rule, OptimizerKind::AdamW { .. }) {

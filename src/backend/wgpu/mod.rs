@@ -44,7 +44,7 @@ struct Inner {
     /// How f16 tensors are stored: natively with `SHADER_F16`, else packed in u32 words.
     f16: Store,
     dummy_ro: wgpu::Buffer,
-    dummy_rw: [wgpu::Buffer; 2],
+    dummy_rw: [wgpu::Buffer; 3],
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -233,7 +233,7 @@ impl Gpu {
             }
         });
         let std_entries: Vec<_> = (0..STD_SLOTS).map(|b| storage(b, b != STD_OUT)).collect();
-        let update_entries: Vec<_> = (0..7).map(|b| storage(b, b < 4)).collect();
+        let update_entries: Vec<_> = (0..8).map(|b| storage(b, b < 4)).collect();
         let std_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("kiln std"),
             entries: &std_entries,
@@ -260,7 +260,7 @@ impl Gpu {
             })
         };
         let dummy_ro = small("dummy ro");
-        let dummy_rw = [small("dummy rw 0"), small("dummy rw 1")];
+        let dummy_rw = [small("dummy rw 0"), small("dummy rw 1"), small("dummy rw 2")];
         Ok(Gpu {
             inner: Arc::new(Inner {
                 device,
@@ -394,6 +394,7 @@ impl Gpu {
             res.push(&bufs[d.outputs[0]]);
             res.push(d.outputs.get(1).map_or(&i.dummy_rw[0], |&b| &bufs[b]));
             res.push(d.outputs.get(2).map_or(&i.dummy_rw[1], |&b| &bufs[b]));
+            res.push(d.outputs.get(3).map_or(&i.dummy_rw[2], |&b| &bufs[b]));
         } else {
             for s in 0..3 {
                 res.push(d.inputs.get(s).map_or(&i.dummy_ro, |&b| &bufs[b]));

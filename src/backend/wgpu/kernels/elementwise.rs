@@ -129,7 +129,7 @@ pub struct AddInto {
 
 /// Every unary op once, in the order that numbers the generated `switch` cases. Parameters
 /// here are placeholders: a case reads its op's parameters from [`Unary`].
-pub const UNARY_OPS: [UnaryOp; 20] = [
+pub const UNARY_OPS: [UnaryOp; 21] = [
     UnaryOp::Neg,
     UnaryOp::Exp,
     UnaryOp::Log,
@@ -147,6 +147,7 @@ pub const UNARY_OPS: [UnaryOp; 20] = [
     UnaryOp::Softplus,
     UnaryOp::Gelu,
     UnaryOp::Clamp(0.0, 0.0),
+    UnaryOp::HardTanh(0.0, 0.0),
     UnaryOp::PowScalar(0.0),
     UnaryOp::AddScalar(0.0),
     UnaryOp::MulScalar(0.0),
@@ -207,6 +208,7 @@ pub fn unary_wgsl(op: UnaryOp) -> UnaryWgsl {
             [0.0, 0.0],
         ),
         UnaryOp::Clamp(lo, hi) => ("min(max(x, p0), p1)", "select(0.0, 1.0, x >= p0 && x <= p1)", [lo, hi]),
+        UnaryOp::HardTanh(lo, hi) => ("min(max(x, p0), p1)", "select(0.0, 1.0, x > p0 && x < p1)", [lo, hi]),
         UnaryOp::PowScalar(e) => ("pow(x, p0)", "p0 * pow(x, p0 - 1.0)", [e, 0.0]),
         UnaryOp::AddScalar(c) => ("x + p0", "1.0", [c, 0.0]),
         UnaryOp::MulScalar(c) => ("p0 * x", "p0", [c, 0.0]),
@@ -490,6 +492,7 @@ mod tests {
                 UnaryOp::LeakyRelu(_) => (UnaryOp::LeakyRelu(0.1), false),
                 UnaryOp::Elu(_) => (UnaryOp::Elu(1.3), false),
                 UnaryOp::Clamp(..) => (UnaryOp::Clamp(-1.0, 0.5), false),
+                UnaryOp::HardTanh(..) => (UnaryOp::HardTanh(-0.5, 1.0), false),
                 UnaryOp::PowScalar(_) => (UnaryOp::PowScalar(-0.5), true),
                 UnaryOp::AddScalar(_) => (UnaryOp::AddScalar(2.5), false),
                 UnaryOp::MulScalar(_) => (UnaryOp::MulScalar(-1.5), false),

@@ -45,13 +45,37 @@ pub struct Segment {
 }
 
 /// Every rule once, in the order their entry points are generated. Hyperparameters here are
-/// placeholders: the kernels read per-step coefficients from `per_step`.
-pub const RULES: [OptimizerKind; 7] = [
+/// placeholders: the kernels read per-step coefficients from `per_step` (RMSProp's momentum μ
+/// in `b2`); only RMSProp's options choose among its four entry points.
+pub const RULES: [OptimizerKind; 10] = [
     OptimizerKind::Sgd,
     OptimizerKind::Momentum { momentum: 0.0 },
     OptimizerKind::Nesterov { momentum: 0.0 },
     OptimizerKind::AdaGrad { eps: 0.0 },
-    OptimizerKind::RmsProp { rho: 0.0, eps: 0.0 },
+    OptimizerKind::RmsProp {
+        rho: 0.0,
+        eps: 0.0,
+        momentum: 0.0,
+        centered: false,
+    },
+    OptimizerKind::RmsProp {
+        rho: 0.0,
+        eps: 0.0,
+        momentum: 0.5,
+        centered: false,
+    },
+    OptimizerKind::RmsProp {
+        rho: 0.0,
+        eps: 0.0,
+        momentum: 0.0,
+        centered: true,
+    },
+    OptimizerKind::RmsProp {
+        rho: 0.0,
+        eps: 0.0,
+        momentum: 0.5,
+        centered: true,
+    },
     OptimizerKind::Adam {
         beta1: 0.0,
         beta2: 0.0,
@@ -102,18 +126,43 @@ pub fn rule_wgsl(kind: &OptimizerKind) -> RuleWgsl {
     state0[i] = s;
     params[i] -= lr * g / (sqrt(s) + eps);",
         ),
-        OptimizerKind::RmsProp { .. } => (
-            "update_rmsprop",
-            false,
-            "let s = b1 * state0[i] + omb1 * g * g;
-    state0[i] = s;
-    params[i] -= lr * g / (sqrt(s) + eps);",
-        ),
+        OptimizerKind::RmsProp { momentum, centered, .. } => match (*momentum > 0.0, *centered) {
+            (false, false) => ("update_rmsprop", false, RMSPROP),
+            (true, false) => ("update_rmsprop_momentum", false, RMSPROP_MOMENTUM),
+            (false, true) => ("update_rmsprop_centered", false, RMSPROP_CENTERED),
+            (true, true) => ("update_rmsprop_centered_momentum", false, RMSPROP_CENTERED_MOMENTUM),
+        },
         OptimizerKind::Adam { .. } => ("update_adam", false, ADAM),
         OptimizerKind::AdamW { .. } => ("update_adamw", true, ADAMW),
     };
     RuleWgsl { entry, decoupled, body }
 }
+
+const RMSPROP: &str = "let s = b1 * state0[i] + omb1 * g * g;
+    state0[i] = s;
+    params[i] -= lr * g / (sqrt(s) + eps);";
+
+// Momentum μ arrives in b2; the buffer is state1.
+const RMSPROP_MOMENTUM: &str = "let s = b1 * state0[i] + omb1 * g * g;
+    state0[i] = s;
+    let m = b2 * state1[i] + g / (sqrt(s) + eps);
+    state1[i] = m;
+    params[i] -= lr * m;";
+
+// The mean gradient is state2; the variance estimate s − ḡ² replaces s.
+const RMSPROP_CENTERED: &str = "let s = b1 * state0[i] + omb1 * g * g;
+    state0[i] = s;
+    let gm = b1 * state2[i] + omb1 * g;
+    state2[i] = gm;
+    params[i] -= lr * g / (sqrt(s - gm * gm) + eps);";
+
+const RMSPROP_CENTERED_MOMENTUM: &str = "let s = b1 * state0[i] + omb1 * g * g;
+    state0[i] = s;
+    let gm = b1 * state2[i] + omb1 * g;
+    state2[i] = gm;
+    let m = b2 * state1[i] + g / (sqrt(s - gm * gm) + eps);
+    state1[i] = m;
+    params[i] -= lr * m;";
 
 const ADAM: &str = "let m = b1 * state0[i] + omb1 * g;
     let v = b2 * state1[i] + omb2 * g * g;
