@@ -4,7 +4,7 @@
 // Bindings: a, b, c read-only inputs; out written. One invocation computes one output element.
 // Parameter blocks (binding 0; one struct per group of entry points, mirrored field for field
 // by src/backend/wgpu/kernels/elementwise.rs): `pu: Unary`, `ps: Strided`, `pf: Fill`,
-// `po: OneHot`, `pd: Dropout`, `pc: Convert`, `pa: AddInto`. u32 tensors (labels) are bound
+// `po: OneHot`, `pd: Dropout`, `pc: Convert`, `pa: AddInto`, `pg: CopyIfFinite`. u32 tensors (labels) are bound
 // as 4-byte words and read through `bitcast`. Shapes of rank ≤ 6 are passed as dims and element strides (0 on
 // broadcast axes).
 //
@@ -64,6 +64,13 @@ struct Convert {
     out_off: u32,
 }
 
+struct CopyIfFinite {
+    n: u32,
+    a_off: u32,
+    out_off: u32,
+    stats_off: u32,
+}
+
 struct AddInto {
     n: u32,
     a_off: u32,
@@ -77,6 +84,7 @@ struct AddInto {
 @group(0) @binding(0) var<storage, read> pd: Dropout;
 @group(0) @binding(0) var<storage, read> pc: Convert;
 @group(0) @binding(0) var<storage, read> pa: AddInto;
+@group(0) @binding(0) var<storage, read> pg: CopyIfFinite;
 
 {{STORAGE}}
 
@@ -249,4 +257,14 @@ fn add_into(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (i >= pa.n) { return; }
     let o = pa.out_off + i;
     st_out(o, ld_out(o) + ld_a(pa.a_off + i));
+}
+
+// out[out_off + i] = a[a_off + i] unless the gradient statistics in b count a non-finite value:
+// state updates (batch norm's running statistics) are skipped with the optimiser's update.
+@compute @workgroup_size(256)
+fn copy_if_finite(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pg.n) { return; }
+    if (ld_b(pg.stats_off + 1u) != 0.0) { return; }
+    st_out(pg.out_off + i, ld_a(pg.a_off + i));
 }

@@ -38,6 +38,7 @@ struct GradStats {
     nseg: u32,
     out_off: u32,
     nsum: u32,
+    accumulate: u32,
     views: array<Span>,
 }
 
@@ -166,15 +167,18 @@ fn grad_stats(@builtin(local_invocation_index) lid: u32) {
             bad += select(0.0, 1.0, not_finite(v));
         }
     }
+    // With `accumulate`, a further buffer's checked values add to the first dispatch's counts
+    // (a select, not a multiply: the previous step may have left ∞ there).
+    let more = sq.accumulate != 0u;
     sh[lid] = acc;
     tree(lid, false);
     if (lid == 0u) {
-        st_out(sq.out_off, sh[0]);
+        st_out(sq.out_off, select(sh[0], ld_out(sq.out_off) + sh[0], more));
     }
     workgroupBarrier();
     sh[lid] = bad;
     tree(lid, false);
     if (lid == 0u) {
-        st_out(sq.out_off + 1u, sh[0]);
+        st_out(sq.out_off + 1u, select(sh[0], ld_out(sq.out_off + 1u) + sh[0], more));
     }
 }

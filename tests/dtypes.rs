@@ -34,6 +34,9 @@ fn mixed_float_types_are_refused_when_building() {
     let e = g.add(a, b).expect_err("f32 + f16");
     assert!(matches!(e, Error::DType { op: "binary", .. }), "{e}");
     assert!(e.to_string().contains("cast"), "{e}");
+    // A where-condition must be a float (u32 words are not compared as numbers on a GPU).
+    let m = g.input_typed("m", [3], DType::U32).unwrap();
+    assert!(matches!(g.where_(m, a, a), Err(Error::DType { .. })));
     // Arithmetic on integers is refused; labels must be u32.
     let ids = g.input_typed("ids", [3], DType::U32).unwrap();
     assert!(matches!(g.exp(ids), Err(Error::DType { .. })));
@@ -58,12 +61,15 @@ fn u32_round_trip<B: Backend>(b: &B) {
     let as_f = g.cast(ids, DType::F32).unwrap();
     let as_u = g.cast(x, DType::U32).unwrap();
     let back = g.reshape(as_u, [7, 1]).unwrap();
+    // Data movement keeps u32 bits exactly, beyond f32's 2^24 too.
+    let big = g.slice(ids, 0, 4, 7).unwrap();
     let mut store = ParamStore::new(b, &g, 0).unwrap();
-    let mut p = Program::compile(&g, &mut store, &[as_f, as_u, back, ids], None).unwrap();
-    let idv = [0u32, 1, 7, 255, 65_537, 1 << 20, 16_777_215];
+    let mut p = Program::compile(&g, &mut store, &[as_f, as_u, back, ids, big], None).unwrap();
+    let idv = [0u32, 1, 7, 255, 16_777_217, u32::MAX, 16_777_215];
     let xv = [0.0f32, 0.9, 1.5, 7.99, -3.0, f32::NAN, 1e6];
     let out = p.run(&[("ids", Feed::U32(&idv)), ("x", Feed::F32(&xv))]).unwrap();
     let want_f: Vec<f32> = idv.iter().map(|&v| v as f32).collect();
+    assert_eq!(out.get_u32(big).unwrap(), &idv[4..7]);
     assert_eq!(out.get(as_f).unwrap().data, want_f);
     // Toward zero; negative and NaN give 0.
     assert_eq!(out.get_u32(as_u).unwrap(), &[0, 0, 1, 7, 0, 0, 1_000_000]);

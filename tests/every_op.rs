@@ -217,7 +217,7 @@ fn op_case(op: &Op) -> Case {
 }
 
 /// How many `UnaryOp` variants there are, numbered by [`unary_domain`].
-const UNARY_VARIANTS: usize = 21;
+const UNARY_VARIANTS: usize = 20;
 
 /// Each unary op's ordinal and the inputs it is defined on. No wildcard.
 fn unary_domain(op: UnaryOp) -> (usize, Domain) {
@@ -242,7 +242,6 @@ fn unary_domain(op: UnaryOp) -> (usize, Domain) {
         UnaryOp::PowScalar(_) => (17, Domain::Positive),
         UnaryOp::AddScalar(_) => (18, Domain::Mixed),
         UnaryOp::MulScalar(_) => (19, Domain::Mixed),
-        UnaryOp::HardTanh(..) => (20, Domain::Mixed),
     }
 }
 
@@ -298,7 +297,6 @@ const UNARY: [UnaryOp; UNARY_VARIANTS] = [
     UnaryOp::PowScalar(-0.5),
     UnaryOp::AddScalar(2.5),
     UnaryOp::MulScalar(-1.5),
-    UnaryOp::HardTanh(-0.5, 1.0),
 ];
 
 const BINARY: [BinaryOp; BINARY_VARIANTS] = [

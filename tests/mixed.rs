@@ -233,3 +233,36 @@ fn mixed_precision_lenet_learns_like_f32_with_fewer_bytes() {
     );
     assert!(peak[1] < peak[0] * 7 / 10, "f16 activations: {peak:?} bytes");
 }
+
+#[test]
+fn the_loss_scale_never_grows_past_what_its_seed_holds() {
+    // An f32 model and loss: growth every clean update by 2^10 from 2^100 must stop below
+    // f32's largest value instead of reaching ∞ (after which every update would be skipped).
+    let mut g = Graph::new();
+    let x = g.input("x", [4, 3]).unwrap();
+    let y = g.labels("y", [4], 2).unwrap();
+    let logits = nn::Linear::new(&mut g, "fc", 3, 2).unwrap().forward(&mut g, x).unwrap();
+    let l = loss::cross_entropy(&mut g, logits, y).unwrap();
+    let grads = backward_scaled(&mut g, l).unwrap();
+    let mut store = ParamStore::new(&Cpu, &g, 2).unwrap();
+    let opt = Optimizer::sgd(1e-3);
+    let scaling = LossScaling {
+        init: 2f32.powi(100),
+        factor: 1024.0,
+        growth_interval: 1,
+    };
+    let mut p = Program::compile(
+        &g,
+        &mut store,
+        &[l],
+        Some(Training::new(&grads, &opt).loss_scaling(scaling)),
+    )
+    .unwrap();
+    let xs = values(6, 12, -1.0, 1.0);
+    for _ in 0..6 {
+        p.run(&[("x", Feed::F32(&xs)), ("y", Feed::Labels(&[0, 1, 0, 1]))])
+            .unwrap();
+    }
+    let s = p.loss_scale().unwrap();
+    assert!(s.is_finite() && s == 2f32.powi(120), "scale {s}");
+}

@@ -391,3 +391,79 @@ fn graph_accessors_refuse_ids_from_another_graph() {
     // The same position exists in `g`; answering with its shape would be silently wrong.
     let _ = g.shape(other_logits);
 }
+
+/// An accumulation window starts from zero even when another program on the same store left
+/// its gradients in the store's gradient buffer.
+fn accumulation_ignores_other_programs_gradients<B: Backend>(b: &B) {
+    let opt = Optimizer::sgd(0.1);
+    let (x0, y0) = data(4, 30);
+    let (x1, y1) = data(4, 31);
+    let (x2, y2) = data(4, 32);
+    let build = |store_seed: u64| {
+        let (mut g, _, l) = cnn(4, 0.0);
+        let grads = backward(&mut g, l).unwrap();
+        let s = ParamStore::new(b, &g, store_seed).unwrap();
+        (g, l, grads, s)
+    };
+    let (g, l, grads, mut shared) = build(7);
+    let mut a = Program::compile(&g, &mut shared, &[l], Some(Training::new(&grads, &opt))).unwrap();
+    a.compute_gradients(&[("x", Feed::F32(&x0)), ("y", Feed::Labels(&y0))])
+        .unwrap();
+    let mut bprog = Program::compile(&g, &mut shared, &[l], Some(Training::new(&grads, &opt).accumulate(2))).unwrap();
+    let (g2, l2, grads2, mut fresh) = build(7);
+    let mut c = Program::compile(&g2, &mut fresh, &[l2], Some(Training::new(&grads2, &opt).accumulate(2))).unwrap();
+    for (x, y) in [(&x1, &y1), (&x2, &y2)] {
+        bprog.run(&[("x", Feed::F32(x)), ("y", Feed::Labels(y))]).unwrap();
+        c.run(&[("x", Feed::F32(x)), ("y", Feed::Labels(y))]).unwrap();
+    }
+    assert_eq!(weights(&shared), weights(&fresh));
+}
+
+#[test]
+fn accumulation_ignores_other_programs_gradients_cpu() {
+    accumulation_ignores_other_programs_gradients(&Cpu);
+}
+
+#[test]
+fn accumulation_ignores_other_programs_gradients_gpu() {
+    let Some(gpu) = gpu() else { return };
+    accumulation_ignores_other_programs_gradients(&gpu);
+}
+
+/// A skipped update leaves batch norm's running statistics alone too.
+fn skipped_update_keeps_batch_norm_statistics<B: Backend>(b: &B) {
+    let mut g = Graph::new();
+    let x = g.input("x", [6, 4]).unwrap();
+    let y = g.labels("y", [6], 3).unwrap();
+    let h = nn::Linear::new(&mut g, "l1", 4, 5).unwrap().forward(&mut g, x).unwrap();
+    let h = nn::BatchNorm::new(&mut g, "bn", 5)
+        .unwrap()
+        .forward(&mut g, h, true)
+        .unwrap();
+    let logits = nn::Linear::new(&mut g, "l2", 5, 3).unwrap().forward(&mut g, h).unwrap();
+    let l = loss::cross_entropy(&mut g, logits, y).unwrap();
+    let grads = backward(&mut g, l).unwrap();
+    let mut s = ParamStore::new(b, &g, 2).unwrap();
+    let opt = Optimizer::sgd(0.1);
+    let mut p = Program::compile(&g, &mut s, &[l], Some(Training::new(&grads, &opt))).unwrap();
+    let mut xs = values(5, 24, -1.0, 1.0);
+    let ys = [0, 1, 2, 0, 1, 2];
+    p.run(&[("x", Feed::F32(&xs)), ("y", Feed::Labels(&ys))]).unwrap();
+    let before = weights(&s);
+    xs[3] = f32::NAN;
+    let e = p.run(&[("x", Feed::F32(&xs)), ("y", Feed::Labels(&ys))]).unwrap_err();
+    assert!(matches!(e, Error::NonFinite(_)), "{e}");
+    assert_eq!(weights(&s), before, "weights and running statistics unchanged");
+    assert!(s.get("bn.running_mean").unwrap().data.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn skipped_update_keeps_batch_norm_statistics_cpu() {
+    skipped_update_keeps_batch_norm_statistics(&Cpu);
+}
+
+#[test]
+fn skipped_update_keeps_batch_norm_statistics_gpu() {
+    let Some(gpu) = gpu() else { return };
+    skipped_update_keeps_batch_norm_statistics(&gpu);
+}

@@ -116,6 +116,16 @@ pub enum Kernel {
         /// Two elements.
         out: View,
     },
+    /// `dst = src` unless `stats[1]` (the non-finite count of [`Kernel::GradStats`]) is not zero:
+    /// how state updates such as batch norm's running statistics follow the optimiser's skip.
+    CopyIfFinite {
+        /// Source.
+        src: View,
+        /// Destination.
+        dst: View,
+        /// The gradient statistics (two elements).
+        stats: View,
+    },
     /// `dst += src` (same length): accumulates one micro-batch's gradients.
     AddInto {
         /// Added.

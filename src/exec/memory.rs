@@ -179,7 +179,15 @@ pub(crate) fn plan(graph: &Graph, s: &Schedule, l: &Layout<'_>) -> Memory {
     for (i, n) in nodes.iter().enumerate() {
         let len = n.shape.numel();
         if let Op::Input { name, .. } = &n.op {
-            view[i] = Some(t.alloc_view(len, n.dtype, &format!("input `{name}`")));
+            let v = t.alloc_view(len, n.dtype, &format!("input `{name}`"));
+            view[i] = Some(v);
+            // An input can be a gradient (the loss-scale seed, when the loss is a parameter).
+            for &pi in l.grad_of.get(&i).into_iter().flatten() {
+                if !claimed[pi] {
+                    claimed[pi] = true;
+                    copies.push((v, pi));
+                }
+            }
             continue;
         }
         if !s.needed[i] {
@@ -252,6 +260,7 @@ pub(crate) fn check(
     graph: &Graph,
     m: &Memory,
     store_bytes: usize,
+    allocated: usize,
     limits: MemoryLimits,
     budget: Option<usize>,
 ) -> Result<()> {
@@ -296,7 +305,8 @@ pub(crate) fn check(
             b,
             "the memory budget (KILN_MEMORY_BUDGET or CompileOptions::memory_budget)",
         ),
-        (None, Some(t)) => (t + store_bytes, "the memory available on the device"),
+        // The free memory does not count what the store already holds.
+        (None, Some(t)) => (t + allocated, "the memory available on the device"),
         (None, None) => return Ok(()),
     };
     if peak > limit {

@@ -69,6 +69,14 @@ pub struct Training<'a> {
 /// The smallest loss scale: 2⁻²⁴, f16's smallest subnormal. Backing off below it is an error.
 pub const MIN_LOSS_SCALE: f32 = 1.0 / 16_777_216.0;
 
+/// The largest loss scale a seed of type `dtype` holds (the scale is written into it).
+fn max_scale(dtype: DType) -> f32 {
+    match dtype {
+        DType::F16 => 65504.0,
+        _ => f32::MAX,
+    }
+}
+
 /// Dynamic loss scaling (as PyTorch's `GradScaler`): the backward pass starts from `S` instead
 /// of 1; an update whose gradients are not all finite is skipped and `S` is divided by
 /// `factor`; after `growth_interval` clean updates in a row `S` is multiplied by `factor`. The
@@ -208,7 +216,8 @@ struct Trainable<B: Backend> {
     /// Runs whose gradients are in the gradient buffer and not yet applied.
     pending: usize,
     stats: View,
-    loss: Option<NodeId>,
+    /// Where the loss is (kept alive for the finiteness check), for messages.
+    loss_view: Option<View>,
     /// `(parameter name, offset, len)` of every updated parameter, for messages.
     updated: Vec<(String, usize, usize)>,
     /// With scaled gradients: the seed input the loss scale is written to, and how it moves.
@@ -323,10 +332,10 @@ impl<B: Backend> Program<B> {
             None => budget_from_env()?,
         };
         let store_bytes = DType::F32.bytes(store.len()) * (2 + state_slots);
-        memory::check(graph, &mem, store_bytes, backend.memory_limits(), budget)?;
+        memory::check(graph, &mem, store_bytes, store.bytes(), backend.memory_limits(), budget)?;
         let (mut kernels, mut steps) = lower(graph, &sched, &mem, &param_offset);
         let update = match &training {
-            Some(t) => Some(update_pass(graph, t, &mem, &param_offset, &grad_of)?),
+            Some(t) => Some(update_pass(graph, t, &sched, &mem, &param_offset, &grad_of)?),
             None => None,
         };
 
@@ -382,7 +391,18 @@ impl<B: Backend> Program<B> {
             plan_buffers[GRADS].bytes = 0;
         }
         if let Some(t) = &training {
-            if t.grads.loss_scale.is_some() {
+            if let Some(seed) = t.grads.loss_scale {
+                let max = max_scale(graph.dtype(seed));
+                if t.loss_scaling.init > max {
+                    return crate::error::invalid(
+                        "compile",
+                        format!(
+                            "the initial loss scale {} does not fit the {} loss (at most {max}); compute the loss in f32 or lower LossScaling::init",
+                            t.loss_scaling.init,
+                            graph.dtype(seed)
+                        ),
+                    );
+                }
                 let mut st = store
                     .scaling
                     .lock()
@@ -411,7 +431,7 @@ impl<B: Backend> Program<B> {
                         accumulate: t.accumulate,
                         pending: 0,
                         stats: mem.stats.expect("training programs have statistics"),
-                        loss: t.grads.loss,
+                        loss_view: t.grads.loss.and_then(|l| mem.view[l.index()]),
                         updated: updated_params(graph, &grad_of, &param_offset),
                         scaling: t.grads.loss_scale.map(|n| {
                             let v = mem.view[n.index()].expect("inputs are placed");
@@ -555,7 +575,7 @@ impl<B: Backend> Program<B> {
         StepUniforms {
             lr: self.training.as_ref().map_or(0.0, |t| t.schedule.at(updates)),
             t: updates + 1,
-            step: updates * k + pending + 1,
+            step: updates * k + pending % k + 1,
             seed: self.seed,
             grad_scale,
         }
@@ -629,6 +649,13 @@ impl<B: Backend> Program<B> {
     fn gradients_only(&mut self, views: &[View]) -> Result<Outputs> {
         let u = self.uniforms(1.0);
         let t = self.training.as_mut().expect("a training program");
+        if t.pending == 0 {
+            // A new accumulation window starts from zero, whatever the store's gradient buffer
+            // holds (another program's last gradients, or a discarded window).
+            if let Some(z) = t.zero.as_mut() {
+                self.backend.execute(z.get(&self.backend, &self.buffers)?, &u, &[])?;
+            }
+        }
         let data = self
             .backend
             .execute(t.grads.get(&self.backend, &self.buffers)?, &u, views)?;
@@ -655,13 +682,7 @@ impl<B: Backend> Program<B> {
             .backend
             .execute(t.update.get(&self.backend, &self.buffers)?, &u, &[stats_view])?;
         let stats = to_f32(&data.pop().expect("the statistics were fetched"), DType::F32);
-        let result = self.finish_update(&stats, n);
-        if let Some(t) = self.training.as_mut() {
-            if let Some(z) = t.zero.as_mut() {
-                self.backend.execute(z.get(&self.backend, &self.buffers)?, &u, &[])?;
-            }
-        }
-        result
+        self.finish_update(&stats, n)
     }
 
     /// After an update ran on the device: count it, or explain why it was skipped.
@@ -678,7 +699,11 @@ impl<B: Backend> Program<B> {
             if let (Some(cfg), Some(st)) = (scaling, state.as_mut()) {
                 st.clean += 1;
                 if st.clean >= cfg.growth_interval {
-                    st.scale *= cfg.factor;
+                    // Grow only while the scale stays representable in the seed's type.
+                    let max = t.scaling.as_ref().map_or(f32::MAX, |s| max_scale(s.1));
+                    if st.scale * cfg.factor <= max {
+                        st.scale *= cfg.factor;
+                    }
                     st.clean = 0;
                 }
             }
@@ -696,7 +721,7 @@ impl<B: Backend> Program<B> {
                 break;
             }
         }
-        let loss_value = match t.loss.and_then(|l| self.fetches.iter().find(|f| f.0 == l).map(|f| f.1)) {
+        let loss_value = match t.loss_view {
             Some(v) => {
                 let l = to_f32(&self.backend.read(&self.buffers[v.buf], v.offset, v.bytes())?, v.dtype);
                 l.first().copied()
@@ -732,7 +757,9 @@ impl<B: Backend> Program<B> {
             String::new()
         };
         Err(Error::NonFinite(format!(
-            "update {step}{over} was skipped: {}{loss}. The weights and optimiser state are as they were              before this step; lower the learning rate, clip gradients or check the inputs for NaN",
+            "update {step}{over} was skipped: {}{loss}. The weights, optimiser state and batch-norm \
+             statistics are as they were before this step; lower the learning rate, clip gradients \
+             or check the inputs for NaN",
             culprit.unwrap_or_else(|| "the loss is not finite".into())
         )))
     }
@@ -826,8 +853,8 @@ fn budget_from_env() -> Result<Option<usize>> {
     }
 }
 
-/// The lower pass: one kernel per computed node, then the gradient copies, the state updates
-/// and (when accumulating) the addition of this micro-batch's gradients into the flat buffer.
+/// The lower pass: one kernel per computed node, then the gradient copies and (when
+/// accumulating) the addition of this micro-batch's gradients into the flat buffer.
 fn lower(
     graph: &Graph,
     s: &schedule::Schedule,
@@ -888,18 +915,6 @@ fn lower(
         ));
         kernels.push(Kernel::Copy { src, dst });
     }
-    for &(pi, v) in &s.assigns {
-        let src = m.view[v.index()].expect("assigned values are placed");
-        let dst = flat(PARAMS, param_offset[pi], src.len);
-        steps.push(step(
-            format!("`{}`", graph.params()[pi].name),
-            "assign",
-            vec![graph.shape(v).0.clone()],
-            dst,
-            graph.params()[pi].shape.0.clone(),
-        ));
-        kernels.push(Kernel::Copy { src, dst });
-    }
     if m.grad_target != GRADS {
         let len = m.bufs[GRADS].bytes / DType::F32.size();
         let (src, dst) = (flat(m.grad_target, 0, len), flat(GRADS, 0, len));
@@ -918,10 +933,12 @@ fn lower(
 type UpdatePass = (Vec<Kernel>, Vec<PlanStep>, Option<Kernel>);
 
 /// The update pass: gradient statistics (Σg² for clipping, the count of non-finite values for
-/// the skip), the fused optimiser update, and the zeroing of accumulated gradients.
+/// the skip), the fused optimiser update, the state updates (`Graph::assign`, skipped with the
+/// update), and the zeroing of accumulated gradients.
 fn update_pass(
     graph: &Graph,
     t: &Training<'_>,
+    s: &schedule::Schedule,
     m: &memory::Memory,
     param_offset: &[usize],
     grad_of: &HashMap<usize, Vec<usize>>,
@@ -939,7 +956,19 @@ fn update_pass(
     segments.sort_by_key(|s| s.offset);
     let stats = m.stats.expect("training programs have statistics");
     let src: Vec<View> = segments.iter().map(|s| flat(GRADS, s.offset, s.len)).collect();
-    let check: Vec<View> = t.grads.loss.and_then(|l| m.view[l.index()]).into_iter().collect();
+    // The loss and the assigned state must be finite too.
+    let assigned: Vec<(usize, View)> = s
+        .assigns
+        .iter()
+        .map(|&(pi, v)| (pi, m.view[v.index()].expect("assigned values are placed")))
+        .collect();
+    let check: Vec<View> = t
+        .grads
+        .loss
+        .and_then(|l| m.view[l.index()])
+        .into_iter()
+        .chain(assigned.iter().map(|a| a.1))
+        .collect();
     let mut max_norm = None;
     let mut clip_value = None;
     for c in &opt.clip {
@@ -975,10 +1004,20 @@ fn update_pass(
         phase: Phase::Update,
     };
     let all = flat(PARAMS, 0, m.bufs[PARAMS].bytes / DType::F32.size());
-    let steps = vec![
+    let mut kernels = kernels;
+    let mut steps = vec![
         step("Σg², non-finite count", "grad_stats", stats, vec![2]),
         step(opt.kind.name(), "update", all, vec![n_params]),
     ];
+    for &(pi, src) in &assigned {
+        let dst = flat(PARAMS, param_offset[pi], src.len);
+        steps.push(PlanStep {
+            inputs: vec![graph.params()[pi].shape.0.clone()],
+            shape: graph.params()[pi].shape.0.clone(),
+            ..step(&format!("`{}`", graph.params()[pi].name), "assign", dst, vec![])
+        });
+        kernels.push(Kernel::CopyIfFinite { src, dst, stats });
+    }
     let zero = (m.grad_target != GRADS).then_some(Kernel::Fill {
         dst: View { buf: GRADS, ..all },
         value: 0.0,

@@ -260,6 +260,9 @@ impl Graph {
             Op::Input { classes, .. } => Ok(if classes.is_some() { DType::U32 } else { DType::F32 }),
             Op::Param { .. } | Op::Const { .. } | Op::DropoutMask { .. } => Ok(DType::F32),
             Op::Cast(to) => Ok(*to),
+            Op::Where if !d[0].is_float() => Err(err(
+                "the condition must be a float tensor (nonzero is true); convert it with Graph::cast",
+            )),
             Op::Where => float(&d[1..]),
             Op::MaxPoolArgmax(_) => float(&d).map(|_| DType::U32),
             Op::GatherPlanes | Op::ScatterPlanes(_) => {
@@ -502,7 +505,7 @@ impl Graph {
     pub fn unary(&mut self, op: UnaryOp, x: NodeId) -> Result<NodeId> {
         self.check("unary", &[x])?;
         match op {
-            UnaryOp::Clamp(lo, hi) | UnaryOp::HardTanh(lo, hi) if lo > hi || lo.is_nan() || hi.is_nan() => {
+            UnaryOp::Clamp(lo, hi) if lo > hi || lo.is_nan() || hi.is_nan() => {
                 return crate::error::invalid("clamp", format!("min {lo} is greater than max {hi}"))
             }
             UnaryOp::Elu(a) | UnaryOp::LeakyRelu(a) if !a.is_finite() => {

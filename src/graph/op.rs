@@ -39,10 +39,9 @@ pub enum UnaryOp {
     Softplus,
     /// `x·Φ(x)` with Φ the standard normal CDF (the exact, erf-based GELU)
     Gelu,
-    /// `min(max(x, lo), hi)`, derivative 1 on `[lo, hi]` including the bounds (as `torch.clamp`)
+    /// `min(max(x, lo), hi)`; derivative 1 strictly inside `(lo, hi)` and 0 at the bounds, as
+    /// `torch.clamp` and `F.hardtanh` (hardtanh is `Clamp(-1, 1)`)
     Clamp(f32, f32),
-    /// `min(max(x, lo), hi)`, derivative 1 only strictly inside `(lo, hi)` (as `F.hardtanh`)
-    HardTanh(f32, f32),
     /// `x^p` for a constant `p`
     PowScalar(f32),
     /// `x + c`

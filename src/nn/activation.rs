@@ -28,15 +28,9 @@ impl Graph {
     pub fn softplus(&mut self, x: NodeId) -> Result<NodeId> {
         self.unary(UnaryOp::Softplus, x)
     }
-    /// `clamp(x, −1, 1)` with PyTorch's `hardtanh` gradient: 0 at the bounds themselves
-    /// (`Graph::clamp` passes the gradient there, as `torch.clamp` does).
+    /// `clamp(x, −1, 1)`; like PyTorch's `F.hardtanh`, its gradient is 0 at the bounds.
     pub fn hardtanh(&mut self, x: NodeId) -> Result<NodeId> {
-        self.hardtanh_range(x, -1.0, 1.0)
-    }
-    /// `clamp(x, lo, hi)` with the hardtanh gradient (0 at the bounds): PyTorch's
-    /// `F.hardtanh(x, lo, hi)`.
-    pub fn hardtanh_range(&mut self, x: NodeId, lo: f32, hi: f32) -> Result<NodeId> {
-        self.unary(UnaryOp::HardTanh(lo, hi), x)
+        self.unary(UnaryOp::Clamp(-1.0, 1.0), x)
     }
     /// The exact GELU, `x·Φ(x)`.
     pub fn gelu(&mut self, x: NodeId) -> Result<NodeId> {

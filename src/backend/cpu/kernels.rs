@@ -72,7 +72,7 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
         // max(x, 0) + ln(1 + e^−|x|): no overflow for large |x|.
         UnaryOp::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
         UnaryOp::Gelu => (0.5 * x as f64 * (1.0 + erf(x as f64 / std::f64::consts::SQRT_2))) as f32,
-        UnaryOp::Clamp(lo, hi) | UnaryOp::HardTanh(lo, hi) => x.max(lo).min(hi),
+        UnaryOp::Clamp(lo, hi) => x.max(lo).min(hi),
         UnaryOp::PowScalar(p) => x.powf(p),
         UnaryOp::AddScalar(c) => x + c,
         UnaryOp::MulScalar(c) => c * x,
@@ -120,8 +120,8 @@ pub fn unary_deriv(op: UnaryOp, x: f32) -> f32 {
             let pdf = (-0.5 * xd * xd).exp() / (2.0 * std::f64::consts::PI).sqrt();
             (cdf + xd * pdf) as f32
         }
-        UnaryOp::Clamp(lo, hi) => (x >= lo && x <= hi) as u8 as f32,
-        UnaryOp::HardTanh(lo, hi) => (x > lo && x < hi) as u8 as f32,
+        // 0 at the bounds themselves, as PyTorch's clamp and hardtanh.
+        UnaryOp::Clamp(lo, hi) => (x > lo && x < hi) as u8 as f32,
         UnaryOp::PowScalar(p) => p * x.powf(p - 1.0),
         UnaryOp::AddScalar(_) => 1.0,
         UnaryOp::MulScalar(c) => c,

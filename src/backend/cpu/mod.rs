@@ -11,6 +11,7 @@ mod kernels;
 
 use super::{Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
 use crate::error::{Error, Result};
+use crate::graph::Op;
 use crate::shape::DType;
 use half::f16;
 use std::borrow::Cow;
@@ -53,18 +54,21 @@ fn bytes_of<'a>(words: &'a [f32], v: &View) -> &'a [u8] {
     &bytemuck::cast_slice::<f32, u8>(words)[v.offset..v.offset + v.bytes()]
 }
 
-/// The elements of `v` as f32: borrowed when they are f32, widened otherwise.
-fn widen<'a>(words: &'a [f32], v: &View) -> Cow<'a, [f32]> {
+/// The elements of `v` as f32: borrowed when they are f32, widened otherwise. With `bits`, u32
+/// elements keep their bit pattern instead of their value, for kernels that only move data
+/// (so ids of 2²⁴ and more survive a reshape or a slice exactly).
+fn widen<'a>(words: &'a [f32], v: &View, bits: bool) -> Cow<'a, [f32]> {
     let b = bytes_of(words, v);
     match v.dtype {
         DType::F32 => Cow::Borrowed(bytemuck::cast_slice(b)),
         DType::F16 => Cow::Owned(bytemuck::cast_slice::<u8, f16>(b).iter().map(|h| h.to_f32()).collect()),
+        DType::U32 if bits => Cow::Borrowed(bytemuck::cast_slice(b)),
         DType::U32 => Cow::Owned(bytemuck::cast_slice::<u8, u32>(b).iter().map(|&i| i as f32).collect()),
     }
 }
 
-/// Store f32 results into view `v` of `words`, narrowing to its type.
-fn narrow(words: &mut [f32], v: &View, vals: &[f32]) {
+/// Store f32 results into view `v` of `words`, narrowing to its type (`bits`: see [`widen`]).
+fn narrow(words: &mut [f32], v: &View, vals: &[f32], bits: bool) {
     let b = &mut bytemuck::cast_slice_mut::<f32, u8>(words)[v.offset..v.offset + v.bytes()];
     match v.dtype {
         DType::F32 => b.copy_from_slice(bytemuck::cast_slice(vals)),
@@ -73,6 +77,7 @@ fn narrow(words: &mut [f32], v: &View, vals: &[f32]) {
                 *o = f16::from_f32(x);
             }
         }
+        DType::U32 if bits => b.copy_from_slice(bytemuck::cast_slice(vals)),
         DType::U32 => {
             // `as` truncates toward zero and saturates; NaN gives 0.
             for (o, &x) in bytemuck::cast_slice_mut::<u8, u32>(b).iter_mut().zip(vals) {
@@ -164,6 +169,7 @@ fn kernel_views(k: &Kernel) -> (Vec<View>, Vec<View>) {
         Kernel::Copy { src, dst } => (vec![*src], vec![*dst]),
         Kernel::GradStats { src, check, out } => (src.iter().chain(check).copied().collect(), vec![*out]),
         Kernel::AddInto { src, dst } => (vec![*src, *dst], vec![*dst]),
+        Kernel::CopyIfFinite { src, dst, stats } => (vec![*src, *stats], vec![*dst]),
         Kernel::Fill { dst, .. } => (vec![], vec![*dst]),
         Kernel::Update(u) => (vec![u.stats], vec![]),
     }
@@ -178,9 +184,18 @@ fn run_kernel(k: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniform
     }
     let (ins, outs) = kernel_views(k);
     let out = outs[0];
+    // Kernels that only move data carry u32 bit patterns untouched.
+    let moves = match k {
+        Kernel::Copy { .. } | Kernel::CopyIfFinite { .. } => true,
+        Kernel::Op { op, .. } => matches!(
+            op,
+            Op::Reshape | Op::Permute { .. } | Op::BroadcastTo | Op::Slice { .. } | Op::Pad { .. } | Op::Concat { .. }
+        ),
+        _ => false,
+    };
     let owned: Vec<Option<Vec<f32>>> = ins
         .iter()
-        .map(|v| (v.buf == out.buf || v.dtype != DType::F32).then(|| widen(&bufs[v.buf], v).into_owned()))
+        .map(|v| (v.buf == out.buf || v.dtype != DType::F32).then(|| widen(&bufs[v.buf], v, moves).into_owned()))
         .collect();
     let mut out_buf = std::mem::take(&mut *bufs[out.buf]);
     let result = {
@@ -202,7 +217,7 @@ fn run_kernel(k: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniform
         let r = compute(k, &slices, o, u);
         if out.dtype != DType::F32 {
             let vals = o.to_vec();
-            narrow(&mut out_buf, &out, &vals);
+            narrow(&mut out_buf, &out, &vals, moves);
         }
         r
     };
@@ -223,6 +238,12 @@ fn compute(k: &Kernel, x: &[&[f32]], o: &mut [f32], u: &StepUniforms) -> Result<
             .map_err(|e| Error::Backend(format!("node #{} ({}): {e}", node.index(), op.name()))),
         Kernel::Copy { .. } => {
             o.copy_from_slice(x[0]);
+            Ok(())
+        }
+        Kernel::CopyIfFinite { .. } => {
+            if x[1][1] == 0.0 {
+                o.copy_from_slice(x[0]);
+            }
             Ok(())
         }
         Kernel::GradStats { src, .. } => {

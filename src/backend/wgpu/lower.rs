@@ -23,6 +23,7 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
         ),
         Kernel::AddInto { src, dst } => (vec![*src], Some(*dst)),
         Kernel::Fill { dst, .. } => (vec![], Some(*dst)),
+        Kernel::CopyIfFinite { src, dst, stats } => (vec![*src, *stats], Some(*dst)),
         Kernel::Update(_) => (vec![], None),
     };
     let mut ds = lower_untyped(k)?;
@@ -48,9 +49,10 @@ fn lower_untyped(k: &Kernel) -> Result<Vec<Dispatch>, String> {
             ..
         } => (op, inputs, in_shapes, *out, out_shape),
         Kernel::Copy { src, dst } => return Ok(vec![ew::strided_copy(*src, &[1], *dst, &[1], &[src.len])]),
-        Kernel::GradStats { src, check, out } => return Ok(vec![reduce::grad_stats(src, check, *out)?]),
+        Kernel::GradStats { src, check, out } => return reduce::grad_stats(src, check, *out),
         Kernel::AddInto { src, dst } => return Ok(vec![ew::add_into(*src, *dst)]),
         Kernel::Fill { dst, value } => return Ok(vec![ew::fill_value(dst.len, *dst, *value)]),
+        Kernel::CopyIfFinite { src, dst, stats } => return Ok(vec![ew::copy_if_finite(*src, *dst, *stats)]),
         Kernel::Update(up) => return Ok(optim::update(up).into_iter().collect()),
     };
     if os.rank() > MAX_RANK || xs.iter().any(|s| s.rank() > MAX_RANK) {

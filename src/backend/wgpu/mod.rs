@@ -505,6 +505,11 @@ fn in_elements(k: &Kernel) -> std::result::Result<Kernel, String> {
             src: conv(src)?,
             dst: conv(dst)?,
         },
+        Kernel::CopyIfFinite { src, dst, stats } => Kernel::CopyIfFinite {
+            src: conv(src)?,
+            dst: conv(dst)?,
+            stats: conv(stats)?,
+        },
         Kernel::Fill { dst, value } => Kernel::Fill {
             dst: conv(dst)?,
             value: *value,
@@ -523,6 +528,7 @@ fn out_view(k: &Kernel) -> Option<View> {
         Kernel::GradStats { out, .. } => Some(*out),
         Kernel::AddInto { dst, .. } => Some(*dst),
         Kernel::Fill { dst, .. } => Some(*dst),
+        Kernel::CopyIfFinite { dst, .. } => Some(*dst),
         Kernel::Update(_) => None,
     }
 }

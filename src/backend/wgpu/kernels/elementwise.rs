@@ -115,6 +115,21 @@ pub struct Convert {
     pub out_off: u32,
 }
 
+/// `copy_if_finite`: `out[i] = a[i]` unless the gradient statistics in b count a non-finite
+/// value (state updates follow the optimiser's skip).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct CopyIfFinite {
+    /// Elements.
+    pub n: u32,
+    /// Offset of the source.
+    pub a_off: u32,
+    /// Offset of the destination.
+    pub out_off: u32,
+    /// Offset of the statistics (Σg², non-finite count).
+    pub stats_off: u32,
+}
+
 /// `add_into`: `out[i] += a[i]` (gradient accumulation).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -129,7 +144,7 @@ pub struct AddInto {
 
 /// Every unary op once, in the order that numbers the generated `switch` cases. Parameters
 /// here are placeholders: a case reads its op's parameters from [`Unary`].
-pub const UNARY_OPS: [UnaryOp; 21] = [
+pub const UNARY_OPS: [UnaryOp; 20] = [
     UnaryOp::Neg,
     UnaryOp::Exp,
     UnaryOp::Log,
@@ -147,7 +162,6 @@ pub const UNARY_OPS: [UnaryOp; 21] = [
     UnaryOp::Softplus,
     UnaryOp::Gelu,
     UnaryOp::Clamp(0.0, 0.0),
-    UnaryOp::HardTanh(0.0, 0.0),
     UnaryOp::PowScalar(0.0),
     UnaryOp::AddScalar(0.0),
     UnaryOp::MulScalar(0.0),
@@ -207,8 +221,7 @@ pub fn unary_wgsl(op: UnaryOp) -> UnaryWgsl {
             "0.5 * (1.0 + erf_(x * 0.70710678118654752)) + x * exp(-0.5 * x * x) / sqrt(2.0 * PI)",
             [0.0, 0.0],
         ),
-        UnaryOp::Clamp(lo, hi) => ("min(max(x, p0), p1)", "select(0.0, 1.0, x >= p0 && x <= p1)", [lo, hi]),
-        UnaryOp::HardTanh(lo, hi) => ("min(max(x, p0), p1)", "select(0.0, 1.0, x > p0 && x < p1)", [lo, hi]),
+        UnaryOp::Clamp(lo, hi) => ("min(max(x, p0), p1)", "select(0.0, 1.0, x > p0 && x < p1)", [lo, hi]),
         UnaryOp::PowScalar(e) => ("pow(x, p0)", "p0 * pow(x, p0 - 1.0)", [e, 0.0]),
         UnaryOp::AddScalar(c) => ("x + p0", "1.0", [c, 0.0]),
         UnaryOp::MulScalar(c) => ("p0 * x", "p0", [c, 0.0]),
@@ -398,6 +411,17 @@ pub fn convert(n: usize, x: View, out: View) -> Result<Dispatch, String> {
     Ok(ew("convert", &p, vec![x.buf], out.buf, n))
 }
 
+/// `dst = src` unless `stats` counts a non-finite value.
+pub fn copy_if_finite(src: View, dst: View, stats: View) -> Dispatch {
+    let p = CopyIfFinite {
+        n: u(src.len),
+        a_off: u(src.offset),
+        out_off: u(dst.offset),
+        stats_off: u(stats.offset),
+    };
+    ew("copy_if_finite", &p, vec![src.buf, stats.buf], dst.buf, src.len)
+}
+
 /// `dst += src`.
 pub fn add_into(src: View, dst: View) -> Dispatch {
     let p = AddInto {
@@ -492,7 +516,6 @@ mod tests {
                 UnaryOp::LeakyRelu(_) => (UnaryOp::LeakyRelu(0.1), false),
                 UnaryOp::Elu(_) => (UnaryOp::Elu(1.3), false),
                 UnaryOp::Clamp(..) => (UnaryOp::Clamp(-1.0, 0.5), false),
-                UnaryOp::HardTanh(..) => (UnaryOp::HardTanh(-0.5, 1.0), false),
                 UnaryOp::PowScalar(_) => (UnaryOp::PowScalar(-0.5), true),
                 UnaryOp::AddScalar(_) => (UnaryOp::AddScalar(2.5), false),
                 UnaryOp::MulScalar(_) => (UnaryOp::MulScalar(-1.5), false),

@@ -358,7 +358,7 @@ macro_rules! mirror {
 #[rustfmt::skip] // one struct per line reads as the table it is
 pub fn mirrors() -> Vec<Mirror> {
     use conv::Conv;
-    use elementwise::{AddInto, Convert, Dropout, Fill, OneHot, Strided, Unary};
+    use elementwise::{AddInto, Convert, CopyIfFinite, Dropout, Fill, OneHot, Strided, Unary};
     use matmul::Matmul;
     use optim::{Segment, Update};
     use reduce::{GradStats, Reduce, Span};
@@ -374,8 +374,9 @@ pub fn mirrors() -> Vec<Mirror> {
         mirror!(ew, Dropout { n, out_off, p, key }),
         mirror!(ew, Convert { n, mode, a_off, out_off }),
         mirror!(ew, AddInto { n, a_off, out_off }),
+        mirror!(ew, CopyIfFinite { n, a_off, out_off, stats_off }),
         mirror!(re, Reduce { n, r, a_off, out_off, is_max, mean, nk, nr, kdims, kstr, rdims, rstr }),
-        mirror!(re, GradStats { nseg, out_off, nsum }, table: "views" of Span),
+        mirror!(re, GradStats { nseg, out_off, nsum, accumulate }, table: "views" of Span),
         mirror!(re, Span { off, len }),
         mirror!(mm, Matmul { m, n, k, a_off, b_off, c_off, rsa, csa, rsb, csb, a_batch, b_batch, batch, vec_a, vec_b }),
         mirror!(sm, Softmax { rows, classes, a_off, b_off, c_off, out_off, smoothing }),

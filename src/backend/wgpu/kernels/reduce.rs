@@ -52,6 +52,9 @@ pub struct GradStats {
     /// The first `nsum` views are gradients (in binding a, summed and checked); the rest are
     /// only checked (in binding b).
     pub nsum: u32,
+    /// 1: add to the two outputs instead of writing them (the checked values of a second
+    /// buffer, in a dispatch of their own).
+    pub accumulate: u32,
 }
 
 /// One view read by `grad_stats`.
@@ -114,34 +117,47 @@ pub fn reduce(op: ReduceOp, axes: &[usize], shape: &Shape, n: usize, x: View, ou
     Dispatch::new(Family::Reduce, entry, &p, vec![x.buf], vec![out.buf], grid)
 }
 
-/// `out[0] = Σ_src Σ_i v[i]²` and `out[1]` = the non-finite elements of `src` and `check`, in
-/// one workgroup; the gradients in one buffer, the checked values in one (other) buffer.
-pub fn grad_stats(src: &[View], check: &[View], out: View) -> Result<Dispatch, String> {
+/// `out[0] = Σ_src Σ_i v[i]²` and `out[1]` = the non-finite elements of `src` and `check`, each
+/// dispatch in one workgroup: the gradients (one buffer) with the checked values of the first
+/// buffer they sit in, then one accumulating dispatch per further buffer of checked values.
+pub fn grad_stats(src: &[View], check: &[View], out: View) -> Result<Vec<Dispatch>, String> {
     let buf = src.first().map_or(out.buf, |v| v.buf);
-    let cbuf = check.first().map_or(buf, |v| v.buf);
-    if src.iter().any(|v| v.buf != buf) || check.iter().any(|v| v.buf != cbuf) {
-        return Err("gradient statistics over several buffers".into());
+    if src.iter().any(|v| v.buf != buf) {
+        return Err("gradient statistics over several gradient buffers".into());
     }
-    let p = GradStats {
-        nseg: u(src.len() + check.len()),
-        out_off: u(out.offset),
-        nsum: u(src.len()),
+    let span = |v: &View| Span {
+        off: u(v.offset),
+        len: u(v.len),
     };
-    let spans: Vec<Span> = src
-        .iter()
-        .chain(check)
-        .map(|v| Span {
-            off: u(v.offset),
-            len: u(v.len),
-        })
-        .collect();
-    Ok(Dispatch::new(
-        Family::Reduce,
-        "grad_stats",
-        &p,
-        vec![buf, cbuf],
-        vec![out.buf],
-        Grid::Fixed([1, 1, 1]),
-    )
-    .with_table(&spans))
+    let mut cbufs: Vec<usize> = check.iter().map(|v| v.buf).collect();
+    cbufs.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    cbufs.retain(|b| seen.insert(*b));
+    if cbufs.is_empty() {
+        cbufs.push(buf);
+    }
+    let mut out_ds = Vec::new();
+    for (i, &cbuf) in cbufs.iter().enumerate() {
+        let grads: &[View] = if i == 0 { src } else { &[] };
+        let checked: Vec<&View> = check.iter().filter(|v| v.buf == cbuf).collect();
+        let p = GradStats {
+            nseg: u(grads.len() + checked.len()),
+            out_off: u(out.offset),
+            nsum: u(grads.len()),
+            accumulate: (i > 0) as u32,
+        };
+        let spans: Vec<Span> = grads.iter().chain(checked).map(span).collect();
+        out_ds.push(
+            Dispatch::new(
+                Family::Reduce,
+                "grad_stats",
+                &p,
+                vec![buf, cbuf],
+                vec![out.buf],
+                Grid::Fixed([1, 1, 1]),
+            )
+            .with_table(&spans),
+        );
+    }
+    Ok(out_ds)
 }
