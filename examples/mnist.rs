@@ -171,6 +171,7 @@ fn run<B: Backend>(
         seed: a.seed,
         patience: a.patience,
         progress: true,
+        ..Default::default()
     };
     let hist = trainer.fit(train, val, &cfg)?;
     let tm = trainer.evaluate(test)?;

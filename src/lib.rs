@@ -39,6 +39,7 @@
 
 pub mod autodiff;
 pub mod backend;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 mod error;

@@ -78,6 +78,9 @@ pub struct FitConfig {
     pub patience: Option<usize>,
     /// Print a progress line to stderr.
     pub progress: bool,
+    /// Epochs already done (when resuming from a checkpoint): training runs epochs
+    /// `start_epoch + 1 ..= epochs`, and the shuffles continue where that run left them.
+    pub start_epoch: usize,
 }
 
 impl Default for FitConfig {
@@ -87,6 +90,7 @@ impl Default for FitConfig {
             seed: 0,
             patience: None,
             progress: true,
+            start_epoch: 0,
         }
     }
 }
@@ -223,6 +227,24 @@ impl<B: Backend> Trainer<B> {
         self.train.peak_bytes()
     }
 
+    /// Save the weights, optimiser state, update counter and loss scale, with `epoch` (the
+    /// epochs completed), to a safetensors checkpoint (atomically: see [`crate::checkpoint`]).
+    pub fn save(&self, path: &std::path::Path, model: &str, epoch: usize) -> Result<()> {
+        let info = crate::checkpoint::CheckpointInfo {
+            model: model.into(),
+            epoch: epoch as u64,
+            extra: Default::default(),
+        };
+        crate::checkpoint::save(path, &self.store, &info)
+    }
+
+    /// Load a checkpoint written by [`Trainer::save`] for the same model; returns the epochs it
+    /// had completed (pass them as [`FitConfig::start_epoch`] to continue exactly).
+    pub fn load(&mut self, path: &std::path::Path, model: &str) -> Result<usize> {
+        let info = crate::checkpoint::load(path, &mut self.store, Some(model))?;
+        Ok(info.epoch as usize)
+    }
+
     /// The training program (its plan, loss scale, update counter).
     pub fn train_program(&self) -> &Program<B> {
         &self.train
@@ -245,13 +267,19 @@ impl<B: Backend> Trainer<B> {
             });
         }
         let mut rng = Rng::new(cfg.seed);
+        // A resumed run replays the finished epochs' shuffles, so the next epoch sees the batches
+        // it would have seen without the interruption.
+        for _ in 0..cfg.start_epoch {
+            let mut order: Vec<usize> = (0..data.len()).collect();
+            rng.shuffle(&mut order);
+        }
         let mut x = vec![0f32; self.batch * self.sample_len];
         let mut y = vec![0u32; self.batch];
         let mut hist = History::default();
         let (mut best, mut since_best) = (f32::INFINITY, 0);
         let mut train_time = 0.0;
         let tty = std::io::stderr().is_terminal();
-        for epoch in 1..=cfg.epochs {
+        for epoch in cfg.start_epoch + 1..=cfg.epochs {
             let mut order: Vec<usize> = (0..data.len()).collect();
             rng.shuffle(&mut order);
             let (mut loss_sum, mut hits) = (0f64, 0usize);

@@ -218,6 +218,7 @@ fn mixed_precision_lenet_learns_like_f32_with_fewer_bytes() {
             seed: 1,
             patience: None,
             progress: false,
+            ..Default::default()
         };
         let h = t.fit(&train, None, &cfg).unwrap();
         if precision == Precision::Mixed {

@@ -37,6 +37,7 @@ fn lenet_learns<B: kiln::Backend>(backend: &B, n_train: usize, epochs: usize, n_
                 seed: 1,
                 patience: None,
                 progress: false,
+                ..Default::default()
             },
         )
         .unwrap();
