@@ -1,9 +1,6 @@
 //! Train LeNet-5 (or a small residual CNN) on MNIST and report test accuracy.
 //!
-//! cargo run --release --example mnist -- [--epochs 1] [--batch 64] [--lr 1e-3]
-//!     [--optimizer adam|adamw|sgd|momentum|nesterov|rmsprop|adagrad] [--device auto|cpu|gpu]
-//!     [--data DIR] [--limit N] [--val N] [--model lenet|resnet] [--seed S] [--patience P]
-//!     [--precision f32|mixed] [--plan]
+//! cargo run --release --example mnist -- --help     # every flag with its default
 //!
 //! `--precision mixed` trains with f16 activations and gradients, f32 master weights and
 //! update, and dynamic loss scaling; `--plan` prints the compiled training program (every
@@ -11,73 +8,140 @@
 //!
 //! Progress goes to stderr; the last line of stdout is a JSON object with the run's metrics.
 
+use clap::{Parser, ValueEnum};
 use kiln::data::{load_mnist, Dataset};
 use kiln::nn::{self, BatchNorm, Conv2d, Linear, ResidualBlock};
 use kiln::train::{FitConfig, Precision, Trainer};
-use kiln::{Backend, Graph, NodeId, Optimizer};
+use kiln::{Backend, Graph, NodeId, Optimizer, Schedule};
 use std::path::PathBuf;
 
+/// Train LeNet-5 (or a small residual CNN) on MNIST and report test accuracy. Progress goes to
+/// stderr; the last line of stdout is a JSON object with the run's metrics.
+#[derive(Parser, Debug)]
+#[command(version)]
 struct Args {
+    /// Passes over the training set (0 with --load: evaluate the checkpoint only).
+    #[arg(long, default_value_t = 1)]
     epochs: usize,
-    batch: usize,
+    /// Samples per step.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3, value_parser = positive)]
     lr: f32,
-    optimizer: String,
-    device: String,
+    /// Update rule.
+    #[arg(long, value_enum, default_value_t = Opt::Adam)]
+    optimizer: Opt,
+    /// Learning-rate schedule over the run's updates.
+    #[arg(long, value_enum, default_value_t = Sched::Constant)]
+    schedule: Sched,
+    /// L2 weight decay on weights (decoupled for adamw, whose default is 0.01).
+    #[arg(long, value_parser = non_negative)]
+    weight_decay: Option<f32>,
+    /// auto: a real GPU if there is one, else the CPU backend.
+    #[arg(long, value_enum, env = "KILN_DEVICE", default_value_t = Dev::Auto)]
+    device: Dev,
+    /// A directory with MNIST's four IDX files (gzipped or not).
+    #[arg(long, default_value_os_t = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")))]
     data: PathBuf,
-    limit: Option<usize>,
+    /// Train on the first N training images only.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+    /// Hold out N training images for validation (0: none).
+    #[arg(long, default_value_t = 5000)]
     val: usize,
-    model: String,
+    /// The network.
+    #[arg(long, value_enum, default_value_t = Model::Lenet)]
+    model: Model,
+    /// Seed of the initial weights and the shuffles.
+    #[arg(long, default_value_t = 1)]
     seed: u64,
-    patience: Option<usize>,
-    precision: Precision,
+    /// Stop after this many epochs without a better validation loss (needs --val > 0).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    patience: Option<u64>,
+    /// f32, or mixed: f16 activations and gradients, f32 master weights, loss scaling.
+    #[arg(long, value_enum, default_value_t = Prec::F32)]
+    precision: Prec,
+    /// Print the compiled training program before training.
+    #[arg(long)]
     plan: bool,
+    /// Save a checkpoint (weights, optimiser state, position) here after each epoch.
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Start from this checkpoint: continue its run up to --epochs, or only evaluate it with
+    /// --epochs 0.
+    #[arg(long)]
+    load: Option<PathBuf>,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut a = Args {
-        epochs: 1,
-        batch: 64,
-        lr: 1e-3,
-        optimizer: "adam".into(),
-        device: std::env::var("KILN_DEVICE").unwrap_or_else(|_| "auto".into()),
-        data: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist"),
-        limit: None,
-        val: 5000,
-        model: "lenet".into(),
-        seed: 1,
-        patience: None,
-        precision: Precision::F32,
-        plan: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<f64>().map_err(|_| format!("{flag}: `{v}` is not a number"));
-        match flag.as_str() {
-            "--epochs" => a.epochs = num(val()?)? as usize,
-            "--batch" => a.batch = num(val()?)? as usize,
-            "--lr" => a.lr = num(val()?)? as f32,
-            "--optimizer" => a.optimizer = val()?,
-            "--device" => a.device = val()?,
-            "--data" => a.data = PathBuf::from(val()?),
-            "--limit" => a.limit = Some(num(val()?)? as usize),
-            "--val" => a.val = num(val()?)? as usize,
-            "--model" => a.model = val()?,
-            "--seed" => a.seed = num(val()?)? as u64,
-            "--patience" => a.patience = Some(num(val()?)? as usize),
-            "--precision" => {
-                a.precision = match val()?.as_str() {
-                    "f32" => Precision::F32,
-                    "mixed" => Precision::Mixed,
-                    other => return Err(format!("--precision: `{other}` is not f32 or mixed")),
-                }
-            }
-            "--plan" => a.plan = true,
-            "-h" | "--help" => return Err("usage: see the comment at the top of examples/mnist.rs".into()),
-            other => return Err(format!("unknown flag {other}")),
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Opt {
+    Adam,
+    Adamw,
+    Sgd,
+    Momentum,
+    Nesterov,
+    Rmsprop,
+    Adagrad,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Sched {
+    Constant,
+    /// ×0.1 after half of the updates.
+    Step,
+    /// Cosine decay to lr/100 over the run.
+    Cosine,
+    /// 5% linear warm-up, then cosine.
+    WarmupCosine,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Dev {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Model {
+    Lenet,
+    Resnet,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Prec {
+    F32,
+    Mixed,
+}
+
+/// A value as it is spelled on the command line.
+fn flag(v: impl ValueEnum) -> String {
+    v.to_possible_value()
+        .map_or_else(String::new, |p| p.get_name().to_string())
+}
+
+fn positive(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number")),
+    }
+}
+
+fn non_negative(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a number ≥ 0")),
+    }
+}
+
+impl Model {
+    fn name(self) -> &'static str {
+        match self {
+            Model::Lenet => "lenet",
+            Model::Resnet => "resnet",
         }
     }
-    Ok(a)
 }
 
 /// LeNet-5 (the library's `nn::lenet5`); it has no train/eval differences.
@@ -103,16 +167,37 @@ fn resnet(g: &mut Graph, x: NodeId, train: bool) -> kiln::Result<NodeId> {
     fc.forward(g, h)
 }
 
-fn optimizer(name: &str, lr: f32) -> Result<Optimizer, String> {
-    Ok(match name {
-        "adam" => Optimizer::adam(lr),
-        "adamw" => Optimizer::adamw(lr, 1e-2),
-        "sgd" => Optimizer::sgd(lr),
-        "momentum" => Optimizer::momentum(lr, 0.9),
-        "nesterov" => Optimizer::nesterov(lr, 0.9),
-        "rmsprop" => Optimizer::rmsprop(lr),
-        "adagrad" => Optimizer::adagrad(lr),
-        other => return Err(format!("unknown optimizer `{other}`")),
+/// The optimiser and schedule the flags ask for, over `updates` updates in all.
+fn optimizer(a: &Args, updates: u64) -> Optimizer {
+    let lr = a.lr;
+    let opt = match a.optimizer {
+        Opt::Adam => Optimizer::adam(lr),
+        Opt::Adamw => Optimizer::adamw(lr, a.weight_decay.unwrap_or(1e-2)),
+        Opt::Sgd => Optimizer::sgd(lr),
+        Opt::Momentum => Optimizer::momentum(lr, 0.9),
+        Opt::Nesterov => Optimizer::nesterov(lr, 0.9),
+        Opt::Rmsprop => Optimizer::rmsprop(lr),
+        Opt::Adagrad => Optimizer::adagrad(lr),
+    };
+    let opt = match (a.optimizer, a.weight_decay) {
+        (Opt::Adamw, _) | (_, None) => opt,
+        (_, Some(wd)) => opt.weight_decay(wd),
+    };
+    let total = updates.max(1);
+    let cosine = Schedule::Cosine {
+        lr,
+        min_lr: lr / 100.0,
+        steps: total,
+    };
+    opt.schedule(match a.schedule {
+        Sched::Constant => Schedule::Constant(lr),
+        Sched::Step => Schedule::StepDecay {
+            lr,
+            every: (total / 2).max(1),
+            gamma: 0.1,
+        },
+        Sched::Cosine => cosine,
+        Sched::WarmupCosine => cosine.with_warmup((total / 20).max(1)),
     })
 }
 
@@ -123,72 +208,107 @@ fn run<B: Backend>(
     val: Option<&Dataset>,
     test: &Dataset,
 ) -> Result<String, Box<dyn std::error::Error>> {
-    let model: &dyn Fn(&mut Graph, NodeId, bool) -> kiln::Result<NodeId> = match a.model.as_str() {
-        "lenet" => &lenet,
-        "resnet" => &resnet,
-        other => return Err(format!("unknown model `{other}` (lenet or resnet)").into()),
+    let model: &dyn Fn(&mut Graph, NodeId, bool) -> kiln::Result<NodeId> = match a.model {
+        Model::Lenet => &lenet,
+        Model::Resnet => &resnet,
     };
-    let opt = optimizer(&a.optimizer, a.lr)?;
-    if a.batch == 0 || a.batch > train.len() {
-        return Err(format!(
-            "--batch {} must be between 1 and the {} training images",
-            a.batch,
-            train.len()
-        )
-        .into());
-    }
+    let batch = a.batch as usize;
+    let opt = optimizer(a, (a.epochs * (train.len() / batch)) as u64);
     let t0 = std::time::Instant::now();
+    let precision = match a.precision {
+        Prec::F32 => Precision::F32,
+        Prec::Mixed => Precision::Mixed,
+    };
     let mut trainer = Trainer::classifier_with_precision(
         backend,
         &train.sample_shape,
         10,
-        a.batch,
+        batch,
         model,
         None,
         &opt,
         a.seed,
-        a.precision,
+        precision,
     )
     .map_err(|e| match e {
         kiln::Error::OutOfMemory(m) => format!("{m} This run has --batch {}.", a.batch).into(),
         e => Box::<dyn std::error::Error>::from(e),
     })?;
+    let start_epoch = match &a.load {
+        Some(path) => {
+            let done = trainer.load(path, a.model.name())?;
+            eprintln!("loaded {} ({done} epochs done)", path.display());
+            done
+        }
+        None => 0,
+    };
+    if a.epochs > 0 && start_epoch > a.epochs {
+        return Err(format!(
+            "the checkpoint has {start_epoch} epochs done, more than --epochs {}",
+            a.epochs
+        )
+        .into());
+    }
     if a.plan {
         eprintln!("{}", trainer.train_program().plan());
     }
     let info = backend.info();
     eprintln!(
         "{} on {} ({}): {} parameters, {} kernels per step, compiled in {:.2}s",
-        a.model,
+        a.model.name(),
         info.adapter,
         info.backend,
         trainer.store().entries().iter().map(|e| e.shape.numel()).sum::<usize>(),
         trainer.kernels_per_step(),
         t0.elapsed().as_secs_f64()
     );
-    let cfg = FitConfig {
-        epochs: a.epochs,
-        seed: a.seed,
-        patience: a.patience,
-        progress: true,
-        ..Default::default()
-    };
-    let hist = trainer.fit(train, val, &cfg)?;
+    let mut hist = kiln::train::History::default();
+    // One epoch at a time, so a checkpoint can follow each.
+    for epoch in start_epoch + 1..=a.epochs {
+        let cfg = FitConfig {
+            epochs: epoch,
+            seed: a.seed,
+            patience: a.patience.map(|p| p as usize),
+            progress: true,
+            start_epoch: epoch - 1,
+        };
+        let h = trainer.fit(train, val, &cfg)?;
+        hist.train.extend(h.train);
+        hist.validation.extend(h.validation);
+        hist.samples_per_s = h.samples_per_s;
+        hist.loss_scale = h.loss_scale;
+        hist.skipped_updates = h.skipped_updates;
+        if let Some(path) = &a.save {
+            trainer.save(path, a.model.name(), epoch)?;
+            eprintln!("saved {}", path.display());
+        }
+        if let (Some(p), Some(_)) = (a.patience, val) {
+            let v: Vec<f32> = hist.validation.iter().map(|m| m.loss).collect();
+            let best = v.iter().cloned().fold(f32::INFINITY, f32::min);
+            let since = v.len() - 1 - v.iter().rposition(|&l| l == best).unwrap_or(0);
+            if since >= p as usize {
+                eprintln!("early stopping: validation loss has not improved for {since} epochs");
+                hist.stopped_early = true;
+                break;
+            }
+        }
+    }
     let tm = trainer.evaluate(test)?;
     let last = hist.train.last().copied().unwrap_or_default();
     let vm = hist.validation.last().copied();
     let opt_num = |v: Option<f32>| v.map_or("null".to_string(), |v| format!("{v:.6}"));
     eprintln!("test loss {:.4}, test accuracy {:.2}%", tm.loss, 100.0 * tm.accuracy);
     Ok(format!(
-        "{{\"model\":\"{}\",\"epochs\":{},\"batch\":{},\"optimizer\":\"{}\",\"lr\":{},\"train_samples\":{},\"train_loss\":{:.6},\"train_accuracy\":{:.6},\"validation_loss\":{},\"validation_accuracy\":{},\"test_loss\":{:.6},\"test_accuracy\":{:.6},\"samples_per_s\":{:.1},\"device\":\"{}\",\"adapter\":\"{}\",\"peak_bytes\":{},\"precision\":\"{}\",\"loss_scale\":{},\"skipped_updates\":{},\"stopped_early\":{}}}",
-        a.model,
-        hist.train.len(),
+        "{{\"model\":\"{}\",\"epochs\":{},\"batch\":{},\"optimizer\":\"{}\",\"schedule\":\"{}\",\"lr\":{},\"train_samples\":{},\"train_loss\":{},\"train_accuracy\":{},\"validation_loss\":{},\"validation_accuracy\":{},\"test_loss\":{:.6},\"test_accuracy\":{:.6},\"samples_per_s\":{:.1},\"device\":\"{}\",\"adapter\":\"{}\",\"peak_bytes\":{},\"precision\":\"{}\",\"loss_scale\":{},\"skipped_updates\":{},\"stopped_early\":{}}}",
+        a.model.name(),
+        start_epoch + hist.train.len(),
         a.batch,
-        a.optimizer,
+        flag(a.optimizer),
+        flag(a.schedule),
         a.lr,
         train.len(),
-        last.loss,
-        last.accuracy,
+        opt_num(hist.train.last().map(|_| last.loss)),
+        opt_num(hist.train.last().map(|_| last.accuracy)),
         opt_num(vm.map(|m| m.loss)),
         opt_num(vm.map(|m| m.accuracy)),
         tm.loss,
@@ -197,7 +317,7 @@ fn run<B: Backend>(
         info.backend,
         info.adapter.replace('"', "'"),
         trainer.peak_bytes(),
-        a.precision.name(),
+        precision.name(),
         opt_num(hist.loss_scale),
         hist.skipped_updates,
         hist.stopped_early
@@ -205,24 +325,41 @@ fn run<B: Backend>(
 }
 
 fn main() {
-    let a = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("mnist: {e}");
-            std::process::exit(2);
-        }
-    };
+    let a = Args::parse();
     let result = (|| -> Result<String, Box<dyn std::error::Error>> {
+        // Everything the flags decide is checked before anything is compiled or allocated.
+        if a.patience.is_some() && a.val == 0 {
+            return Err("--patience needs a validation set (--val > 0)".into());
+        }
+        if a.epochs == 0 && a.load.is_none() {
+            return Err("--epochs 0 only evaluates a checkpoint: give --load PATH".into());
+        }
         let (mut train, mut test) = load_mnist(&a.data)?;
         if let Some(n) = a.limit {
-            train = train.take(n);
+            train = train.take(n as usize);
         }
-        let (mut train, mut val) = if a.val > 0 && a.val < train.len() {
+        if a.val >= train.len() {
+            return Err(format!(
+                "--val {} leaves no training images (the training set has {})",
+                a.val,
+                train.len()
+            )
+            .into());
+        }
+        let (mut train, mut val) = if a.val > 0 {
             let (t, v) = train.split(a.val, a.seed)?;
             (t, Some(v))
         } else {
             (train, None)
         };
+        if a.batch as usize > train.len() {
+            return Err(format!(
+                "--batch {} must be at most the {} training images",
+                a.batch,
+                train.len()
+            )
+            .into());
+        }
         // Normalise with the training set's own statistics.
         let (mean, std) = train.stats();
         train.normalize(mean, std);
@@ -237,7 +374,12 @@ fn main() {
             val.as_ref().map_or(0, |v| v.len()),
             test.len()
         );
-        match kiln::Device::choose(&a.device)? {
+        let device = match a.device {
+            Dev::Auto => "auto",
+            Dev::Cpu => "cpu",
+            Dev::Gpu => "gpu",
+        };
+        match kiln::Device::choose(device)? {
             kiln::Device::Cpu(cpu) => run(&cpu, &a, &train, val.as_ref(), &test),
             kiln::Device::Gpu(gpu) => run(&gpu, &a, &train, val.as_ref(), &test),
         }

@@ -225,3 +225,54 @@ pub fn load<B: Backend>(path: &Path, store: &mut ParamStore<B>, model: Option<&s
             .collect(),
     })
 }
+
+/// One entry of a name map between another framework's weights and Kiln's: the other name,
+/// Kiln's name, and whether the matrix is stored transposed there (PyTorch's `nn.Linear`
+/// weight is `(out, in)`, Kiln's `(in, out)`).
+pub type NameMap<'a> = &'a [(&'a str, &'a str, bool)];
+
+/// Set `store`'s parameters from a safetensors file written by another framework (e.g. PyTorch's
+/// `safetensors.torch.save_file(model.state_dict(), path)`), renaming and transposing through
+/// `map` (see [`crate::nn::LENET5_TORCH_NAMES`]). Every parameter of the map must be in the file
+/// with the right shape, and every parameter of the store must be in the map; other tensors in
+/// the file are ignored. All differences are reported at once, and nothing is written unless
+/// the whole file fits. Returns the file's metadata.
+pub fn import<B: Backend>(path: &Path, store: &ParamStore<B>, map: NameMap<'_>) -> Result<HashMap<String, String>> {
+    let (tensors, meta) = read(path)?;
+    let mut problems = Vec::new();
+    let mut values = Vec::new();
+    for e in store.entries() {
+        let Some(&(theirs, _, transpose)) = map.iter().find(|m| m.1 == e.name) else {
+            problems.push(format!("`{}` has no entry in the name map", e.name));
+            continue;
+        };
+        let Some(t) = tensors.get(theirs) else {
+            problems.push(format!("`{theirs}` (for `{}`) is missing", e.name));
+            continue;
+        };
+        let d = t.shape.dims();
+        let want: Vec<usize> = if transpose {
+            e.shape.dims().iter().rev().copied().collect()
+        } else {
+            e.shape.0.clone()
+        };
+        if d != want.as_slice() || (transpose && d.len() != 2) {
+            problems.push(format!("`{theirs}` has shape {d:?}, `{}` needs {want:?}", e.name));
+            continue;
+        }
+        let data = if transpose {
+            let (r, c) = (d[0], d[1]);
+            (0..c * r).map(|i| t.data[(i % r) * c + i / r]).collect()
+        } else {
+            t.data.clone()
+        };
+        values.push((e.name.clone(), data));
+    }
+    if !problems.is_empty() {
+        return Err(io(path, "does not fit the model", problems.join("; ")));
+    }
+    for (name, data) in values {
+        store.set(&name, &data)?;
+    }
+    Ok(meta)
+}

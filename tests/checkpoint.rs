@@ -232,3 +232,54 @@ fn saving_is_atomic_under_kill() {
     }
     assert!(loaded >= 6, "the child saved in most rounds ({loaded} of 12)");
 }
+
+/// A LeNet-5 trained and saved by PyTorch (`tools/torch_lenet_safetensors.py export`, its names
+/// and layout) evaluates in Kiln to the accuracy PyTorch measured, on both backends.
+fn pytorch_lenet_imports<B: Backend>(b: &B) {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/torch_lenet.safetensors"
+    ));
+    let (_, mut test) = kiln::data::load_mnist(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))).unwrap();
+    let opt = Optimizer::adam(1e-3);
+    let mut t = Trainer::classifier(
+        b,
+        &test.sample_shape,
+        10,
+        500,
+        &|g, x, _| nn::lenet5(g, x),
+        None,
+        &opt,
+        0,
+    )
+    .unwrap();
+    let meta = checkpoint::import(path, t.store(), nn::LENET5_TORCH_NAMES).unwrap();
+    // PyTorch's normalisation constants, as it computed them.
+    let (mean, std): (f32, f32) = (meta["mean"].parse().unwrap(), meta["std"].parse().unwrap());
+    test.normalize(mean, std);
+    let acc = t.evaluate(&test).unwrap().accuracy;
+    let torch: f32 = meta["test_accuracy"].parse().unwrap();
+    eprintln!("{}: PyTorch {torch}, Kiln {acc}", b.info().backend);
+    assert!(
+        (acc - torch).abs() <= 0.0005,
+        "Kiln {acc} vs PyTorch {torch}: more than 0.05 points apart"
+    );
+    // A map that does not fit is refused with what differs.
+    let bad: &[(&str, &str, bool)] = &[("c1.weight", "conv1.w", true)];
+    let e = checkpoint::import(path, t.store(), bad).unwrap_err().to_string();
+    assert!(
+        e.contains("has shape [6, 1, 5, 5], `conv1.w` needs [5, 5, 1, 6]") && e.contains("`fc3.b` has no entry"),
+        "{e}"
+    );
+}
+
+#[test]
+fn pytorch_lenet_imports_cpu() {
+    pytorch_lenet_imports(&Cpu);
+}
+
+#[test]
+fn pytorch_lenet_imports_gpu() {
+    let Some(gpu) = gpu() else { return };
+    pytorch_lenet_imports(&gpu);
+}

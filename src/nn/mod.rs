@@ -144,6 +144,23 @@ pub fn flatten(g: &mut Graph, x: NodeId) -> Result<NodeId> {
     g.reshape(x, [d[0], d[1..].iter().product()])
 }
 
+/// How [`lenet5`]'s parameters are named in PyTorch's LeNet-5 (`tools/torch_lenet_mnist.py`:
+/// `c1`, `c2` convolutions, `f1`, `f2`, `f3` linear layers): `(PyTorch name, Kiln name,
+/// transposed?)`, for [`crate::checkpoint::import`]. Convolution weights share PyTorch's
+/// `(O, C, KH, KW)` layout; linear weights are `(out, in)` there and `(in, out)` here.
+pub const LENET5_TORCH_NAMES: &[(&str, &str, bool)] = &[
+    ("c1.weight", "conv1.w", false),
+    ("c1.bias", "conv1.b", false),
+    ("c2.weight", "conv2.w", false),
+    ("c2.bias", "conv2.b", false),
+    ("f1.weight", "fc1.w", true),
+    ("f1.bias", "fc1.b", false),
+    ("f2.weight", "fc2.w", true),
+    ("f2.bias", "fc2.b", false),
+    ("f3.weight", "fc3.w", true),
+    ("f3.bias", "fc3.b", false),
+];
+
 /// LeNet-5 for `(N, 1, 28, 28)` images: conv 5×5×6 pad 2 → ReLU → maxpool 2 → conv 5×5×16 →
 /// ReLU → maxpool 2 → FC 120 → ReLU → FC 84 → ReLU → FC 10, initialised as mainstream frameworks
 /// do by default (weights and biases U(±1/√fan_in)). Returns logits `(N, 10)`; parameters are
