@@ -38,6 +38,9 @@ impl Device {
                     Ok(Device::Cpu(Cpu))
                 }
                 Err(e) if require => Err(e),
+                // An adapter was asked for by name: not finding it is the user's error to see,
+                // not a reason to fall back quietly.
+                Err(e) if adapter.is_some() => Err(e),
                 Err(_) => {
                     eprintln!("kiln: no GPU adapter; using the CPU backend");
                     Ok(Device::Cpu(Cpu))

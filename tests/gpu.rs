@@ -189,3 +189,15 @@ fn a_gradient_shared_by_two_parameters_on_the_gpu() {
     assert_eq!(store.get("a").unwrap().data, vec![0.5; 3]);
     assert_eq!(store.get("b").unwrap().data, vec![1.5; 3]);
 }
+
+#[test]
+fn an_adapter_name_that_matches_nothing_is_an_error_listing_the_adapters() {
+    let Some(gpu) = gpu() else { return };
+    let e = match kiln::Gpu::new(Some("no-such-adapter-kiln")) {
+        Ok(_) => panic!("a name that matches nothing must not open an adapter"),
+        Err(e) => e.to_string(),
+    };
+    let name = gpu.info().adapter;
+    let first = name.split(" (").next().unwrap();
+    assert!(e.contains("no-such-adapter-kiln") && e.contains(first), "{e}");
+}

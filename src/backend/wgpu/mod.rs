@@ -191,7 +191,20 @@ impl Gpu {
         }
         .ok_or_else(|| {
             Error::Backend(match name {
-                Some(n) => format!("no GPU adapter's name contains `{n}` (see `cargo run --example devices`)"),
+                Some(n) => {
+                    let found: Vec<String> = adapters()
+                        .into_iter()
+                        .map(|a| format!("{} ({})", a.name, a.backend))
+                        .collect();
+                    format!(
+                        "no GPU adapter's name contains `{n}` (KILN_ADAPTER); the adapters found are: {}",
+                        if found.is_empty() {
+                            "none".to_string()
+                        } else {
+                            found.join(", ")
+                        }
+                    )
+                }
                 None => {
                     "no GPU adapter found (on Linux, Mesa's lavapipe comes with the mesa-vulkan-drivers package)".into()
                 }
