@@ -44,6 +44,7 @@ pub mod data;
 pub mod device;
 mod error;
 pub mod exec;
+pub mod gradcheck;
 pub mod graph;
 pub mod init;
 pub mod loss;

@@ -415,3 +415,36 @@ fn gradcheck_catches_a_wrong_gradient() {
     );
     assert!(r.is_err(), "eps = 1e-6 in f32 should not pass: {r:?}");
 }
+
+/// The public checker passes a correct graph, restores the weights, and reports an element
+/// whose secant and derivative disagree (ReLU at exactly 0: derivative 0, secant 1/2).
+#[test]
+fn the_public_gradcheck_passes_good_gradients_and_reports_bad_checks() {
+    use kiln::gradcheck::{check, Config};
+    use kiln::{Cpu, Init, ParamStore};
+    let mut g = Graph::new();
+    let w = g.param("w", [2, 3], Init::Uniform(-1.0, 1.0)).unwrap();
+    let x = g.input("x", [3, 2]).unwrap();
+    let m = g.matmul(w, x).unwrap();
+    let t = g.sigmoid(m).unwrap();
+    let l = g.mean_all(t).unwrap();
+    let mut store = ParamStore::new(&Cpu, &g, 5).unwrap();
+    let before = store.get("w").unwrap().data;
+    let xs = [0.3, -1.2, 2.0, 0.7, -0.4, 1.1];
+    let feeds = [("x", Feed::F32(&xs))];
+    let ok = check(&g, &mut store, l, &feeds, Config::default()).unwrap();
+    assert!(ok.passed(), "{ok}");
+    assert_eq!(ok.checked, 6);
+    assert_eq!(store.get("w").unwrap().data, before, "the weights are restored");
+    // A kink inside the step: relu at exactly 0 is reported, naming the element.
+    let mut g = Graph::new();
+    let v = g.param("v", [3], Init::Zeros).unwrap();
+    let r = g.relu(v).unwrap();
+    let l = g.sum_all(r).unwrap();
+    let mut s = ParamStore::new(&Cpu, &g, 0).unwrap();
+    s.set("v", &[-1.0, 0.0, 1.0]).unwrap();
+    let bad = check(&g, &mut s, l, &[], Config::default()).unwrap();
+    assert_eq!(bad.mismatches.len(), 1, "{bad}");
+    assert_eq!((bad.mismatches[0].param.as_str(), bad.mismatches[0].index), ("v", 1));
+    assert!((bad.mismatches[0].numeric - 0.5).abs() < 1e-5, "{bad}");
+}
