@@ -65,6 +65,9 @@ struct Args {
     /// Print the compiled training program before training.
     #[arg(long)]
     plan: bool,
+    /// Write the training graph (forward, backward and evaluation nodes) as Graphviz DOT here.
+    #[arg(long)]
+    dot: Option<PathBuf>,
     /// Save a checkpoint (weights, optimiser state, position) here after each epoch.
     #[arg(long)]
     save: Option<PathBuf>,
@@ -251,6 +254,14 @@ fn run<B: Backend>(
     }
     if a.plan {
         eprintln!("{}", trainer.train_program().plan());
+    }
+    if let Some(path) = &a.dot {
+        std::fs::write(path, trainer.graph().to_dot())?;
+        eprintln!(
+            "wrote {} (render it with `dot -Tsvg {} > graph.svg`)",
+            path.display(),
+            path.display()
+        );
     }
     let info = backend.info();
     eprintln!(

@@ -467,3 +467,19 @@ fn skipped_update_keeps_batch_norm_statistics_gpu() {
     let Some(gpu) = gpu() else { return };
     skipped_update_keeps_batch_norm_statistics(&gpu);
 }
+
+#[test]
+fn the_graph_writes_itself_as_dot() {
+    let (mut g, logits, l) = cnn(2, 0.0);
+    let forward = g.to_dot_of(&[l]);
+    let grads = backward(&mut g, l).unwrap();
+    let all = g.to_dot();
+    assert!(forward.starts_with("digraph kiln {") && forward.trim_end().ends_with('}'));
+    assert!(forward.contains("conv1.w (param)") && forward.contains("[2, 1, 6, 6] f32"));
+    assert!(forward.contains("->"));
+    // The backward nodes appear only in the whole graph, and the logits' own subgraph is smaller.
+    let grad = grads.params[0].1;
+    assert!(!forward.contains(&format!("n{} ", grad.index())));
+    assert!(all.contains(&format!("n{} ", grad.index())));
+    assert!(g.to_dot_of(&[logits]).len() < forward.len());
+}

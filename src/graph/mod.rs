@@ -2,6 +2,7 @@
 //! output shapes inferred (and checked) as the graph is built.
 
 mod conv;
+mod dot;
 mod op;
 
 pub use op::{BinaryOp, Op, ReduceOp, UnaryOp, Window};
