@@ -118,6 +118,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// metadata: for inspecting checkpoints, and for importing weights saved by other tools.
 pub fn read(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| io(path, "reading", e))?;
+    parse(&bytes, path)
+}
+
+/// [`read`] from bytes already in memory; `path` names them in messages.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = bytes;
     let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| io(path, "not a safetensors file", e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| io(path, "not a safetensors file", e))?;
     let mut out = BTreeMap::new();

@@ -3,7 +3,7 @@
 
 mod idx;
 
-pub use idx::{read_idx, IdxArray};
+pub use idx::{parse_idx, read_idx, IdxArray};
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
