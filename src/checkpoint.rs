@@ -123,9 +123,8 @@ pub fn read(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, St
 
 /// [`read`] from bytes already in memory; `path` names them in messages.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
-    let bytes = bytes;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| io(path, "not a safetensors file", e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| io(path, "not a safetensors file", e))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| io(path, "not a safetensors file", e))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| io(path, "not a safetensors file", e))?;
     let mut out = BTreeMap::new();
     for (name, v) in st.tensors() {
         let data: Vec<f32> = match v.dtype() {

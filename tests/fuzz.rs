@@ -48,7 +48,10 @@ fn checkpoint_sample() -> Vec<u8> {
     std::fs::read(&path).unwrap()
 }
 
-fn edits() -> impl Strategy<Value = (Vec<(usize, u8)>, Option<usize>, Option<(usize, Vec<u8>)>)> {
+/// Byte flips, a cut, and an inserted run.
+type Edits = (Vec<(usize, u8)>, Option<usize>, Option<(usize, Vec<u8>)>);
+
+fn edits() -> impl Strategy<Value = Edits> {
     (
         prop::collection::vec((any::<usize>(), any::<u8>()), 0..6),
         prop::option::of(any::<usize>()),
