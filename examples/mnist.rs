@@ -147,19 +147,21 @@ impl Model {
     }
 }
 
-/// LeNet-5 (the library's `nn::lenet5`); it has no train/eval differences.
-fn lenet(g: &mut Graph, x: NodeId, _train: bool) -> kiln::Result<NodeId> {
-    nn::lenet5(g, x)
+/// LeNet-5 (the library's `nn::lenet5_for`, sized to the images and classes); it has no
+/// train/eval differences.
+fn lenet(g: &mut Graph, x: NodeId, classes: usize) -> kiln::Result<NodeId> {
+    nn::lenet5_for(g, x, classes)
 }
 
 /// A small residual CNN: conv 3×3×16 + BN → two residual stages (16, then 32 at stride 2) →
-/// global average pooling → FC 10.
-fn resnet(g: &mut Graph, x: NodeId, train: bool) -> kiln::Result<NodeId> {
-    let stem = Conv2d::same(g, "stem", 1, 16, 3)?.no_bias();
+/// global average pooling → FC to the classes.
+fn resnet(g: &mut Graph, x: NodeId, train: bool, classes: usize) -> kiln::Result<NodeId> {
+    let channels = g.shape(x).dims()[1];
+    let stem = Conv2d::same(g, "stem", channels, 16, 3)?.no_bias();
     let bn = BatchNorm::new(g, "stem_bn", 16)?;
     let b1 = ResidualBlock::new(g, "block1", 16, 16, 1)?;
     let b2 = ResidualBlock::new(g, "block2", 16, 32, 2)?;
-    let fc = Linear::new(g, "fc", 32, 10)?;
+    let fc = Linear::new(g, "fc", 32, classes)?;
     let h = stem.forward(g, x)?;
     let h = bn.forward(g, h, train)?;
     let h = g.relu(h)?;
@@ -211,9 +213,13 @@ fn run<B: Backend>(
     val: Option<&Dataset>,
     test: &Dataset,
 ) -> Result<String, Box<dyn std::error::Error>> {
+    // The classes and the image size come from the data.
+    let classes = train.classes;
+    let lenet_model = |g: &mut Graph, x: NodeId, _: bool| lenet(g, x, classes);
+    let resnet_model = |g: &mut Graph, x: NodeId, train: bool| resnet(g, x, train, classes);
     let model: &dyn Fn(&mut Graph, NodeId, bool) -> kiln::Result<NodeId> = match a.model {
-        Model::Lenet => &lenet,
-        Model::Resnet => &resnet,
+        Model::Lenet => &lenet_model,
+        Model::Resnet => &resnet_model,
     };
     let batch = a.batch as usize;
     let opt = optimizer(a, (a.epochs * (train.len() / batch)) as u64);

@@ -96,3 +96,66 @@ fn linear_regression_by_gradient_descent_matches_the_normal_equations() {
     let expected: Vec<f32> = closed.iter().map(|&v| v as f32).collect();
     common::assert_close(&got, &expected, 1e-4, 0.0);
 }
+
+#[test]
+fn lenet_sizes_itself_to_the_images_and_refuses_what_it_cannot_take() {
+    use kiln::{nn, Graph};
+    for (h, w, features) in [(28, 28, 400), (32, 32, 576), (12, 20, 48)] {
+        let mut g = Graph::new();
+        let x = g.input("x", [2, 3, h, w]).unwrap();
+        let y = nn::lenet5_for(&mut g, x, 7).unwrap();
+        assert_eq!(g.shape(y).dims(), [2, 7]);
+        let fc1 = g.param_node("fc1.w").unwrap();
+        assert_eq!(g.shape(fc1).dims(), [features, 120], "{h}×{w}");
+        assert_eq!(g.shape(g.param_node("conv1.w").unwrap()).dims(), [6, 3, 5, 5]);
+    }
+    let mut g = Graph::new();
+    let x = g.input("x", [2, 1, 10, 28]).unwrap();
+    let e = nn::lenet5_for(&mut g, x, 10).unwrap_err().to_string();
+    assert!(e.contains("at least 12×12"), "{e}");
+}
+
+#[test]
+fn datasets_check_their_parts() {
+    use kiln::data::Dataset;
+    assert!(Dataset::new(vec![0.0; 12], vec![0, 1, 2], vec![2, 2], 3).is_ok());
+    let e = Dataset::new(vec![0.0; 12], vec![0, 1], vec![2, 2], 3)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("12 values are not 2 samples"), "{e}");
+    let e = Dataset::new(vec![0.0; 12], vec![0, 5, 1], vec![2, 2], 3)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sample 1 has label 5, outside the 3 classes"), "{e}");
+}
+
+#[test]
+fn a_test_label_outside_the_training_classes_is_an_error_at_load() {
+    let dir = std::env::temp_dir().join(format!("kiln-classes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let images = |n: u8| {
+        let mut b = vec![0, 0, 8, 3, 0, 0, 0, n, 0, 0, 0, 2, 0, 0, 0, 2];
+        b.extend(std::iter::repeat_n(7u8, 4 * n as usize));
+        b
+    };
+    let labels = |l: &[u8]| {
+        let mut b = vec![0, 0, 8, 1, 0, 0, 0, l.len() as u8];
+        b.extend_from_slice(l);
+        b
+    };
+    std::fs::write(dir.join("train-images-idx3-ubyte"), images(3)).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels(&[0, 1, 2])).unwrap();
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), images(2)).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), labels(&[1, 5])).unwrap();
+    let e = kiln::data::load_mnist(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("t10k-labels-idx1-ubyte") && e.contains("label 5 of sample 1") && e.contains("3 classes"),
+        "{e}"
+    );
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), labels(&[1, 2])).unwrap();
+    let (train, test) = kiln::data::load_mnist(&dir).unwrap();
+    assert_eq!(
+        (train.classes, test.classes, test.sample_shape.clone()),
+        (3, 3, vec![1, 2, 2])
+    );
+}

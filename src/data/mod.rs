@@ -23,6 +23,34 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// A dataset from its parts, checked: `images` holds `labels.len()` samples of
+    /// `sample_shape`, and every label is below `classes` (an error names the first that is not).
+    pub fn new(images: Vec<f32>, labels: Vec<u32>, sample_shape: Vec<usize>, classes: usize) -> Result<Dataset> {
+        let per: usize = sample_shape.iter().product();
+        if per == 0 || images.len() != labels.len() * per {
+            return Err(Error::Invalid {
+                op: "Dataset::new",
+                reason: format!(
+                    "{} values are not {} samples of shape {sample_shape:?}",
+                    images.len(),
+                    labels.len()
+                ),
+            });
+        }
+        if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
+            return Err(Error::Invalid {
+                op: "Dataset::new",
+                reason: format!("sample {i} has label {l}, outside the {classes} classes"),
+            });
+        }
+        Ok(Dataset {
+            images,
+            labels,
+            sample_shape,
+            classes,
+        })
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -174,7 +202,22 @@ pub fn load_mnist(dir: &Path) -> Result<(Dataset, Dataset)> {
             test.sample_shape
         )));
     }
-    test.classes = train.classes.max(test.classes);
+    // The classes are the training set's; a test label beyond them is an error now, before any
+    // training, not a failed feed after an epoch.
+    let test_labels = find(dir, "t10k-labels-idx1-ubyte")?;
+    if let Some((i, &l)) = test
+        .labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= train.classes)
+    {
+        return Err(Error::Io(format!(
+            "{}: label {l} of sample {i} is not among the {} classes of the training labels",
+            test_labels.display(),
+            train.classes
+        )));
+    }
+    test.classes = train.classes;
     Ok((train, test))
 }
 

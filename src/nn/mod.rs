@@ -166,6 +166,32 @@ pub const LENET5_TORCH_NAMES: &[(&str, &str, bool)] = &[
 /// do by default (weights and biases U(±1/√fan_in)). Returns logits `(N, 10)`; parameters are
 /// named `conv1`, `conv2`, `fc1`, `fc2`, `fc3`.
 pub fn lenet5(g: &mut Graph, x: NodeId) -> Result<NodeId> {
+    lenet5_for(g, x, 10)
+}
+
+/// [`lenet5`] for `(N, C, H, W)` images of any size from 12×12 and `classes` classes: the first
+/// convolution takes `C` channels and the first dense layer the `16·⌊(⌊H/2⌋−4)/2⌋·⌊(⌊W/2⌋−4)/2⌋`
+/// features the convolutions leave (400 for 28×28).
+pub fn lenet5_for(g: &mut Graph, x: NodeId, classes: usize) -> Result<NodeId> {
+    let d = g.shape(x).dims().to_vec();
+    let side = |n: usize| (n / 2).checked_sub(4).map(|v| v / 2).filter(|&v| v > 0);
+    let (c, fh, fw) = match (
+        d.len(),
+        d.get(2).and_then(|&h| side(h)),
+        d.get(3).and_then(|&w| side(w)),
+    ) {
+        (4, Some(fh), Some(fw)) if classes > 0 => (d[1], fh, fw),
+        _ => {
+            return Err(crate::error::Error::Shape {
+                op: "lenet5",
+                node: g.describe(x),
+                shapes: vec![d],
+                reason: format!(
+                    "LeNet-5 needs images (N, C, H, W) of at least 12×12 and at least one class (got {classes})"
+                ),
+            })
+        }
+    };
     let conv = |g: &mut Graph, name: &str, i: usize, o: usize, pad: usize| {
         Conv2d::with_init(
             g,
@@ -182,11 +208,11 @@ pub fn lenet5(g: &mut Graph, x: NodeId) -> Result<NodeId> {
     let fc = |g: &mut Graph, name: &str, i: usize, o: usize| {
         Linear::with_inits(g, name, i, o, Init::torch_default(), Some(Init::bias_for_fan_in(i)))
     };
-    let c1 = conv(g, "conv1", 1, 6, 2)?;
+    let c1 = conv(g, "conv1", c, 6, 2)?;
     let c2 = conv(g, "conv2", 6, 16, 0)?;
-    let f1 = fc(g, "fc1", 16 * 5 * 5, 120)?;
+    let f1 = fc(g, "fc1", 16 * fh * fw, 120)?;
     let f2 = fc(g, "fc2", 120, 84)?;
-    let f3 = fc(g, "fc3", 84, 10)?;
+    let f3 = fc(g, "fc3", 84, classes)?;
     let h = c1.forward(g, x)?; // (N, 6, 28, 28)
     let h = g.relu(h)?;
     let h = g.max_pool2d(h, [2, 2], [2, 2], [0, 0])?; // (N, 6, 14, 14)
