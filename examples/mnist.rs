@@ -11,7 +11,7 @@
 use clap::{Parser, ValueEnum};
 use kiln::data::{load_mnist, Dataset};
 use kiln::nn::{self, BatchNorm, Conv2d, Linear, ResidualBlock};
-use kiln::train::{FitConfig, Precision, Trainer};
+use kiln::train::{FitConfig, Precision, SaveTo, Trainer};
 use kiln::{Backend, Graph, NodeId, Optimizer, Schedule};
 use std::path::PathBuf;
 
@@ -279,37 +279,22 @@ fn run<B: Backend>(
         trainer.kernels_per_step(),
         t0.elapsed().as_secs_f64()
     );
-    let mut hist = kiln::train::History::default();
-    // One epoch at a time, so a checkpoint can follow each.
-    for epoch in start_epoch + 1..=a.epochs {
+    let hist = if a.epochs > start_epoch {
         let cfg = FitConfig {
-            epochs: epoch,
+            epochs: a.epochs,
             seed: a.seed,
             patience: a.patience.map(|p| p as usize),
             progress: true,
-            start_epoch: epoch - 1,
+            start_epoch,
+            save: a.save.as_ref().map(|path| SaveTo {
+                path: path.clone(),
+                model: a.model.name().into(),
+            }),
         };
-        let h = trainer.fit(train, val, &cfg)?;
-        hist.train.extend(h.train);
-        hist.validation.extend(h.validation);
-        hist.samples_per_s = h.samples_per_s;
-        hist.loss_scale = h.loss_scale;
-        hist.skipped_updates = h.skipped_updates;
-        if let Some(path) = &a.save {
-            trainer.save(path, a.model.name(), epoch)?;
-            eprintln!("saved {}", path.display());
-        }
-        if let (Some(p), Some(_)) = (a.patience, val) {
-            let v: Vec<f32> = hist.validation.iter().map(|m| m.loss).collect();
-            let best = v.iter().cloned().fold(f32::INFINITY, f32::min);
-            let since = v.len() - 1 - v.iter().rposition(|&l| l == best).unwrap_or(0);
-            if since >= p as usize {
-                eprintln!("early stopping: validation loss has not improved for {since} epochs");
-                hist.stopped_early = true;
-                break;
-            }
-        }
-    }
+        trainer.fit(train, val, &cfg)?
+    } else {
+        kiln::train::History::default()
+    };
     let tm = trainer.evaluate(test)?;
     let last = hist.train.last().copied().unwrap_or_default();
     let vm = hist.validation.last().copied();

@@ -81,6 +81,17 @@ pub struct FitConfig {
     /// Epochs already done (when resuming from a checkpoint): training runs epochs
     /// `start_epoch + 1 ..= epochs`, and the shuffles continue where that run left them.
     pub start_epoch: usize,
+    /// Save a checkpoint here after every epoch (see [`Trainer::save`]).
+    pub save: Option<SaveTo>,
+}
+
+/// Where [`Trainer::fit`] saves a checkpoint after each epoch, and the model name it records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaveTo {
+    /// The checkpoint file (replaced atomically each time).
+    pub path: std::path::PathBuf,
+    /// The model's name, checked when the checkpoint is loaded.
+    pub model: String,
 }
 
 impl Default for FitConfig {
@@ -91,6 +102,7 @@ impl Default for FitConfig {
             patience: None,
             progress: true,
             start_epoch: 0,
+            save: None,
         }
     }
 }
@@ -345,6 +357,12 @@ impl<B: Backend> Trainer<B> {
                     eprint!("\r\x1b[2K");
                 }
                 eprintln!("{line}");
+            }
+            if let Some(s) = &cfg.save {
+                self.save(&s.path, &s.model, epoch)?;
+                if cfg.progress {
+                    eprintln!("saved {}", s.path.display());
+                }
             }
             if cfg.patience.is_some_and(|p| since_best >= p) {
                 hist.stopped_early = true;

@@ -8,7 +8,7 @@ use crate::shape::Shape;
 
 impl Graph {
     fn nchw(&self, op: &'static str, x: NodeId) -> Result<[usize; 4]> {
-        self.check(op, &[x])?;
+        self.check_ids(op, &[x])?;
         match *self.shape(x).dims() {
             [n, c, h, w] => Ok([n, c, h, w]),
             _ => Err(shape_err(
@@ -76,7 +76,7 @@ impl Graph {
         groups: usize,
     ) -> Result<NodeId> {
         let [n, c, h, wd] = self.nchw("conv2d", x)?;
-        self.check("conv2d", &[w])?;
+        self.check_ids("conv2d", &[w])?;
         let ws = self.shape(w).clone();
         let err = |g: &Self, why: String| shape_err("conv2d", g.describe_new(&[x, w]), vec![g.shape(x), &ws], why);
         let [o, wc, kh, kw] = match *ws.dims() {
@@ -177,7 +177,7 @@ impl Graph {
     /// `1/(1−p)`, with a fresh mask every step. Use only in training graphs; evaluation is the
     /// identity.
     pub fn dropout(&mut self, x: NodeId, p: f32) -> Result<NodeId> {
-        self.check("dropout", &[x])?;
+        self.check_ids("dropout", &[x])?;
         if !(0.0..1.0).contains(&p) {
             return invalid("dropout", format!("drop probability must be in [0, 1), got {p}"));
         }

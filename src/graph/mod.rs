@@ -203,10 +203,6 @@ impl Graph {
         format!("#{} from {}", self.nodes.len(), ops.join(", "))
     }
 
-    pub(crate) fn check(&self, op: &'static str, ids: &[NodeId]) -> Result<()> {
-        self.check_ids(op, ids)
-    }
-
     /// Append a node whose shape has already been checked, inferring (and checking) its element
     /// type from its operands.
     pub(crate) fn push(&mut self, op: Op, inputs: Vec<NodeId>, shape: Shape) -> Result<NodeId> {
@@ -445,7 +441,7 @@ impl Graph {
     /// forward pass (how batch norm keeps its running statistics). `param` should be frozen.
     /// Applies in every training program whose computation includes `value`.
     pub fn assign(&mut self, param: NodeId, value: NodeId) -> Result<()> {
-        self.check("assign", &[param, value])?;
+        self.check_ids("assign", &[param, value])?;
         let index = match self.node(param).op {
             Op::Param { index } => index,
             _ => return crate::error::invalid("assign", format!("{} is not a parameter", self.describe(param))),
@@ -480,7 +476,7 @@ impl Graph {
     /// `x` converted to `dtype` (see [`Op::Cast`]); `x` itself when it already has that type.
     /// The gradient flows back through the conversion in the other direction.
     pub fn cast(&mut self, x: NodeId, dtype: DType) -> Result<NodeId> {
-        self.check("cast", &[x])?;
+        self.check_ids("cast", &[x])?;
         if self.dtype(x) == dtype {
             return Ok(x);
         }
@@ -490,7 +486,7 @@ impl Graph {
 
     /// `x` converted to `like`'s element type (how layers follow their input's precision).
     pub fn cast_like(&mut self, x: NodeId, like: NodeId) -> Result<NodeId> {
-        self.check("cast", &[like])?;
+        self.check_ids("cast", &[like])?;
         let d = self.dtype(like);
         self.cast(x, d)
     }
@@ -504,7 +500,7 @@ impl Graph {
 
     /// Apply an element-wise function.
     pub fn unary(&mut self, op: UnaryOp, x: NodeId) -> Result<NodeId> {
-        self.check("unary", &[x])?;
+        self.check_ids("unary", &[x])?;
         match op {
             UnaryOp::Clamp(lo, hi) if lo > hi || lo.is_nan() || hi.is_nan() => {
                 return crate::error::invalid("clamp", format!("min {lo} is greater than max {hi}"))
@@ -526,7 +522,7 @@ impl Graph {
 
     /// Apply an element-wise binary function with NumPy broadcasting.
     pub fn binary(&mut self, op: BinaryOp, a: NodeId, b: NodeId) -> Result<NodeId> {
-        self.check("binary", &[a, b])?;
+        self.check_ids("binary", &[a, b])?;
         let (sa, sb) = (self.shape(a), self.shape(b));
         let s = broadcast_shapes(sa, sb).ok_or_else(|| {
             shape_err(
@@ -578,7 +574,7 @@ impl Graph {
 
     /// `cond ≠ 0 ? a : b`, all three broadcast together.
     pub fn where_(&mut self, cond: NodeId, a: NodeId, b: NodeId) -> Result<NodeId> {
-        self.check("where", &[cond, a, b])?;
+        self.check_ids("where", &[cond, a, b])?;
         let (sc, sa, sb) = (self.shape(cond), self.shape(a), self.shape(b));
         let s = broadcast_shapes(sa, sb)
             .and_then(|s| broadcast_shapes(sc, &s))
@@ -646,7 +642,7 @@ impl Graph {
 
     /// Reduce over `axes` (negative axes count from the end).
     pub fn reduce(&mut self, op: ReduceOp, x: NodeId, axes: &[isize], keepdim: bool) -> Result<NodeId> {
-        self.check("reduce", &[x])?;
+        self.check_ids("reduce", &[x])?;
         let s = self.shape(x).clone();
         let mut ax = Vec::with_capacity(axes.len());
         for &a in axes {
@@ -726,7 +722,7 @@ impl Graph {
 
     /// Broadcast `x` to `shape`.
     pub fn broadcast_to(&mut self, x: NodeId, shape: impl Into<Shape>) -> Result<NodeId> {
-        self.check("broadcast_to", &[x])?;
+        self.check_ids("broadcast_to", &[x])?;
         let shape = shape.into();
         let s = self.shape(x).clone();
         if broadcast_shapes(&s, &shape).as_ref() != Some(&shape) {
@@ -747,7 +743,7 @@ impl Graph {
 
     /// The same elements with a new shape.
     pub fn reshape(&mut self, x: NodeId, shape: impl Into<Shape>) -> Result<NodeId> {
-        self.check("reshape", &[x])?;
+        self.check_ids("reshape", &[x])?;
         let shape = shape.into();
         let s = self.shape(x).clone();
         if s.numel() != shape.numel() {
@@ -766,7 +762,7 @@ impl Graph {
 
     /// Reorder axes: output axis `i` is input axis `perm[i]`.
     pub fn permute(&mut self, x: NodeId, perm: &[usize]) -> Result<NodeId> {
-        self.check("permute", &[x])?;
+        self.check_ids("permute", &[x])?;
         let s = self.shape(x).clone();
         let mut seen = vec![false; s.rank()];
         if perm.len() != s.rank()
@@ -790,7 +786,7 @@ impl Graph {
 
     /// Swap the last two axes.
     pub fn transpose(&mut self, x: NodeId) -> Result<NodeId> {
-        self.check("transpose", &[x])?;
+        self.check_ids("transpose", &[x])?;
         let r = self.shape(x).rank();
         if r < 2 {
             return Err(shape_err(
@@ -807,7 +803,7 @@ impl Graph {
 
     /// Join tensors along `axis`; all other dimensions must agree.
     pub fn concat(&mut self, xs: &[NodeId], axis: usize) -> Result<NodeId> {
-        self.check("concat", xs)?;
+        self.check_ids("concat", xs)?;
         if xs.is_empty() {
             return crate::error::invalid("concat", "needs at least one tensor");
         }
@@ -832,7 +828,7 @@ impl Graph {
 
     /// Elements `start..end` along `axis`.
     pub fn slice(&mut self, x: NodeId, axis: usize, start: usize, end: usize) -> Result<NodeId> {
-        self.check("slice", &[x])?;
+        self.check_ids("slice", &[x])?;
         let s = self.shape(x).clone();
         if axis >= s.rank() || start >= end || end > s.0[axis] {
             return Err(shape_err(
@@ -868,7 +864,7 @@ impl Graph {
     /// `a` is `(..., M, K)` and `b` is `(..., K, N)` with the same leading axes, or either one
     /// has rank 2 and is shared by every batch of the other.
     pub fn matmul_t(&mut self, a: NodeId, b: NodeId, ta: bool, tb: bool) -> Result<NodeId> {
-        self.check("matmul", &[a, b])?;
+        self.check_ids("matmul", &[a, b])?;
         let (sa, sb) = (self.shape(a).clone(), self.shape(b).clone());
         let err = |g: &Self, why: String| shape_err("matmul", g.describe_new(&[a, b]), vec![&sa, &sb], why);
         if sa.rank() < 2 || sb.rank() < 2 {
@@ -913,7 +909,7 @@ impl Graph {
     }
 
     fn softmax_like(&mut self, op: Op, x: NodeId) -> Result<NodeId> {
-        self.check(op.name(), &[x])?;
+        self.check_ids(op.name(), &[x])?;
         let s = self.shape(x).clone();
         if s.rank() == 0 {
             return Err(shape_err(
@@ -928,7 +924,7 @@ impl Graph {
 
     /// Per-row softmax cross-entropy: logits `(N, C)`, labels `(N)` → losses `(N)`.
     pub fn softmax_cross_entropy(&mut self, logits: NodeId, labels: NodeId, smoothing: f32) -> Result<NodeId> {
-        self.check("softmax_cross_entropy", &[logits, labels])?;
+        self.check_ids("softmax_cross_entropy", &[logits, labels])?;
         let (sl, sy) = (self.shape(logits).clone(), self.shape(labels).clone());
         self.check_labels("softmax_cross_entropy", labels, logits)?;
         if !(0.0..1.0).contains(&smoothing) {
@@ -954,7 +950,7 @@ impl Graph {
 
     /// One-hot encoding of labels `(N)` as `(N, classes)`.
     pub fn one_hot(&mut self, labels: NodeId, classes: usize) -> Result<NodeId> {
-        self.check("one_hot", &[labels])?;
+        self.check_ids("one_hot", &[labels])?;
         let s = self.shape(labels).clone();
         if s.rank() != 1 || classes == 0 {
             return Err(shape_err(
