@@ -122,9 +122,21 @@ fn gradients_from(g: &mut Graph, loss: NodeId, wrt: &[NodeId], seed: Option<Node
         None => g.constant_typed(1.0, g.shape(loss).clone(), g.dtype(loss)),
     };
     contribs[loss.0].push(seed);
+    // Gradients arriving through slices, kept apart: when the slices of a node tile one axis
+    // (a sequence cut into time steps) their gradients are concatenated, one node, instead of
+    // each being zero-padded to the full shape and summed (quadratic in the number of pieces).
+    let mut sliced: Vec<Vec<(usize, usize, usize, NodeId)>> = vec![Vec::new(); n_nodes];
     let mut adjoint: Vec<Option<NodeId>> = vec![None; n_nodes];
     for i in (0..=loss.0).rev() {
-        if !active(i) || contribs[i].is_empty() {
+        if !active(i) {
+            continue;
+        }
+        let pieces = std::mem::take(&mut sliced[i]);
+        if !pieces.is_empty() {
+            let joined = join_slices(g, NodeId(i, loss.1), pieces)?;
+            contribs[i].extend(joined);
+        }
+        if contribs[i].is_empty() {
             continue;
         }
         let parts = std::mem::take(&mut contribs[i]);
@@ -138,6 +150,10 @@ fn gradients_from(g: &mut Graph, loss: NodeId, wrt: &[NodeId], seed: Option<Node
         if !wanted.iter().any(|&w| w) {
             continue;
         }
+        if let Op::Slice { axis, start, end } = node.op {
+            sliced[node.inputs[0].0].push((axis, start, end, dy));
+            continue;
+        }
         let grads = rule(g, NodeId(i, loss.1), dy, &wanted)?;
         for ((x, gx), w) in node.inputs.iter().zip(grads).zip(wanted) {
             if let (Some(gx), true) = (gx, w) {
@@ -146,6 +162,54 @@ fn gradients_from(g: &mut Graph, loss: NodeId, wrt: &[NodeId], seed: Option<Node
         }
     }
     Ok(wrt.iter().map(|w| adjoint[w.0]).collect())
+}
+
+/// The gradient contributions to `x` from slices of it, `(axis, start, end, gradient)`: for each
+/// axis whose slices do not overlap, one concatenation of their gradients in order with zeros in
+/// the gaps; every other slice's gradient zero-padded to `x`'s shape (the rule of [`Op::Slice`]).
+fn join_slices(g: &mut Graph, x: NodeId, mut pieces: Vec<(usize, usize, usize, NodeId)>) -> Result<Vec<NodeId>> {
+    pieces.sort_by_key(|p| (p.0, p.1, p.2));
+    let mut out = Vec::new();
+    let mut rest = Vec::new();
+    let mut i = 0;
+    while i < pieces.len() {
+        let axis = pieces[i].0;
+        let j = i + pieces[i..].iter().take_while(|p| p.0 == axis).count();
+        let group = &pieces[i..j];
+        let full = g.shape(x).0[axis];
+        let disjoint = group.windows(2).all(|w| w[0].2 <= w[1].1);
+        if disjoint && group.len() > 1 {
+            // The pieces in order, zeros in the gaps between them.
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for &(_, start, end, d) in group {
+                if start > at {
+                    parts.push(zeros_like_along(g, d, axis, start - at));
+                }
+                parts.push(d);
+                at = end;
+            }
+            if at < full {
+                parts.push(zeros_like_along(g, group[0].3, axis, full - at));
+            }
+            out.push(g.concat(&parts, axis)?);
+        } else {
+            rest.extend_from_slice(group);
+        }
+        i = j;
+    }
+    for (axis, start, end, d) in rest {
+        let full = g.shape(x).0[axis];
+        out.push(g.pad(d, axis, start, full - end)?);
+    }
+    Ok(out)
+}
+
+/// Zeros shaped like `d` except `len` long along `axis`.
+fn zeros_like_along(g: &mut Graph, d: NodeId, axis: usize, len: usize) -> NodeId {
+    let mut s = g.shape(d).clone();
+    s.0[axis] = len;
+    g.constant_typed(0.0, s, g.dtype(d))
 }
 
 /// The gradient rule of node `y` given its adjoint `dy`: one entry per operand, `None` for
@@ -379,6 +443,31 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
         Op::ScatterPlanes(_) => vec![Some(g.push(Op::GatherPlanes, vec![dy, x[1]], shape(g, x[0]))?), None],
         Op::AvgPool(w) => vec![Some(g.push(Op::AvgPoolGrad(*w), vec![dy], shape(g, x[0]))?)],
         Op::AvgPoolGrad(w) => vec![Some(g.push(Op::AvgPool(*w), vec![dy], shape(g, x[0]))?)],
+        Op::GatherRows => {
+            let rows = g.shape(x[0]).0[0];
+            vec![Some(g.scatter_add_rows(dy, x[1], rows)?), None]
+        }
+        Op::ScatterAddRows => vec![Some(g.gather_rows(dy, x[1])?), None],
+        Op::LstmCell => {
+            // One kernel computes both gradients into one flat tensor; the pieces are views.
+            let (n, h) = (g.shape(x[1]).0[0], g.shape(x[1]).0[1]);
+            let d = g.push(Op::LstmCellGrad, vec![x[0], x[1], dy], Shape(vec![5 * n * h]))?;
+            let dg = g.slice(d, 0, 0, 4 * n * h)?;
+            let dc = g.slice(d, 0, 4 * n * h, 5 * n * h)?;
+            vec![Some(g.reshape(dg, [n, 4 * h])?), Some(g.reshape(dc, [n, h])?)]
+        }
+        Op::GruCell => {
+            let (n, h) = (g.shape(x[2]).0[0], g.shape(x[2]).0[1]);
+            let d = g.push(Op::GruCellGrad, vec![y, x[2], dy], Shape(vec![7 * n * h]))?;
+            let dx = g.slice(d, 0, 0, 3 * n * h)?;
+            let dh = g.slice(d, 0, 3 * n * h, 6 * n * h)?;
+            let dp = g.slice(d, 0, 6 * n * h, 7 * n * h)?;
+            vec![
+                Some(g.reshape(dx, [n, 3 * h])?),
+                Some(g.reshape(dh, [n, 3 * h])?),
+                Some(g.reshape(dp, [n, h])?),
+            ]
+        }
         // The gradient of a conversion is the conversion back; integers carry none.
         Op::Cast(_) => {
             let from = g.dtype(x[0]);
@@ -387,7 +476,11 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
         // Indices and random masks are piecewise constant in their inputs.
         Op::MaxPoolArgmax(_) | Op::DropoutMask { .. } => vec![None; x.len()],
 
-        Op::UnaryGrad(_) | Op::SoftmaxCrossEntropyGrad { .. } | Op::OneHot { .. } => {
+        Op::UnaryGrad(_)
+        | Op::SoftmaxCrossEntropyGrad { .. }
+        | Op::OneHot { .. }
+        | Op::LstmCellGrad
+        | Op::GruCellGrad => {
             return Err(Error::NotDifferentiable(format!(
                 "{} ({}) has no gradient rule; second derivatives are not supported",
                 g.describe(y),

@@ -72,7 +72,7 @@ const WIN: Window = Window {
 };
 
 /// How many `Op` variants there are; [`op_case`] numbers them `0..OP_VARIANTS`.
-const OP_VARIANTS: usize = 29;
+const OP_VARIANTS: usize = 35;
 
 /// The case that exercises `op`'s variant (for unary, binary, reduce and matmul ops, `op`'s
 /// own attributes). No wildcard: a new `Op` variant does not compile until it has a case.
@@ -205,6 +205,12 @@ fn op_case(op: &Op) -> Case {
             let v = x(g, &[65, 33])?;
             Ok(vec![g.dropout(v, p)?])
         }),
+        Op::GatherRows => case(29, Domain::Mixed, gather),
+        Op::ScatterAddRows => case(30, Domain::Mixed, gather),
+        Op::LstmCell => case(31, Domain::Mixed, lstm),
+        Op::LstmCellGrad => case(32, Domain::Mixed, lstm),
+        Op::GruCell => case(33, Domain::Mixed, gru),
+        Op::GruCellGrad => case(34, Domain::Mixed, gru),
         // f32 → u32 (truncating; negatives give 0) → f32. f16 has no wgpu kernels yet, so the
         // f16 conversions are checked on the CPU in tests/dtypes.rs.
         Op::Cast(_) => case(28, Domain::Mixed, move |g| {
@@ -214,6 +220,29 @@ fn op_case(op: &Op) -> Case {
             Ok(vec![g.cast(u, DType::F32)?])
         }),
     }
+}
+
+/// An embedding table of 7 rows of 33 looked up by (5, 13) ids, repeats included.
+fn gather(g: &mut Graph) -> kiln::Result<Vec<NodeId>> {
+    let t = g.param("table", [7, 33], Init::Zeros)?;
+    let ids = g.labels("ids", [5, 13], 7)?;
+    Ok(vec![g.gather_rows(t, ids)?])
+}
+
+/// An LSTM cell, N = 5, H = 33, both outputs used.
+fn lstm(g: &mut Graph) -> kiln::Result<Vec<NodeId>> {
+    let gates = g.param("gates", [5, 132], Init::Zeros)?;
+    let c = g.param("c", [5, 33], Init::Zeros)?;
+    let cell = g.lstm_cell(gates, c)?;
+    Ok(vec![g.cell_part(cell, 0)?, g.cell_part(cell, 1)?])
+}
+
+/// A GRU cell, N = 5, H = 33, its whole output (state and saved activations) used.
+fn gru(g: &mut Graph) -> kiln::Result<Vec<NodeId>> {
+    let xw = g.param("xw", [5, 99], Init::Zeros)?;
+    let hw = g.param("hw", [5, 99], Init::Zeros)?;
+    let h = g.param("h", [5, 33], Init::Zeros)?;
+    Ok(vec![g.gru_cell(xw, hw, h)?])
 }
 
 /// How many `UnaryOp` variants there are, numbered by [`unary_domain`].
@@ -354,6 +383,12 @@ fn samples() -> Vec<Op> {
         Op::AvgPoolGrad(WIN),
         Op::DropoutMask { p: 0.3, key: 0 },
         Op::Cast(DType::U32),
+        Op::GatherRows,
+        Op::ScatterAddRows,
+        Op::LstmCell,
+        Op::LstmCellGrad,
+        Op::GruCell,
+        Op::GruCellGrad,
     ];
     v.extend(UNARY.map(Op::Unary));
     v.extend(BINARY.map(Op::Binary));

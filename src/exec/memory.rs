@@ -3,8 +3,8 @@
 //! for the user's budget fails in milliseconds, naming the largest tensors.
 //!
 //! Parameters live in the ParamStore's flat buffer, gradients straight in their slots of the
-//! flat gradient buffer (or of a micro-batch buffer when gradients accumulate), reshapes alias
-//! their operand, constants share one buffer, and every other tensor takes a pooled buffer that
+//! flat gradient buffer (or of a micro-batch buffer when gradients accumulate), reshapes and
+//! contiguous slices alias their operand, constants share one buffer, and every other tensor takes a pooled buffer that
 //! is reused as soon as its last reader has run.
 
 use super::schedule::Schedule;
@@ -193,7 +193,17 @@ pub(crate) fn plan(graph: &Graph, s: &Schedule, l: &Layout<'_>) -> Memory {
         if !s.needed[i] {
             continue;
         }
+        let alias = super::schedule::alias_of(graph, i);
         let v = match &n.op {
+            // A view of its operand's storage (a reshape, a contiguous slice).
+            _ if alias.is_some() => {
+                let base = view[n.inputs[0].index()].expect("operands are placed before their readers");
+                View {
+                    offset: base.offset + n.dtype.bytes(alias.unwrap_or(0)),
+                    len,
+                    ..base
+                }
+            }
             Op::Param { index } => flat(PARAMS, l.param_offset[*index], len),
             Op::Const { .. } => View {
                 buf: const_buf.expect("constants were collected"),
@@ -201,7 +211,6 @@ pub(crate) fn plan(graph: &Graph, s: &Schedule, l: &Layout<'_>) -> Memory {
                 len,
                 dtype: n.dtype,
             },
-            Op::Reshape => view[n.inputs[0].index()].expect("operands are placed before their readers"),
             _ => match l.grad_of.get(&i).and_then(|ps| ps.first()).copied() {
                 // A gradient computed straight into its parameter's slot (gradients of the f32
                 // parameters are f32: autodiff casts them back from any lower precision).
@@ -269,7 +278,11 @@ pub(crate) fn check(
             .view
             .iter()
             .enumerate()
-            .filter(|(i, v)| v.is_some() && !matches!(graph.nodes()[*i].op, Op::Reshape | Op::Param { .. }))
+            .filter(|(i, v)| {
+                v.is_some()
+                    && super::schedule::alias_of(graph, *i).is_none()
+                    && !matches!(graph.nodes()[*i].op, Op::Param { .. })
+            })
             .map(|(i, _)| (graph.nodes()[i].dtype.bytes(graph.nodes()[i].shape.numel()), i))
             .collect();
         t.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));

@@ -175,10 +175,14 @@ impl Outputs {
 
 struct InputSlot<B: Backend> {
     buf: B::Buffer,
+    /// The buffer's index in the program's table.
+    index: usize,
     shape: Shape,
     dtype: DType,
     classes: Option<usize>,
     needed: bool,
+    /// Written by the program itself at the end of each step (see [`Program::carry`]).
+    carried: bool,
 }
 
 /// A kernel list, prepared for the backend when first run.
@@ -223,6 +227,8 @@ struct Trainable<B: Backend> {
     /// With scaled gradients: the seed input the loss scale is written to, and how it moves.
     scaling: Option<(B::Buffer, DType, LossScaling)>,
     scale_state: Arc<std::sync::Mutex<Option<LossScaleState>>>,
+    /// The global gradient norm of the last update, before clipping.
+    grad_norm: Option<f32>,
 }
 
 /// A graph compiled for one backend: run it with [`Program::run`].
@@ -357,10 +363,12 @@ impl<B: Backend> Program<B> {
                     name.clone(),
                     InputSlot {
                         buf: buffers[v.buf].clone(),
+                        index: v.buf,
                         shape: n.shape.clone(),
                         dtype: n.dtype,
                         classes: *classes,
                         needed: sched.needed[i],
+                        carried: false,
                     },
                 );
             }
@@ -438,6 +446,7 @@ impl<B: Backend> Program<B> {
                             (buffers[v.buf].clone(), v.dtype, t.loss_scaling)
                         }),
                         scale_state: store.scaling.clone(),
+                        grad_norm: None,
                     }),
                     t.accumulate,
                 )
@@ -526,7 +535,11 @@ impl<B: Backend> Program<B> {
             }
         }
         for (name, slot) in &self.inputs {
-            if slot.needed && name != crate::autodiff::LOSS_SCALE_INPUT && !feeds.iter().any(|(n, _)| n == name) {
+            if slot.needed
+                && !slot.carried
+                && name != crate::autodiff::LOSS_SCALE_INPUT
+                && !feeds.iter().any(|(n, _)| n == name)
+            {
                 return Err(Error::MissingFeed { name: name.clone() });
             }
         }
@@ -623,7 +636,7 @@ impl<B: Backend> Program<B> {
                 .backend
                 .execute(self.fused.get(&self.backend, &self.buffers)?, &u, &views)?;
             let stats = to_f32(&data.pop().expect("the statistics were fetched"), DType::F32);
-            self.finish_update(&stats, 1)?;
+            self.finish_update(&stats, 1, u.grad_scale)?;
             return Ok(self.outputs(data));
         }
         let out = self.gradients_only(&views)?;
@@ -682,13 +695,15 @@ impl<B: Backend> Program<B> {
             .backend
             .execute(t.update.get(&self.backend, &self.buffers)?, &u, &[stats_view])?;
         let stats = to_f32(&data.pop().expect("the statistics were fetched"), DType::F32);
-        self.finish_update(&stats, n)
+        self.finish_update(&stats, n, u.grad_scale)
     }
 
-    /// After an update ran on the device: count it, or explain why it was skipped.
-    fn finish_update(&mut self, stats: &[f32], micro: usize) -> Result<()> {
+    /// After an update ran on the device: count it, or explain why it was skipped. `grad_scale`
+    /// is what the update multiplied the gradient buffer by.
+    fn finish_update(&mut self, stats: &[f32], micro: usize, grad_scale: f32) -> Result<()> {
         let t = self.training.as_mut().expect("a training program");
         t.pending = 0;
+        t.grad_norm = Some(stats[0].max(0.0).sqrt() * grad_scale);
         let scaling = t.scaling.as_ref().map(|s| s.2);
         let mut state = t
             .scale_state
@@ -787,6 +802,77 @@ impl<B: Backend> Program<B> {
         self.training.as_ref().map(|tr| tr.schedule.at(t))
     }
 
+    /// The global L2 norm of the gradients the last update applied (averaged over accumulated
+    /// micro-batches, loss scale removed), before any clipping: what `clip_grad_norm_` returns
+    /// in PyTorch. `None` before the first update or for an inference program.
+    pub fn grad_norm(&self) -> Option<f32> {
+        self.training.as_ref().and_then(|t| t.grad_norm)
+    }
+
+    /// After every step, copy the value of `from` (a node this program fetches) into the input
+    /// `input` (same shape and type), so the next step starts from it without a round trip
+    /// through the host: how a recurrent model carries its state from one window of a sequence
+    /// to the next (truncated backpropagation through time: an input is a leaf, so no gradient
+    /// crosses the boundary). A carried input need not be fed (feeding it overrides the carried
+    /// value for that step); it starts at zero and [`Program::reset_carried`] zeroes it again.
+    pub fn carry(&mut self, from: NodeId, input: &str) -> Result<()> {
+        let Some(&(_, src, ref shape)) = self.fetches.iter().find(|f| f.0 == from) else {
+            return crate::error::invalid(
+                "carry",
+                format!(
+                    "node #{} is not fetched by this program; fetch it to carry it",
+                    from.index()
+                ),
+            );
+        };
+        let slot = self.inputs.get(input).ok_or_else(|| {
+            let mut known: Vec<String> = self.inputs.keys().cloned().collect();
+            known.sort();
+            Error::UnknownFeed {
+                name: input.to_string(),
+                known,
+            }
+        })?;
+        if slot.shape != *shape || slot.dtype != src.dtype {
+            return crate::error::invalid(
+                "carry",
+                format!(
+                    "node #{} is {:?} {} but input `{input}` is {:?} {}",
+                    from.index(),
+                    shape.0,
+                    src.dtype,
+                    slot.shape.0,
+                    slot.dtype
+                ),
+            );
+        }
+        // An input has its own buffer, from offset 0.
+        let dst = View {
+            buf: slot.index,
+            offset: 0,
+            len: src.len,
+            dtype: src.dtype,
+        };
+        let copy = Kernel::Copy { src, dst };
+        self.fused.kernels.push(copy.clone());
+        self.fused.prepared = None;
+        if let Some(t) = self.training.as_mut() {
+            t.grads.kernels.push(copy);
+            t.grads.prepared = None;
+        }
+        self.inputs.get_mut(input).expect("looked up above").carried = true;
+        Ok(())
+    }
+
+    /// Zero every carried input (the start of a new sequence).
+    pub fn reset_carried(&mut self) -> Result<()> {
+        for slot in self.inputs.values().filter(|s| s.carried) {
+            let bytes = vec![0u8; slot.dtype.bytes(slot.shape.numel()).div_ceil(4) * 4];
+            self.backend.write(&slot.buf, 0, &bytes)?;
+        }
+        Ok(())
+    }
+
     /// Number of kernels one step runs (gradients and update).
     pub fn kernel_count(&self) -> usize {
         self.fused.kernels.len()
@@ -877,7 +963,7 @@ fn lower(
     };
     for &i in &s.order {
         let n = &nodes[i];
-        if n.op.is_leaf() || matches!(n.op, Op::Reshape) {
+        if n.op.is_leaf() || schedule::alias_of(graph, i).is_some() {
             continue;
         }
         let out = m.view[i].expect("computed nodes are placed");

@@ -12,7 +12,8 @@ pub(crate) struct Schedule {
     pub needed: Vec<bool>,
     /// Parameter state updates this program applies after its forward pass (batch norm).
     pub assigns: Vec<(usize, NodeId)>,
-    /// The node whose storage node `i` uses: reshapes alias their operand.
+    /// The node whose storage node `i` uses: reshapes and contiguous slices alias their
+    /// operand (see [`alias_of`]).
     pub root: Vec<usize>,
     /// Storage roots that must survive the whole step (fetched, assigned, checked).
     pub persistent: Vec<bool>,
@@ -72,7 +73,7 @@ pub(crate) fn select(
 
     let mut root: Vec<usize> = (0..nodes.len()).collect();
     for (i, n) in nodes.iter().enumerate() {
-        if matches!(n.op, Op::Reshape) {
+        if alias_of(graph, i).is_some() {
             root[i] = root[n.inputs[0].index()];
         }
     }
@@ -95,5 +96,24 @@ pub(crate) fn select(
         root,
         persistent,
         last_use,
+    }
+}
+
+/// When node `i` is a view of its operand's storage rather than a computed tensor: the element
+/// offset of its first element there. Reshapes alias at offset 0; a slice aliases when it is one
+/// contiguous run of its operand (every axis before the sliced one has size 1, as when a
+/// sequence `(T, N, F)` is cut into time steps) and starts on a 4-byte boundary.
+pub(crate) fn alias_of(graph: &Graph, i: usize) -> Option<usize> {
+    let n = &graph.nodes()[i];
+    match n.op {
+        Op::Reshape => Some(0),
+        Op::Slice { axis, start, .. } => {
+            let dims = &graph.shape(n.inputs[0]).0;
+            let inner: usize = dims[axis + 1..].iter().product();
+            let first = start * inner;
+            let contiguous = dims[..axis].iter().all(|&d| d == 1);
+            (contiguous && n.dtype.bytes(first).is_multiple_of(4)).then_some(first)
+        }
+        _ => None,
     }
 }

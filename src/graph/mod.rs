@@ -4,6 +4,7 @@
 mod conv;
 mod dot;
 mod op;
+mod rnn;
 
 pub use op::{BinaryOp, Op, ReduceOp, UnaryOp, Window};
 
@@ -266,6 +267,10 @@ impl Graph {
                 index(d[1], "pooling indices")?;
                 float(&d[..1])
             }
+            Op::GatherRows | Op::ScatterAddRows => {
+                index(d[1], "ids")?;
+                float(&d[..1])
+            }
             Op::SoftmaxCrossEntropy { .. } => {
                 index(d[1], "labels")?;
                 float(&d[..1])
@@ -294,7 +299,11 @@ impl Graph {
             | Op::Im2Col(_)
             | Op::Col2Im(_)
             | Op::AvgPool(_)
-            | Op::AvgPoolGrad(_) => float(&d),
+            | Op::AvgPoolGrad(_)
+            | Op::LstmCell
+            | Op::LstmCellGrad
+            | Op::GruCell
+            | Op::GruCellGrad => float(&d),
         }
     }
 

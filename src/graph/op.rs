@@ -233,6 +233,28 @@ pub enum Op {
     AvgPool(Window),
     /// The adjoint of [`Op::AvgPool`]: `dy (N, C, OH, OW)` → `(N, C, H, W)`.
     AvgPoolGrad(Window),
+    /// Rows of a table picked by index (an embedding lookup): inputs `[table (V, E), ids (…) u32]`
+    /// → `(…, E)`. Ids must be below `V` (feed them as labels with `V` classes to have that
+    /// checked): the CPU backend reports one that is not, a GPU writes a row of zeros.
+    GatherRows,
+    /// The adjoint of [`Op::GatherRows`]: inputs `[dy (…, E), ids (…)]` → `(V, E)`, row `v` the
+    /// sum of the `dy` rows whose id is `v`, added in index order (deterministic: no atomics).
+    ScatterAddRows,
+    /// One LSTM step in PyTorch's gate order (i, f, g, o): inputs `[gates (N, 4H), c (N, H)]`,
+    /// the pre-activations `x·W_ihᵀ + b_ih + h·W_hhᵀ + b_hh` and the previous cell state →
+    /// `(2, N, H)` holding `h' = o ⊙ tanh(c')` and `c' = f ⊙ c + i ⊙ g`.
+    LstmCell,
+    /// The adjoint of [`Op::LstmCell`]: inputs `[gates, c, dy (2, N, H)]` → `(N·4H + N·H)`: the
+    /// gradient of the gates `(N, 4H)` followed by that of `c` `(N, H)`.
+    LstmCellGrad,
+    /// One GRU step in PyTorch's gate order (r, z, n): inputs `[xw (N, 3H), hw (N, 3H), h (N, H)]`
+    /// with `xw = x·W_ihᵀ + b_ih` and `hw = h·W_hhᵀ + b_hh` → `(5, N, H)` holding
+    /// `h' = (1 − z) ⊙ n + z ⊙ h`, then the activations `r`, `z`, `n` and `hn` (the hidden part of
+    /// `n`'s pre-activation) that the backward pass reads.
+    GruCell,
+    /// The adjoint of [`Op::GruCell`]: inputs `[cell (5, N, H), h (N, H), dy (5, N, H)]` →
+    /// `(N·3H + N·3H + N·H)`: the gradients of `xw`, `hw` and `h`.
+    GruCellGrad,
     /// Convert to another element type: floats round to nearest (even), f32 → u32 truncates
     /// toward zero (negative values and NaN give 0), u32 → float is exact below 2²⁴.
     Cast(crate::shape::DType),
@@ -277,6 +299,12 @@ impl Op {
             Op::ScatterPlanes(_) => "scatter_planes",
             Op::AvgPool(_) => "avg_pool",
             Op::AvgPoolGrad(_) => "avg_pool_grad",
+            Op::GatherRows => "gather_rows",
+            Op::ScatterAddRows => "scatter_add_rows",
+            Op::LstmCell => "lstm_cell",
+            Op::LstmCellGrad => "lstm_cell_grad",
+            Op::GruCell => "gru_cell",
+            Op::GruCellGrad => "gru_cell_grad",
             Op::Cast(_) => "cast",
             Op::DropoutMask { .. } => "dropout_mask",
         }

@@ -9,8 +9,10 @@
 
 mod activation;
 mod conv;
+mod rnn;
 
 pub use conv::{AvgPool2d, BatchNorm, Conv2d, Dropout, MaxPool2d, ResidualBlock};
+pub use rnn::{Cell, Embedding, Gru, Lstm, Recurrent, RecurrentOutput, Rnn};
 
 use crate::error::Result;
 use crate::graph::{Graph, NodeId};

@@ -313,6 +313,35 @@ pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape, u: &
                 out[i * classes + y as usize] = 1.0;
             }
         }
+        Op::GatherRows => {
+            // table (V, E), ids (…) → (…, E)
+            let (v, e) = (xs[0].0[0], xs[0].0[1]);
+            for (o, &id) in out.chunks_mut(e).zip(x[1]) {
+                let r = id as usize;
+                if r >= v {
+                    return Err(format!("id {r} is outside the table's {v} rows"));
+                }
+                o.copy_from_slice(&x[0][r * e..(r + 1) * e]);
+            }
+        }
+        Op::ScatterAddRows => {
+            // dy (…, E), ids (…) → (V, E), summed in index order
+            let (v, e) = (os.0[0], os.0[1]);
+            out.fill(0.0);
+            for (d, &id) in x[0].chunks(e).zip(x[1]) {
+                let r = id as usize;
+                if r >= v {
+                    return Err(format!("id {r} is outside the table's {v} rows"));
+                }
+                for (o, &d) in out[r * e..(r + 1) * e].iter_mut().zip(d) {
+                    *o += d;
+                }
+            }
+        }
+        Op::LstmCell => lstm_cell(x[0], x[1], &xs[1], out),
+        Op::LstmCellGrad => lstm_cell_grad(x[0], x[1], x[2], &xs[1], out),
+        Op::GruCell => gru_cell(x[0], x[1], x[2], &xs[2], out),
+        Op::GruCellGrad => gru_cell_grad(x[0], x[1], x[2], &xs[1], out),
         Op::Im2Col(w) => im2col(w, x[0], &xs[0], out, false)?,
         Op::Col2Im(w) => {
             out.fill(0.0);
@@ -609,4 +638,101 @@ pub fn update(up: &UpdateKernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &Step
         *bufs[s] = v;
     }
     Ok(())
+}
+
+/// LSTM step: gates (N, 4H) in order i, f, g, o; c (N, H) → out (2, N, H) = [h', c'].
+fn lstm_cell(gates: &[f32], c: &[f32], cs: &Shape, out: &mut [f32]) {
+    let (n, h) = (cs.0[0], cs.0[1]);
+    let (hs, cn) = out.split_at_mut(n * h);
+    for r in 0..n {
+        let a = &gates[r * 4 * h..(r + 1) * 4 * h];
+        for j in 0..h {
+            let (i, f, g, o) = (
+                sigmoid(a[j]),
+                sigmoid(a[h + j]),
+                a[2 * h + j].tanh(),
+                sigmoid(a[3 * h + j]),
+            );
+            let c2 = f * c[r * h + j] + i * g;
+            cn[r * h + j] = c2;
+            hs[r * h + j] = o * c2.tanh();
+        }
+    }
+}
+
+/// The LSTM step's adjoint: gates, c, dy (2, N, H) → [d gates (N, 4H); d c (N, H)].
+fn lstm_cell_grad(gates: &[f32], c: &[f32], dy: &[f32], cs: &Shape, out: &mut [f32]) {
+    let (n, h) = (cs.0[0], cs.0[1]);
+    let (dg, dc) = out.split_at_mut(4 * n * h);
+    for r in 0..n {
+        let a = &gates[r * 4 * h..(r + 1) * 4 * h];
+        let d = &mut dg[r * 4 * h..(r + 1) * 4 * h];
+        for j in 0..h {
+            let k = r * h + j;
+            let (i, f, g, o) = (
+                sigmoid(a[j]),
+                sigmoid(a[h + j]),
+                a[2 * h + j].tanh(),
+                sigmoid(a[3 * h + j]),
+            );
+            let c2 = f * c[k] + i * g;
+            let tc = c2.tanh();
+            let (dh, dcn) = (dy[k], dy[n * h + k]);
+            let dct = dcn + dh * o * (1.0 - tc * tc);
+            d[j] = dct * g * i * (1.0 - i);
+            d[h + j] = dct * c[k] * f * (1.0 - f);
+            d[2 * h + j] = dct * i * (1.0 - g * g);
+            d[3 * h + j] = dh * tc * o * (1.0 - o);
+            dc[k] = dct * f;
+        }
+    }
+}
+
+/// GRU step: xw, hw (N, 3H) in order r, z, n; h (N, H) → out (5, N, H) = [h', r, z, n, hn].
+fn gru_cell(xw: &[f32], hw: &[f32], hp: &[f32], hs: &Shape, out: &mut [f32]) {
+    let (n, h) = (hs.0[0], hs.0[1]);
+    let nh = n * h;
+    for r in 0..n {
+        for j in 0..h {
+            let (b, k) = (r * 3 * h, r * h + j);
+            let rg = sigmoid(xw[b + j] + hw[b + j]);
+            let z = sigmoid(xw[b + h + j] + hw[b + h + j]);
+            let hn = hw[b + 2 * h + j];
+            let nn = (xw[b + 2 * h + j] + rg * hn).tanh();
+            out[k] = (1.0 - z) * nn + z * hp[k];
+            out[nh + k] = rg;
+            out[2 * nh + k] = z;
+            out[3 * nh + k] = nn;
+            out[4 * nh + k] = hn;
+        }
+    }
+}
+
+/// The GRU step's adjoint: cell (5, N, H), h (N, H), dy (5, N, H) → [d xw (N, 3H); d hw (N, 3H);
+/// d h (N, H)]. The gradients arriving at the saved activations (rows 1–4) are added to theirs.
+fn gru_cell_grad(cell: &[f32], hp: &[f32], dy: &[f32], hs: &Shape, out: &mut [f32]) {
+    let (n, h) = (hs.0[0], hs.0[1]);
+    let nh = n * h;
+    let (dx, rest) = out.split_at_mut(3 * nh);
+    let (dhw, dh) = rest.split_at_mut(3 * nh);
+    for r in 0..n {
+        for j in 0..h {
+            let (b, k) = (r * 3 * h, r * h + j);
+            let (rg, z, nn, hn) = (cell[nh + k], cell[2 * nh + k], cell[3 * nh + k], cell[4 * nh + k]);
+            let d = dy[k];
+            let dn = d * (1.0 - z) + dy[3 * nh + k];
+            let dz = d * (hp[k] - nn) + dy[2 * nh + k];
+            let dan = dn * (1.0 - nn * nn);
+            let dr = dan * hn + dy[nh + k];
+            let dar = dr * rg * (1.0 - rg);
+            let daz = dz * z * (1.0 - z);
+            dx[b + j] = dar;
+            dx[b + h + j] = daz;
+            dx[b + 2 * h + j] = dan;
+            dhw[b + j] = dar;
+            dhw[b + h + j] = daz;
+            dhw[b + 2 * h + j] = dan * rg + dy[4 * nh + k];
+            dh[k] = d * z;
+        }
+    }
 }

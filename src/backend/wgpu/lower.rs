@@ -5,6 +5,7 @@
 pub use super::kernels::{Dispatch, Family, Grid, MAX_RANK};
 
 use super::kernels::conv::{self, Entry};
+use super::kernels::rnn::{self, Entry as RnnEntry};
 use super::kernels::{coalesce, elementwise as ew, matmul, optim, reduce, softmax};
 use crate::backend::{Kernel, View};
 use crate::graph::{Op, Window};
@@ -128,6 +129,18 @@ fn lower_untyped(k: &Kernel) -> Result<Vec<Dispatch>, String> {
             };
             softmax::rows(kind, rows, c, x, out)
         }
+        Op::GatherRows => {
+            let e = xs[0].dims()[1];
+            rnn::rnn(RnnEntry::GatherRows, xs[1].numel(), e, xs[0].dims()[0], x, out)
+        }
+        Op::ScatterAddRows => {
+            let e = os.dims()[1];
+            rnn::rnn(RnnEntry::ScatterAddRows, xs[1].numel(), e, os.dims()[0], x, out)
+        }
+        Op::LstmCell => rnn::rnn(RnnEntry::LstmCell, xs[1].dims()[0], xs[1].dims()[1], 0, x, out),
+        Op::LstmCellGrad => rnn::rnn(RnnEntry::LstmCellGrad, xs[1].dims()[0], xs[1].dims()[1], 0, x, out),
+        Op::GruCell => rnn::rnn(RnnEntry::GruCell, xs[2].dims()[0], xs[2].dims()[1], 0, x, out),
+        Op::GruCellGrad => rnn::rnn(RnnEntry::GruCellGrad, xs[1].dims()[0], xs[1].dims()[1], 0, x, out),
         Op::Cast(_) => ew::convert(n, x[0], out)?,
         Op::OneHot { classes } => ew::one_hot(n, *classes, x[0], out),
         Op::DropoutMask { p, key } => ew::dropout_mask(n, out, *p, *key),

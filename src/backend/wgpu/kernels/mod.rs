@@ -12,6 +12,7 @@ pub mod elementwise;
 pub mod matmul;
 pub mod optim;
 pub mod reduce;
+pub mod rnn;
 pub mod softmax;
 
 use crate::backend::StepUniforms;
@@ -37,17 +38,20 @@ pub enum Family {
     Conv,
     /// optim.wgsl
     Optim,
+    /// rnn.wgsl
+    Rnn,
 }
 
 impl Family {
     /// Every family, for shader validation.
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Elementwise,
         Family::Reduce,
         Family::Matmul,
         Family::Softmax,
         Family::Conv,
         Family::Optim,
+        Family::Rnn,
     ];
 
     /// The WGSL compiled for f32 (and u32) tensors: [`Family::source_with`] all words.
@@ -65,6 +69,7 @@ impl Family {
             Family::Matmul => include_str!("../../../../shaders/matmul.wgsl").to_string(),
             Family::Softmax => include_str!("../../../../shaders/softmax.wgsl").to_string(),
             Family::Conv => include_str!("../../../../shaders/conv.wgsl").to_string(),
+            Family::Rnn => include_str!("../../../../shaders/rnn.wgsl").to_string(),
             Family::Optim => {
                 return format!(
                     "{}\n{}",
@@ -362,9 +367,10 @@ pub fn mirrors() -> Vec<Mirror> {
     use matmul::Matmul;
     use optim::{Segment, Update};
     use reduce::{GradStats, Reduce, Span};
+    use rnn::Rnn;
     use softmax::Softmax;
-    let (ew, re, mm, sm, cv, op) =
-        (Family::Elementwise, Family::Reduce, Family::Matmul, Family::Softmax, Family::Conv, Family::Optim);
+    let (ew, re, mm, sm, cv, op, rn) =
+        (Family::Elementwise, Family::Reduce, Family::Matmul, Family::Softmax, Family::Conv, Family::Optim, Family::Rnn);
     vec![
         mirror!(ew, Step { lr, t, step, seed, b1, one_minus_b1, b2, one_minus_b2, eps, inv_bias1, inv_bias2, grad_scale }),
         mirror!(ew, Unary { n, op, a_off, b_off, out_off, p0, p1 }),
@@ -383,6 +389,7 @@ pub fn mirrors() -> Vec<Mirror> {
         mirror!(cv, Conv { invocations, n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, a_off, out_off, b_off }),
         mirror!(op, Update { nseg, clip_on, clip, norm_on, max_norm, weight_decay, stats_off, n }, table: "segments" of Segment),
         mirror!(op, Segment { offset, len, decay }),
+        mirror!(rn, Rnn { invocations, n, h, v, a_off, b_off, c_off, out_off }),
     ]
 }
 
