@@ -139,7 +139,7 @@ fn gradients_from(g: &mut Graph, loss: NodeId, wrt: &[NodeId], seed: Option<Node
         if contribs[i].is_empty() {
             continue;
         }
-        let parts = std::mem::take(&mut contribs[i]);
+        let parts = merge_outer_products(g, std::mem::take(&mut contribs[i]))?;
         let mut dy = parts[0];
         for &p in &parts[1..] {
             dy = g.add(dy, p)?;
@@ -203,6 +203,45 @@ fn join_slices(g: &mut Graph, x: NodeId, mut pieces: Vec<(usize, usize, usize, N
         out.push(g.pad(d, axis, start, full - end)?);
     }
     Ok(out)
+}
+
+/// Contributions `A_kᵀ·B_k` of the same shape (a weight used at every step of an unrolled
+/// sequence gets one per step) summed as one product `[A_1; …; A_T]ᵀ·[B_1; …; B_T]`: one GEMM
+/// over concatenated operands instead of T small ones and T − 1 additions of the full weight.
+fn merge_outer_products(g: &mut Graph, parts: Vec<NodeId>) -> Result<Vec<NodeId>> {
+    let outer = |g: &Graph, p: NodeId| -> Option<(usize, usize)> {
+        let n = g.node(p);
+        let ok = matches!(n.op, Op::MatMul { ta: true, tb: false })
+            && n.inputs.iter().all(|&x| g.shape(x).rank() == 2)
+            && g.shape(n.inputs[0]).0[0] == g.shape(n.inputs[1]).0[0];
+        ok.then(|| (n.shape.0[0], n.shape.0[1]))
+    };
+    let mut rest = Vec::new();
+    let mut groups: Vec<((usize, usize), Vec<NodeId>)> = Vec::new();
+    for p in parts {
+        match outer(g, p) {
+            Some(k) => match groups
+                .iter_mut()
+                .find(|(key, ps)| *key == k && g.dtype(ps[0]) == g.dtype(p))
+            {
+                Some((_, ps)) => ps.push(p),
+                None => groups.push((k, vec![p])),
+            },
+            None => rest.push(p),
+        }
+    }
+    for (_, ps) in groups {
+        if ps.len() == 1 {
+            rest.push(ps[0]);
+            continue;
+        }
+        let a: Vec<NodeId> = ps.iter().map(|&p| g.node(p).inputs[0]).collect();
+        let b: Vec<NodeId> = ps.iter().map(|&p| g.node(p).inputs[1]).collect();
+        let a = g.concat(&a, 0)?;
+        let b = g.concat(&b, 0)?;
+        rest.push(g.matmul_t(a, b, true, false)?);
+    }
+    Ok(rest)
 }
 
 /// Zeros shaped like `d` except `len` long along `axis`.

@@ -235,7 +235,10 @@ fn saving_is_atomic_under_kill() {
         assert!(t["small"].data.iter().all(|&v| v == epoch));
         loaded += 1;
     }
-    assert!(loaded >= 8, "only {loaded} of {round} killed children left a checkpoint to check");
+    assert!(
+        loaded >= 8,
+        "only {loaded} of {round} killed children left a checkpoint to check"
+    );
 }
 
 /// A LeNet-5 trained and saved by PyTorch (`tools/torch_lenet_safetensors.py export`, its names

@@ -176,6 +176,26 @@ fn time_steps_join_into_one_concatenation_not_a_sum_of_padded_copies() {
 }
 
 #[test]
+fn a_weight_used_at_every_step_gets_its_gradient_from_one_product() {
+    let mut g = Graph::new();
+    let r = Recurrent::lstm(&mut g, "r", 3, 5, 1).unwrap();
+    let x = g.input("x", [9, 2, 3]).unwrap();
+    let o = r.forward(&mut g, x, None, None).unwrap();
+    let l = g.sum_all(o.output).unwrap();
+    let grads = kiln::backward(&mut g, l).unwrap();
+    let w_hh = g.params().iter().find(|p| p.name == "r.weight_hh_l0").unwrap().node;
+    let d = grads.of(&g, w_hh).unwrap();
+    // The gradient node is the product itself, over all 8 steps that read W_hh.
+    assert!(
+        matches!(g.node(d).op, Op::MatMul { ta: true, tb: false }),
+        "{:?}",
+        g.node(d).op
+    );
+    let a = g.node(d).inputs[0];
+    assert_eq!(g.shape(a).dims(), &[16, 20]);
+}
+
+#[test]
 fn gpu_matches_cpu_on_awkward_sizes() {
     // (cell, T, N, I, H, layers)
     let shapes = [
@@ -266,3 +286,185 @@ fn carry_checks_what_it_is_given() {
     let e = p.carry(x, "x").unwrap_err().to_string();
     assert!(e.contains("not fetched"), "{e}");
 }
+
+/// Learn to echo the symbol seen two steps earlier (vocabulary 4, windows of 8): embedding →
+/// recurrent layer → linear, 150 Adam steps; accuracy on the steps that have an answer.
+fn learns_delayed_echo<B: kiln::Backend>(dev: &B, cell: Cell) -> f32 {
+    let (t, n, v, h) = (8, 16, 4, 16);
+    let mut g = Graph::new();
+    let emb = Embedding::new(&mut g, "emb", v, 8).unwrap();
+    let rnn = Recurrent::new(&mut g, "rnn", cell, 8, h, 1).unwrap();
+    let head = kiln::nn::Linear::new(&mut g, "head", h, v).unwrap();
+    let x = g.labels("x", [t, n], v).unwrap();
+    let y = g.labels("y", [t * n], v).unwrap();
+    let e = emb.forward(&mut g, x).unwrap();
+    let o = rnn.forward(&mut g, e, None, None).unwrap();
+    let flat = g.reshape(o.output, [t * n, h]).unwrap();
+    let logits = head.forward(&mut g, flat).unwrap();
+    let l = kiln::loss::cross_entropy(&mut g, logits, y).unwrap();
+    let grads = kiln::backward(&mut g, l).unwrap();
+    let mut store = ParamStore::new(dev, &g, 3).unwrap();
+    let opt = kiln::Optimizer::adam(1e-2).clip_norm(5.0);
+    let mut p = Program::compile(&g, &mut store, &[l, logits], Some(kiln::Training::new(&grads, &opt))).unwrap();
+    let mut rng = kiln::rng::Rng::new(11);
+    let mut batch = || {
+        let xs: Vec<u32> = (0..t * n).map(|_| rng.below(v) as u32).collect();
+        // Time-major: step s of lane b is xs[s·n + b]; the answer at s is the input at s − 2.
+        let ys: Vec<u32> = (0..t * n).map(|i| if i >= 2 * n { xs[i - 2 * n] } else { 0 }).collect();
+        (xs, ys)
+    };
+    for _ in 0..150 {
+        let (xs, ys) = batch();
+        p.run(&[("x", Feed::Labels(&xs)), ("y", Feed::Labels(&ys))]).unwrap();
+    }
+    let (xs, ys) = batch();
+    let out = p.run(&[("x", Feed::Labels(&xs)), ("y", Feed::Labels(&ys))]).unwrap();
+    let pred = out.get(logits).unwrap().argmax_rows();
+    let hits = (2 * n..t * n).filter(|&i| pred[i] == ys[i] as usize).count();
+    hits as f32 / ((t - 2) * n) as f32
+}
+
+backend_test!(fn every_recurrent_layer_learns_a_delayed_echo(dev) {
+    for cell in [Cell::Tanh, Cell::Lstm, Cell::Gru] {
+        let acc = learns_delayed_echo(dev, cell);
+        assert!(acc > 0.9, "{cell:?} reached {:.0}% on the echo task", 100.0 * acc);
+    }
+});
+
+/// A tensor of the fixture as (shape, f32 data).
+fn tensor(v: &serde_json::Value) -> (Vec<usize>, Vec<f32>) {
+    let shape = v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    let data = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_f64().unwrap() as f32)
+        .collect();
+    (shape, data)
+}
+
+/// PyTorch's weights (`tools/torch_rnn_reference.py`, float64) loaded by name into Kiln's layers
+/// give PyTorch's outputs, final states and gradients: the names, layouts and gate orders match.
+fn matches_pytorch<B: kiln::Backend>(dev: &B) {
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/torch_rnn.json")).expect("tests/fixtures/torch_rnn.json parses");
+    for (case, c) in fixture["cases"].as_object().unwrap() {
+        let mut g = Graph::new();
+        let mut feeds: Vec<(String, Vec<f32>)> = vec![];
+        let mut checks: Vec<(String, NodeId, Vec<f32>)> = vec![];
+        let mut wrt: Vec<(String, NodeId)> = vec![];
+        let loss = if c["kind"] == "embedding" {
+            let (ws, w) = tensor(&c["params"]["weight"]);
+            let e = Embedding::new(&mut g, "emb", ws[0], ws[1]).unwrap();
+            let ids: Vec<u32> = c["ids"]["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let i = g.labels("ids", [2, 4], ws[0]).unwrap();
+            let out = e.forward(&mut g, i).unwrap();
+            feeds.push(("emb.weight".into(), w));
+            feeds.push(("ids".into(), ids.iter().map(|&v| v as f32).collect()));
+            wrt.push(("weight".into(), e.weight));
+            checks.push(("out".into(), out, tensor(&c["out"]).1));
+            let wo = g.input("w_out", g.shape(out).clone()).unwrap();
+            feeds.push(("w_out".into(), tensor(&c["w_out"]).1));
+            let t = g.mul(out, wo).unwrap();
+            g.sum_all(t).unwrap()
+        } else {
+            let cell = match c["kind"].as_str().unwrap() {
+                "lstm" => Cell::Lstm,
+                "gru" => Cell::Gru,
+                "rnn_tanh" => Cell::Tanh,
+                "rnn_relu" => Cell::Relu,
+                k => panic!("unknown kind {k}"),
+            };
+            let n = |k: &str| c[k].as_u64().unwrap() as usize;
+            let r = Recurrent::new(&mut g, "r", cell, n("input_size"), n("hidden_size"), n("num_layers")).unwrap();
+            for (name, v) in c["params"].as_object().unwrap() {
+                feeds.push((format!("r.{name}"), tensor(v).1));
+                let node = g
+                    .params()
+                    .iter()
+                    .find(|p| p.name == format!("r.{name}"))
+                    .unwrap_or_else(|| panic!("{case}: no parameter r.{name}"))
+                    .node;
+                assert_eq!(g.shape(node).dims(), &tensor(v).0[..], "{case}: shape of {name}");
+                wrt.push((name.clone(), node));
+            }
+            let mut arg = |g: &mut Graph, k: &str| -> Option<NodeId> {
+                if c[k].is_null() {
+                    return None;
+                }
+                let (s, d) = tensor(&c[k]);
+                let p = g.param(k, s, Init::Zeros).unwrap();
+                feeds.push((k.into(), d));
+                wrt.push((k.into(), p));
+                Some(p)
+            };
+            let x = arg(&mut g, "x").unwrap();
+            let h0 = arg(&mut g, "h0");
+            let c0 = arg(&mut g, "c0");
+            let o = r.forward(&mut g, x, h0, c0).unwrap();
+            let mut terms = vec![(o.output, "out", "w_out"), (o.h, "h_n", "w_h")];
+            if let Some(cn) = o.c {
+                terms.push((cn, "c_n", "w_c"));
+            }
+            let mut loss = None;
+            for (node, name, w) in terms {
+                checks.push((name.into(), node, tensor(&c[name]).1));
+                let wi = g.input(w, g.shape(node).clone()).unwrap();
+                feeds.push((w.into(), tensor(&c[w]).1));
+                let t = g.mul(node, wi).unwrap();
+                let s = g.sum_all(t).unwrap();
+                loss = Some(match loss {
+                    None => s,
+                    Some(l) => g.add(l, s).unwrap(),
+                });
+            }
+            loss.unwrap()
+        };
+        let nodes: Vec<NodeId> = wrt.iter().map(|w| w.1).collect();
+        let grads = kiln::gradients(&mut g, loss, &nodes).unwrap();
+        for ((name, _), gr) in wrt.iter().zip(grads) {
+            checks.push((format!("d {name}"), gr.unwrap(), tensor(&c["grads"][name.as_str()]).1));
+        }
+        let mut store = ParamStore::new(dev, &g, 0).unwrap();
+        let mut inputs: Vec<(&str, Vec<f32>)> = vec![];
+        for (k, v) in &feeds {
+            if g.params().iter().any(|p| &p.name == k) {
+                store.set(k, v).unwrap();
+            } else {
+                inputs.push((k.as_str(), v.clone()));
+            }
+        }
+        let fetch: Vec<NodeId> = checks.iter().map(|c| c.1).collect();
+        let mut p = Program::compile(&g, &mut store, &fetch, None).unwrap();
+        let ids: Vec<Vec<u32>> = inputs
+            .iter()
+            .map(|(_, v)| v.iter().map(|&x| x as u32).collect())
+            .collect();
+        let run_feeds: Vec<(&str, Feed<'_>)> = inputs
+            .iter()
+            .zip(&ids)
+            .map(|((k, v), u)| (*k, if *k == "ids" { Feed::Labels(u) } else { Feed::F32(v) }))
+            .collect();
+        let out = p.run(&run_feeds).unwrap();
+        for (what, node, want) in &checks {
+            let got = &out.get(*node).unwrap().data;
+            if let Err(e) = check_close(got, want, 1e-5, 1e-4) {
+                panic!("{case}: {what}: {e}");
+            }
+        }
+    }
+}
+
+backend_test!(fn recurrent_layers_load_pytorch_weights_and_match_its_outputs_and_gradients(dev) {
+    matches_pytorch(dev);
+});

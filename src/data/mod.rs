@@ -2,6 +2,7 @@
 //! sets, seeded shuffling, mini-batches, normalisation and validation splits.
 
 mod idx;
+pub mod text;
 
 pub use idx::{parse_idx, read_idx, IdxArray};
 
