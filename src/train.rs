@@ -298,7 +298,7 @@ impl<B: Backend> Trainer<B> {
             let start = Instant::now();
             for s in 0..steps {
                 let idx = &order[s * self.batch..(s + 1) * self.batch];
-                data.gather(idx, &mut x, &mut y);
+                data.gather(idx, &mut x, &mut y)?;
                 let out = self.train.run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))])?;
                 let l = out.scalar(self.loss)?;
                 if !l.is_finite() {
@@ -387,7 +387,7 @@ impl<B: Backend> Trainer<B> {
         let order: Vec<usize> = (0..data.len()).collect();
         let (mut loss_sum, mut hits) = (0f64, 0usize);
         for idx in order.chunks(self.batch) {
-            data.gather(idx, &mut x, &mut y);
+            data.gather(idx, &mut x, &mut y)?;
             let out = self.eval.run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))])?;
             loss_sum += out.get(self.eval_losses)?.data[..idx.len()]
                 .iter()
