@@ -1,8 +1,11 @@
-//! Datasets: the IDX format (MNIST and everything shaped like it), in-memory labelled image
-//! sets, seeded shuffling, mini-batches, normalisation and validation splits.
+//! Datasets: the IDX format (MNIST and everything shaped like it), numeric CSV tables,
+//! in-memory labelled sample sets, seeded shuffling, mini-batches, normalisation and
+//! validation splits.
 
+mod csv;
 mod idx;
 
+pub use csv::{load_csv_classification, parse_csv, read_csv, CsvHeader, CsvTable};
 pub use idx::{parse_idx, read_idx, IdxArray};
 
 use crate::error::{Error, Result};
@@ -146,6 +149,62 @@ impl Dataset {
         let mean = self.images.iter().map(|&v| v as f64).sum::<f64>() / n;
         let var = self.images.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
         (mean as f32, var.sqrt().max(1e-12) as f32)
+    }
+
+    /// Mean and standard deviation of each of a sample's `sample_len` values across the samples
+    /// (per feature, for tabular data; compute them on the training set). A constant feature
+    /// gets a standard deviation of 1, so standardising only centres it.
+    pub fn feature_stats(&self) -> (Vec<f32>, Vec<f32>) {
+        let s = self.sample_len();
+        let n = self.len().max(1) as f64;
+        let mut mean = vec![0f64; s];
+        for row in self.images.chunks(s) {
+            mean.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = vec![0f64; s];
+        for row in self.images.chunks(s) {
+            for ((q, &v), m) in var.iter_mut().zip(row).zip(&mean) {
+                *q += (v as f64 - m).powi(2);
+            }
+        }
+        let std = var
+            .iter()
+            .map(|q| match (q / n).sqrt() as f32 {
+                sd if sd > 1e-12 => sd,
+                _ => 1.0,
+            })
+            .collect();
+        (mean.iter().map(|&m| m as f32).collect(), std)
+    }
+
+    /// `x[j] ← (x[j] − mean[j]) / std[j]` for each value `j` of every sample, in place (with
+    /// [`Dataset::feature_stats`] of the training set). `mean` and `std` must have `sample_len`
+    /// entries, and every `std` must be positive.
+    pub fn standardize(&mut self, mean: &[f32], std: &[f32]) -> Result<()> {
+        let s = self.sample_len();
+        if mean.len() != s || std.len() != s {
+            return Err(Error::Invalid {
+                op: "Dataset::standardize",
+                reason: format!(
+                    "{} means and {} deviations for samples of {s} values",
+                    mean.len(),
+                    std.len()
+                ),
+            });
+        }
+        if let Some((j, sd)) = std.iter().enumerate().find(|(_, &sd)| !(sd > 0.0 && sd.is_finite())) {
+            return Err(Error::Invalid {
+                op: "Dataset::standardize",
+                reason: format!("standard deviation {sd} of value {j} is not a positive number"),
+            });
+        }
+        for row in self.images.chunks_mut(s) {
+            for ((v, m), sd) in row.iter_mut().zip(mean).zip(std) {
+                *v = (*v - m) / sd;
+            }
+        }
+        Ok(())
     }
 
     /// Copy samples `idx` into `x` and `y`: `y` holds one label per row and `x` one sample per
@@ -304,6 +363,26 @@ mod tests {
             "{e}"
         );
         assert!(d.select(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn feature_stats_standardize_each_column() {
+        // Columns: 0, 2, 4, … (mean 9, sd √33) and 1, 3, 5, … ; then a constant column.
+        let mut d = ten();
+        let (m, sd) = d.feature_stats();
+        assert_eq!(m, [9.0, 10.0]);
+        assert!((sd[0] - 33f32.sqrt()).abs() < 1e-5 && sd[0] == sd[1], "{sd:?}");
+        d.standardize(&m, &sd).unwrap();
+        let (m2, sd2) = d.feature_stats();
+        assert!(m2.iter().all(|v| v.abs() < 1e-6) && sd2.iter().all(|v| (v - 1.0).abs() < 1e-5));
+        let c = Dataset::new(vec![3.0; 4], vec![0; 4], vec![1], 1).unwrap();
+        assert_eq!(c.feature_stats(), (vec![3.0], vec![1.0]));
+        assert!(d.standardize(&m, &[1.0]).is_err());
+        assert!(d
+            .standardize(&m, &[1.0, 0.0])
+            .unwrap_err()
+            .to_string()
+            .contains("value 1"));
     }
 
     #[test]
