@@ -231,7 +231,7 @@ fn run<B: Backend>(
     let mut trainer = Trainer::classifier_with_precision(
         backend,
         &train.sample_shape,
-        10,
+        classes,
         batch,
         model,
         None,
