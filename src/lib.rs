@@ -50,6 +50,7 @@ pub mod init;
 pub mod loss;
 pub mod nn;
 pub mod optim;
+mod progress;
 pub mod rng;
 pub mod shape;
 mod tensor;
