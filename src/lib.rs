@@ -48,6 +48,7 @@ pub mod gradcheck;
 pub mod graph;
 pub mod init;
 pub mod loss;
+pub mod metrics;
 pub mod nn;
 pub mod optim;
 mod progress;

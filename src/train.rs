@@ -1,6 +1,7 @@
 //! The Trainer: builds a classifier's training and evaluation programs over one ParamStore,
 //! runs epochs of seeded mini-batches with progress bars, evaluates on validation and test
-//! sets and stops early when validation loss stops improving.
+//! sets, stops early when validation loss stops improving, and records (and optionally writes)
+//! per-step and per-epoch metrics.
 
 use crate::autodiff::{backward, backward_scaled};
 use crate::backend::Backend;
@@ -8,6 +9,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::exec::{Feed, ParamStore, Program, Training};
 use crate::graph::{Graph, NodeId};
+use crate::metrics::{EpochMetrics, MetricsLog, StepMetrics};
 use crate::optim::Optimizer;
 use crate::progress::Progress;
 use crate::rng::Rng;
@@ -65,6 +67,8 @@ pub struct History {
     pub loss_scale: Option<f32>,
     /// Updates skipped because a scaled gradient overflowed (mixed precision).
     pub skipped_updates: u64,
+    /// Every step's and every epoch's metrics (what [`FitConfig::metrics`] writes).
+    pub log: MetricsLog,
 }
 
 /// How to fit.
@@ -85,6 +89,10 @@ pub struct FitConfig {
     pub start_epoch: usize,
     /// Save a checkpoint here after every epoch (see [`Trainer::save`]).
     pub save: Option<SaveTo>,
+    /// Write the run's metrics into this directory after every epoch (created if missing):
+    /// `steps.csv`, `epochs.csv`, `loss.svg`, `accuracy.svg` (see [`crate::metrics`]). A
+    /// resumed run's files hold the epochs that run trained.
+    pub metrics: Option<std::path::PathBuf>,
 }
 
 /// Where [`Trainer::fit`] saves a checkpoint after each epoch, and the model name it records.
@@ -105,6 +113,7 @@ impl Default for FitConfig {
             progress: true,
             start_epoch: 0,
             save: None,
+            metrics: None,
         }
     }
 }
@@ -280,6 +289,9 @@ impl<B: Backend> Trainer<B> {
                 reason: format!("{} samples do not fill one batch of {}", data.len(), self.batch),
             });
         }
+        if let Some(dir) = &cfg.metrics {
+            crate::metrics::prepare_dir(dir)?;
+        }
         let mut rng = Rng::new(cfg.seed);
         // A resumed run replays the finished epochs' shuffles, so the next epoch sees the batches
         // it would have seen without the interruption.
@@ -299,6 +311,8 @@ impl<B: Backend> Trainer<B> {
             let start = Instant::now();
             let mut progress = Progress::training(cfg.progress, format!("epoch {epoch}/{}", cfg.epochs), steps as u64);
             for s in 0..steps {
+                let step_start = Instant::now();
+                let learning_rate = self.train.learning_rate();
                 let idx = &order[s * self.batch..(s + 1) * self.batch];
                 data.gather(idx, &mut x, &mut y)?;
                 let out = self.train.run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))])?;
@@ -312,6 +326,13 @@ impl<B: Backend> Trainer<B> {
                 }
                 loss_sum += l as f64;
                 hits += accuracy_hits(&out.get(self.train_logits)?.argmax_rows(), &y, self.batch);
+                hist.log.steps.push(StepMetrics {
+                    epoch,
+                    step: ((epoch - 1) * steps + s + 1) as u64,
+                    loss: l,
+                    samples_per_s: self.batch as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
+                    learning_rate,
+                });
                 let done = s + 1;
                 progress.update(done as u64, (done * self.batch) as u64, Some(loss_sum / done as f64));
             }
@@ -342,8 +363,20 @@ impl<B: Backend> Trainer<B> {
                     since_best += 1;
                 }
             }
+            hist.log.epochs.push(EpochMetrics {
+                epoch,
+                step: (epoch * steps) as u64,
+                train_loss: m.loss,
+                train_accuracy: m.accuracy,
+                validation_loss: vm.map(|v| v.loss),
+                validation_accuracy: vm.map(|v| v.accuracy),
+                seconds: start.elapsed().as_secs_f64(),
+            });
             if cfg.progress {
                 eprintln!("{line}");
+            }
+            if let Some(dir) = &cfg.metrics {
+                hist.log.write(dir)?;
             }
             if let Some(s) = &cfg.save {
                 self.save(&s.path, &s.model, epoch)?;
