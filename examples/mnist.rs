@@ -75,6 +75,10 @@ struct Args {
     /// --epochs 0.
     #[arg(long)]
     load: Option<PathBuf>,
+    /// Write metrics here after each epoch (the directory is created if missing): steps.csv,
+    /// epochs.csv, and the curves loss.svg and accuracy.svg.
+    #[arg(long)]
+    metrics: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -231,7 +235,7 @@ fn run<B: Backend>(
     let mut trainer = Trainer::classifier_with_precision(
         backend,
         &train.sample_shape,
-        10,
+        classes,
         batch,
         model,
         None,
@@ -290,11 +294,18 @@ fn run<B: Backend>(
                 path: path.clone(),
                 model: a.model.name().into(),
             }),
+            metrics: a.metrics.clone(),
         };
         trainer.fit(train, val, &cfg)?
     } else {
         kiln::train::History::default()
     };
+    if let Some(dir) = a.metrics.as_ref().filter(|_| !hist.train.is_empty()) {
+        eprintln!(
+            "wrote {}/{{steps.csv, epochs.csv, loss.svg, accuracy.svg}}",
+            dir.display()
+        );
+    }
     let tm = trainer.evaluate(test)?;
     let last = hist.train.last().copied().unwrap_or_default();
     let vm = hist.validation.last().copied();
@@ -335,6 +346,12 @@ fn main() {
         }
         if a.epochs == 0 && a.load.is_none() {
             return Err("--epochs 0 only evaluates a checkpoint: give --load PATH".into());
+        }
+        if let Some(dir) = &a.metrics {
+            if a.epochs == 0 {
+                return Err("--metrics records training: it needs --epochs > 0".into());
+            }
+            kiln::metrics::prepare_dir(dir).map_err(|e| format!("--metrics: {e}"))?;
         }
         let (mut train, mut test) = load_mnist(&a.data)?;
         if let Some(n) = a.limit {

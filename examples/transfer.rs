@@ -71,12 +71,12 @@ fn trunk(g: &mut Graph, x: NodeId) -> kiln::Result<NodeId> {
 }
 
 /// The images whose label is in `lo..lo + 5`, relabelled `0..5`.
-fn digits(d: &Dataset, lo: u32) -> Dataset {
+fn digits(d: &Dataset, lo: u32) -> kiln::Result<Dataset> {
     let idx: Vec<usize> = (0..d.len()).filter(|&i| (lo..lo + 5).contains(&d.labels[i])).collect();
-    let mut s = d.select(&idx);
+    let mut s = d.select(&idx)?;
     s.labels.iter_mut().for_each(|l| *l -= lo);
     s.classes = 5;
-    s
+    Ok(s)
 }
 
 fn run<B: Backend>(b: &B, a: &Args) -> Result<String, Box<dyn std::error::Error>> {
@@ -84,11 +84,11 @@ fn run<B: Backend>(b: &B, a: &Args) -> Result<String, Box<dyn std::error::Error>
     let (mean, std) = train.stats();
     train.normalize(mean, std);
     test.normalize(mean, std);
-    let source = digits(&train, 0);
-    let target_all = digits(&train, 5);
+    let source = digits(&train, 0)?;
+    let target_all = digits(&train, 5)?;
     let n = ((target_all.len() as f32 * a.percent / 100.0).round() as usize).max(1);
     let (_, target) = target_all.split(n, a.seed)?;
-    let target_test = digits(&test, 5);
+    let target_test = digits(&test, 5)?;
     let batch = 32.min(target.len());
     let opt = Optimizer::adam(1e-3);
     eprintln!(
@@ -112,7 +112,7 @@ fn run<B: Backend>(b: &B, a: &Args) -> Result<String, Box<dyn std::error::Error>
         ..Default::default()
     };
     pre.fit(&source, None, &cfg(a.pretrain_epochs))?;
-    let source_acc = pre.evaluate(&digits(&test, 0))?.accuracy;
+    let source_acc = pre.evaluate(&digits(&test, 0)?)?.accuracy;
     eprintln!("pre-trained on 0-4: {:.2}% on their test images", 100.0 * source_acc);
 
     // 2. Fine-tune: the pre-trained trunk (its frozen part untouched) under a new head for the

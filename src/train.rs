@@ -1,6 +1,7 @@
 //! The Trainer: builds a classifier's training and evaluation programs over one ParamStore,
-//! runs epochs of seeded mini-batches with a live progress line, evaluates on validation and
-//! test sets, and stops early when validation loss stops improving.
+//! runs epochs of seeded mini-batches with progress bars, evaluates on validation and test
+//! sets, stops early when validation loss stops improving, and records (and optionally writes)
+//! per-step and per-epoch metrics.
 
 use crate::autodiff::{backward, backward_scaled};
 use crate::backend::Backend;
@@ -8,10 +9,11 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::exec::{Feed, ParamStore, Program, Training};
 use crate::graph::{Graph, NodeId};
+use crate::metrics::{EpochMetrics, MetricsLog, StepMetrics};
 use crate::optim::Optimizer;
+use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::shape::DType;
-use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 /// A model: `(graph, input, train) → logits`, called once for training and once for evaluation.
@@ -65,6 +67,8 @@ pub struct History {
     pub loss_scale: Option<f32>,
     /// Updates skipped because a scaled gradient overflowed (mixed precision).
     pub skipped_updates: u64,
+    /// Every step's and every epoch's metrics (what [`FitConfig::metrics`] writes).
+    pub log: MetricsLog,
 }
 
 /// How to fit.
@@ -76,13 +80,19 @@ pub struct FitConfig {
     pub seed: u64,
     /// Stop after this many epochs without a better validation loss.
     pub patience: Option<usize>,
-    /// Print a progress line to stderr.
+    /// Show progress on stderr: a bar with ETA, loss and samples/s for each epoch and a bar for
+    /// validation when stderr is a terminal, plain lines about every 10% of an epoch when it is
+    /// not, and a summary line per epoch. `false` prints nothing.
     pub progress: bool,
     /// Epochs already done (when resuming from a checkpoint): training runs epochs
     /// `start_epoch + 1 ..= epochs`, and the shuffles continue where that run left them.
     pub start_epoch: usize,
     /// Save a checkpoint here after every epoch (see [`Trainer::save`]).
     pub save: Option<SaveTo>,
+    /// Write the run's metrics into this directory after every epoch (created if missing):
+    /// `steps.csv`, `epochs.csv`, `loss.svg`, `accuracy.svg` (see [`crate::metrics`]). A
+    /// resumed run's files hold the epochs that run trained.
+    pub metrics: Option<std::path::PathBuf>,
 }
 
 /// Where [`Trainer::fit`] saves a checkpoint after each epoch, and the model name it records.
@@ -103,6 +113,7 @@ impl Default for FitConfig {
             progress: true,
             start_epoch: 0,
             save: None,
+            metrics: None,
         }
     }
 }
@@ -278,6 +289,9 @@ impl<B: Backend> Trainer<B> {
                 reason: format!("{} samples do not fill one batch of {}", data.len(), self.batch),
             });
         }
+        if let Some(dir) = &cfg.metrics {
+            crate::metrics::prepare_dir(dir)?;
+        }
         let mut rng = Rng::new(cfg.seed);
         // A resumed run replays the finished epochs' shuffles, so the next epoch sees the batches
         // it would have seen without the interruption.
@@ -290,18 +304,21 @@ impl<B: Backend> Trainer<B> {
         let mut hist = History::default();
         let (mut best, mut since_best) = (f32::INFINITY, 0);
         let mut train_time = 0.0;
-        let tty = std::io::stderr().is_terminal();
         for epoch in cfg.start_epoch + 1..=cfg.epochs {
             let mut order: Vec<usize> = (0..data.len()).collect();
             rng.shuffle(&mut order);
             let (mut loss_sum, mut hits) = (0f64, 0usize);
             let start = Instant::now();
+            let mut progress = Progress::training(cfg.progress, format!("epoch {epoch}/{}", cfg.epochs), steps as u64);
             for s in 0..steps {
+                let step_start = Instant::now();
+                let learning_rate = self.train.learning_rate();
                 let idx = &order[s * self.batch..(s + 1) * self.batch];
-                data.gather(idx, &mut x, &mut y);
+                data.gather(idx, &mut x, &mut y)?;
                 let out = self.train.run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))])?;
                 let l = out.scalar(self.loss)?;
                 if !l.is_finite() {
+                    progress.finish();
                     return Err(Error::NonFinite(format!(
                         "training loss is {l} at epoch {epoch}, step {}; lower the learning rate or clip gradients",
                         s + 1
@@ -309,26 +326,17 @@ impl<B: Backend> Trainer<B> {
                 }
                 loss_sum += l as f64;
                 hits += accuracy_hits(&out.get(self.train_logits)?.argmax_rows(), &y, self.batch);
+                hist.log.steps.push(StepMetrics {
+                    epoch,
+                    step: ((epoch - 1) * steps + s + 1) as u64,
+                    loss: l,
+                    samples_per_s: self.batch as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
+                    learning_rate,
+                });
                 let done = s + 1;
-                if cfg.progress
-                    && (tty && (done % 10 == 0 || done == steps) || !tty && (done * 10 / steps != s * 10 / steps))
-                {
-                    let rate = (done * self.batch) as f64 / start.elapsed().as_secs_f64().max(1e-9);
-                    let bar: String = (0..30).map(|i| if i * steps < 30 * done { '#' } else { '.' }).collect();
-                    let line = format!(
-                        "epoch {epoch}/{} [{bar}] {done}/{steps} loss {:.4} {:.0} samples/s",
-                        cfg.epochs,
-                        loss_sum / done as f64,
-                        rate
-                    );
-                    if tty {
-                        eprint!("\r{line}");
-                    } else {
-                        eprintln!("{line}");
-                    }
-                    let _ = std::io::stderr().flush();
-                }
+                progress.update(done as u64, (done * self.batch) as u64, Some(loss_sum / done as f64));
             }
+            progress.finish();
             train_time += start.elapsed().as_secs_f64();
             let m = Metrics {
                 loss: (loss_sum / steps as f64) as f32,
@@ -341,8 +349,11 @@ impl<B: Backend> Trainer<B> {
                 m.loss,
                 100.0 * m.accuracy
             );
-            if let Some(v) = validation {
-                let vm = self.evaluate(v)?;
+            let vm = match validation {
+                Some(v) => Some(self.evaluate_with(v, cfg.progress, "validation")?),
+                None => None,
+            };
+            if let Some(vm) = vm {
                 hist.validation.push(vm);
                 line += &format!(", validation loss {:.4} acc {:.2}%", vm.loss, 100.0 * vm.accuracy);
                 if vm.loss < best {
@@ -352,11 +363,20 @@ impl<B: Backend> Trainer<B> {
                     since_best += 1;
                 }
             }
+            hist.log.epochs.push(EpochMetrics {
+                epoch,
+                step: (epoch * steps) as u64,
+                train_loss: m.loss,
+                train_accuracy: m.accuracy,
+                validation_loss: vm.map(|v| v.loss),
+                validation_accuracy: vm.map(|v| v.accuracy),
+                seconds: start.elapsed().as_secs_f64(),
+            });
             if cfg.progress {
-                if tty {
-                    eprint!("\r\x1b[2K");
-                }
                 eprintln!("{line}");
+            }
+            if let Some(dir) = &cfg.metrics {
+                hist.log.write(dir)?;
             }
             if let Some(s) = &cfg.save {
                 self.save(&s.path, &s.model, epoch)?;
@@ -379,22 +399,31 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// Loss and accuracy on every sample of `data` (the final partial batch is padded, and the
-    /// padding excluded).
+    /// padding excluded), with a progress bar when stderr is a terminal.
     pub fn evaluate(&mut self, data: &Dataset) -> Result<Metrics> {
+        self.evaluate_with(data, true, "evaluation")
+    }
+
+    /// [`Trainer::evaluate`], with the progress bar (labelled `label`) only if `progress`.
+    pub fn evaluate_with(&mut self, data: &Dataset, progress: bool, label: &str) -> Result<Metrics> {
         self.check_data(data)?;
         let mut x = vec![0f32; self.batch * self.sample_len];
         let mut y = vec![0u32; self.batch];
         let order: Vec<usize> = (0..data.len()).collect();
         let (mut loss_sum, mut hits) = (0f64, 0usize);
-        for idx in order.chunks(self.batch) {
-            data.gather(idx, &mut x, &mut y);
+        let batches = data.len().div_ceil(self.batch) as u64;
+        let mut bar = Progress::evaluation(progress, label.to_string(), batches);
+        for (b, idx) in order.chunks(self.batch).enumerate() {
+            data.gather(idx, &mut x, &mut y)?;
             let out = self.eval.run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))])?;
             loss_sum += out.get(self.eval_losses)?.data[..idx.len()]
                 .iter()
                 .map(|&v| v as f64)
                 .sum::<f64>();
             hits += accuracy_hits(&out.get(self.eval_logits)?.argmax_rows(), &y, idx.len());
+            bar.update(b as u64 + 1, (b * self.batch + idx.len()) as u64, None);
         }
+        bar.finish();
         Ok(Metrics {
             loss: (loss_sum / data.len().max(1) as f64) as f32,
             accuracy: hits as f32 / data.len().max(1) as f32,

@@ -1,9 +1,9 @@
 //! Fuzzing the readers of untrusted files with proptest: valid files mutated at random (bytes
 //! flipped, cut short, spliced) must give an error or a value, never a panic. Bounded: a fixed
-//! number of cases each, a few seconds in all.
+//! number of cases each, a few seconds in all. Readers: IDX, checkpoints, CSV tables.
 
 use kiln::checkpoint::{self, CheckpointInfo};
-use kiln::data::parse_idx;
+use kiln::data::{parse_csv, parse_idx, CsvHeader, CsvTable};
 use kiln::{Cpu, Graph, Init, ParamStore};
 use proptest::prelude::*;
 use std::path::Path;
@@ -87,6 +87,64 @@ proptest! {
             for t in tensors.values() {
                 prop_assert_eq!(t.shape.numel(), t.data.len());
             }
+        }
+    }
+}
+
+const CSV_SAMPLE: &str = "malignant,radius,texture,area\n1,17.99,10.38,1001\n0,13.54,14.36,566.3\r\n\n1,-2e-3,+7,.5\n";
+
+/// Text built from the characters that matter to the CSV parser (digits, signs, exponents,
+/// separators, line ends, the letters of nan/inf, a multi-byte character), so cases reach the
+/// number and row checks rather than stopping at the first byte.
+fn csv_like() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop::sample::select(vec![
+            "0", "1", "2", "7", ".", "-", "+", "e", ",", ",", "\n", "\n", "\r", " ", "\t", "n", "a", "i", "f", "x",
+            "é", "\u{feff}", "1e39", "3.5", "NaN", "inf",
+        ]),
+        0..80,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+/// Whatever parses is self-consistent, and turning it into a dataset is a value or an error.
+fn check_table(t: CsvTable) -> Result<(), TestCaseError> {
+    prop_assert!(t.columns >= 1 && !t.is_empty());
+    prop_assert_eq!(t.features.len(), t.targets.len() * t.columns);
+    prop_assert_eq!(t.lines.len(), t.targets.len());
+    prop_assert!(t.features.iter().chain(&t.targets).all(|v| v.is_finite()));
+    if let Some(n) = &t.names {
+        prop_assert_eq!(n.len(), t.columns + 1);
+    }
+    if let Ok(d) = t.classification(None) {
+        prop_assert!(d.labels.iter().all(|&l| (l as usize) < d.classes));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_csv_reader_never_panics((flips, cut, insert) in edits(), header in 0..3u8) {
+        let b = mutate(CSV_SAMPLE.as_bytes(), &flips, cut, insert);
+        let header = [CsvHeader::Auto, CsvHeader::Present, CsvHeader::Absent][header as usize];
+        if let Ok(t) = parse_csv(&b, "fuzzed.csv", header) {
+            check_table(t)?;
+        }
+    }
+
+    #[test]
+    fn csv_like_text_is_a_table_or_an_error(text in csv_like()) {
+        if let Ok(t) = parse_csv(text.as_bytes(), "fuzzed.csv", CsvHeader::Auto) {
+            check_table(t)?;
+        }
+    }
+
+    #[test]
+    fn random_bytes_are_a_table_or_an_error(b in prop::collection::vec(any::<u8>(), 0..64)) {
+        if let Ok(t) = parse_csv(&b, "fuzzed.csv", CsvHeader::Auto) {
+            check_table(t)?;
         }
     }
 }

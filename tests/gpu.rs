@@ -201,3 +201,37 @@ fn an_adapter_name_that_matches_nothing_is_an_error_listing_the_adapters() {
     let first = name.split(" (").next().unwrap();
     assert!(e.contains("no-such-adapter-kiln") && e.contains(first), "{e}");
 }
+
+/// Run as a child process by `no_wayland_complaint_without_a_session`: enumerate the adapters.
+#[test]
+#[ignore = "a helper process of no_wayland_complaint_without_a_session"]
+fn enumerate_adapters_child() {
+    if std::env::var_os("KILN_ENUMERATE_CHILD").is_some() {
+        println!("{} adapters", kiln::backend::wgpu::adapters().len());
+    }
+}
+
+/// Without a Wayland session, enumerating adapters prints nothing of libwayland's (Mesa's
+/// device-select layer tries to connect while enumerating; see `quiet_wayland` in the wgpu
+/// backend). On machines without libwayland or that layer there is nothing to print anyway.
+#[test]
+#[cfg(target_os = "linux")]
+fn no_wayland_complaint_without_a_session() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "enumerate_adapters_child", "--ignored", "--nocapture"])
+        .env("KILN_ENUMERATE_CHILD", "1")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("WAYLAND_SOCKET")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains(" adapters"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
+}

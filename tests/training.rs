@@ -159,3 +159,57 @@ fn a_test_label_outside_the_training_classes_is_an_error_at_load() {
         (3, 3, vec![1, 2, 2])
     );
 }
+
+/// The bundled table loads as described in data/README.md, and logistic regression on it (the
+/// recipe of examples/logistic_regression.rs) beats the 58% majority baseline by far.
+#[test]
+fn logistic_regression_learns_the_bundled_breast_cancer_csv() {
+    use kiln::data::{read_csv, CsvHeader};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/breast_cancer.csv");
+    let table = read_csv(&path, CsvHeader::Auto).unwrap();
+    assert_eq!((table.len(), table.columns), (569, 30));
+    let names = table.names.clone().unwrap();
+    assert_eq!(
+        (names[0].as_str(), names[1].as_str(), names[30].as_str()),
+        ("malignant", "mean_radius", "worst_fractal_dimension")
+    );
+    let data = table.classification(Some(2)).unwrap();
+    assert_eq!(data.labels.iter().filter(|&&l| l == 1).count(), 212);
+    let (mut train, mut test) = data.split(114, 1).unwrap();
+    let (mean, std) = train.feature_stats();
+    train.standardize(&mean, &std).unwrap();
+    test.standardize(&mean, &std).unwrap();
+
+    let mut g = Graph::new();
+    let x = g.input("x", [train.len(), 30]).unwrap();
+    let y = g.input("y", [train.len(), 1]).unwrap();
+    let xt = g.input("xt", [test.len(), 30]).unwrap();
+    let unit = nn::Linear::with_init(&mut g, "lr", 30, 1, Init::Zeros, true).unwrap();
+    let z = unit.forward(&mut g, x).unwrap();
+    let l = loss::bce_with_logits(&mut g, z, y).unwrap();
+    let grads = backward(&mut g, l).unwrap();
+    let zt = unit.forward(&mut g, xt).unwrap();
+    let mut store = ParamStore::new(&Cpu, &g, 1).unwrap();
+    let opt = Optimizer::adam(0.05);
+    let mut step = Program::compile(&g, &mut store, &[l], Some(Training::new(&grads, &opt))).unwrap();
+    let mut eval = Program::compile(&g, &mut store, &[zt], None).unwrap();
+    let ty: Vec<f32> = train.labels.iter().map(|&v| v as f32).collect();
+    for _ in 0..300 {
+        step.run(&[("x", Feed::F32(&train.images)), ("y", Feed::F32(&ty))])
+            .unwrap();
+    }
+    let out = eval.run(&[("xt", Feed::F32(&test.images))]).unwrap();
+    let hits = out
+        .get(zt)
+        .unwrap()
+        .data
+        .iter()
+        .zip(&test.labels)
+        .filter(|(&z, &l)| (z >= 0.0) == (l == 1))
+        .count();
+    assert!(
+        hits as f32 / test.len() as f32 >= 0.95,
+        "{hits} of {} test rows right",
+        test.len()
+    );
+}

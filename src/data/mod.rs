@@ -1,9 +1,12 @@
-//! Datasets: the IDX format (MNIST and everything shaped like it), in-memory labelled image
-//! sets, seeded shuffling, mini-batches, normalisation and validation splits.
+//! Datasets: the IDX format (MNIST and everything shaped like it), numeric CSV tables,
+//! in-memory labelled sample sets, seeded shuffling, mini-batches, normalisation and
+//! validation splits.
 
+mod csv;
 mod idx;
 pub mod text;
 
+pub use csv::{load_csv_classification, parse_csv, read_csv, CsvHeader, CsvTable};
 pub use idx::{parse_idx, read_idx, IdxArray};
 
 use crate::error::{Error, Result};
@@ -67,8 +70,15 @@ impl Dataset {
         self.sample_shape.iter().product()
     }
 
-    /// The samples at `idx`, in that order.
-    pub fn select(&self, idx: &[usize]) -> Dataset {
+    /// The samples at `idx`, in that order; an index past the end is an error naming it and the
+    /// dataset's length.
+    pub fn select(&self, idx: &[usize]) -> Result<Dataset> {
+        self.check_indices("Dataset::select", idx)?;
+        Ok(self.select_checked(idx))
+    }
+
+    /// [`Dataset::select`] for indices already known to be in range.
+    fn select_checked(&self, idx: &[usize]) -> Dataset {
         let s = self.sample_len();
         let mut images = Vec::with_capacity(idx.len() * s);
         for &i in idx {
@@ -82,10 +92,34 @@ impl Dataset {
         }
     }
 
+    /// One pass for the largest index: enough to know every index is in range.
+    fn check_indices(&self, op: &'static str, idx: &[usize]) -> Result<()> {
+        match idx.iter().copied().max() {
+            Some(m) if m >= self.len() => {
+                // The first offender is the one to name; finding it is off the hot path.
+                let (pos, bad) = idx
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .find(|&(_, i)| i >= self.len())
+                    .unwrap_or((0, m));
+                Err(Error::Invalid {
+                    op,
+                    reason: format!(
+                        "index {bad} (position {pos} of {}) is out of range for a dataset of {} samples",
+                        idx.len(),
+                        self.len()
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The first `n` samples (all if fewer).
     pub fn take(&self, n: usize) -> Dataset {
         let idx: Vec<usize> = (0..n.min(self.len())).collect();
-        self.select(&idx)
+        self.select_checked(&idx)
     }
 
     /// Hold out `n` samples, chosen by a seeded shuffle, as a validation set:
@@ -100,7 +134,7 @@ impl Dataset {
         let mut idx: Vec<usize> = (0..self.len()).collect();
         Rng::new(seed).shuffle(&mut idx);
         let (held, rest) = idx.split_at(n);
-        Ok((self.select(rest), self.select(held)))
+        Ok((self.select_checked(rest), self.select_checked(held)))
     }
 
     /// `x ← (x − mean) / std` in place.
@@ -118,10 +152,80 @@ impl Dataset {
         (mean as f32, var.sqrt().max(1e-12) as f32)
     }
 
-    /// Copy samples `idx` into `x` and `y` (which must have room); rows past `idx.len()` are
-    /// zero-filled with label 0 (padding for a final partial batch).
-    pub fn gather(&self, idx: &[usize], x: &mut [f32], y: &mut [u32]) {
+    /// Mean and standard deviation of each of a sample's `sample_len` values across the samples
+    /// (per feature, for tabular data; compute them on the training set). A constant feature
+    /// gets a standard deviation of 1, so standardising only centres it.
+    pub fn feature_stats(&self) -> (Vec<f32>, Vec<f32>) {
         let s = self.sample_len();
+        let n = self.len().max(1) as f64;
+        let mut mean = vec![0f64; s];
+        for row in self.images.chunks(s) {
+            mean.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = vec![0f64; s];
+        for row in self.images.chunks(s) {
+            for ((q, &v), m) in var.iter_mut().zip(row).zip(&mean) {
+                *q += (v as f64 - m).powi(2);
+            }
+        }
+        let std = var
+            .iter()
+            .map(|q| match (q / n).sqrt() as f32 {
+                sd if sd > 1e-12 => sd,
+                _ => 1.0,
+            })
+            .collect();
+        (mean.iter().map(|&m| m as f32).collect(), std)
+    }
+
+    /// `x[j] ← (x[j] − mean[j]) / std[j]` for each value `j` of every sample, in place (with
+    /// [`Dataset::feature_stats`] of the training set). `mean` and `std` must have `sample_len`
+    /// entries, and every `std` must be positive.
+    pub fn standardize(&mut self, mean: &[f32], std: &[f32]) -> Result<()> {
+        let s = self.sample_len();
+        if mean.len() != s || std.len() != s {
+            return Err(Error::Invalid {
+                op: "Dataset::standardize",
+                reason: format!(
+                    "{} means and {} deviations for samples of {s} values",
+                    mean.len(),
+                    std.len()
+                ),
+            });
+        }
+        if let Some((j, sd)) = std.iter().enumerate().find(|(_, &sd)| !(sd > 0.0 && sd.is_finite())) {
+            return Err(Error::Invalid {
+                op: "Dataset::standardize",
+                reason: format!("standard deviation {sd} of value {j} is not a positive number"),
+            });
+        }
+        for row in self.images.chunks_mut(s) {
+            for ((v, m), sd) in row.iter_mut().zip(mean).zip(std) {
+                *v = (*v - m) / sd;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copy samples `idx` into `x` and `y`: `y` holds one label per row and `x` one sample per
+    /// row (`y.len() · sample_len` values), and `idx` at most `y.len()` indices; rows past
+    /// `idx.len()` are zero-filled with label 0 (padding for a final partial batch). An index
+    /// past the end, or buffers of the wrong size, are errors and leave `x` and `y` untouched.
+    pub fn gather(&self, idx: &[usize], x: &mut [f32], y: &mut [u32]) -> Result<()> {
+        let s = self.sample_len();
+        if x.len() != y.len() * s || idx.len() > y.len() {
+            return Err(Error::Invalid {
+                op: "Dataset::gather",
+                reason: format!(
+                    "{} indices into buffers of {} values and {} labels; samples have {s} values",
+                    idx.len(),
+                    x.len(),
+                    y.len()
+                ),
+            });
+        }
+        self.check_indices("Dataset::gather", idx)?;
         for (row, (xr, yr)) in x.chunks_mut(s).zip(y.iter_mut()).enumerate() {
             match idx.get(row) {
                 Some(&i) => {
@@ -134,6 +238,7 @@ impl Dataset {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -241,5 +346,58 @@ mod tests {
         assert_eq!(all, (0..10).collect::<Vec<_>>());
         assert_eq!(d.split(3, 1).unwrap().1, b);
         assert!(d.split(10, 1).is_err());
+    }
+
+    fn ten() -> Dataset {
+        Dataset::new((0..20).map(|v| v as f32).collect(), (0..10).collect(), vec![2], 10).unwrap()
+    }
+
+    #[test]
+    fn select_checks_indices() {
+        let d = ten();
+        let s = d.select(&[9, 0, 9]).unwrap();
+        assert_eq!(s.labels, [9, 0, 9]);
+        assert_eq!(s.images, [18.0, 19.0, 0.0, 1.0, 18.0, 19.0]);
+        let e = d.select(&[3, 10, 12]).unwrap_err().to_string();
+        assert!(
+            e.contains("index 10 (position 1 of 3)") && e.contains("dataset of 10 samples"),
+            "{e}"
+        );
+        assert!(d.select(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn feature_stats_standardize_each_column() {
+        // Columns: 0, 2, 4, … (mean 9, sd √33) and 1, 3, 5, … ; then a constant column.
+        let mut d = ten();
+        let (m, sd) = d.feature_stats();
+        assert_eq!(m, [9.0, 10.0]);
+        assert!((sd[0] - 33f32.sqrt()).abs() < 1e-5 && sd[0] == sd[1], "{sd:?}");
+        d.standardize(&m, &sd).unwrap();
+        let (m2, sd2) = d.feature_stats();
+        assert!(m2.iter().all(|v| v.abs() < 1e-6) && sd2.iter().all(|v| (v - 1.0).abs() < 1e-5));
+        let c = Dataset::new(vec![3.0; 4], vec![0; 4], vec![1], 1).unwrap();
+        assert_eq!(c.feature_stats(), (vec![3.0], vec![1.0]));
+        assert!(d.standardize(&m, &[1.0]).is_err());
+        assert!(d
+            .standardize(&m, &[1.0, 0.0])
+            .unwrap_err()
+            .to_string()
+            .contains("value 1"));
+    }
+
+    #[test]
+    fn gather_checks_indices_and_buffers() {
+        let d = ten();
+        let (mut x, mut y) = (vec![-1f32; 6], vec![7u32; 3]);
+        d.gather(&[4, 1], &mut x, &mut y).unwrap();
+        assert_eq!(x, [8.0, 9.0, 2.0, 3.0, 0.0, 0.0]);
+        assert_eq!(y, [4, 1, 0]);
+        let e = d.gather(&[0, 10], &mut x, &mut y).unwrap_err().to_string();
+        assert!(e.contains("index 10") && e.contains("dataset of 10 samples"), "{e}");
+        // Untouched by the failed call.
+        assert_eq!(y, [4, 1, 0]);
+        assert!(d.gather(&[0, 1, 2, 3], &mut x, &mut y).is_err());
+        assert!(d.gather(&[0], &mut x[..5], &mut y).is_err());
     }
 }

@@ -117,9 +117,97 @@ pub struct AdapterSummary {
 }
 
 fn instance() -> wgpu::Instance {
+    #[cfg(target_os = "linux")]
+    quiet_wayland::install();
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
     wgpu::Instance::new(desc)
+}
+
+/// Silencing libwayland-client's complaint about a Wayland connection that cannot exist.
+///
+/// wgpu enables `VK_KHR_wayland_surface`, so Mesa's implicit Vulkan layer
+/// `VK_LAYER_MESA_device_select` calls `wl_display_connect()` inside
+/// `vkEnumeratePhysicalDevices`. Without a Wayland session (a CI machine, a container, ssh)
+/// libwayland-client logs `error: XDG_RUNTIME_DIR is invalid or not set in the environment.`
+/// to stderr through its default log handler — twice per enumeration, on runs that never show a
+/// window. That line is not Kiln's and says nothing about Kiln's run, so when a connection is
+/// impossible anyway we replace the client log handler with one that drops the message.
+///
+/// The test mirrors libwayland's own: `wl_display_connect` uses `WAYLAND_SOCKET` when set,
+/// else `WAYLAND_DISPLAY` (or `wayland-0`), which needs `$XDG_RUNTIME_DIR` unless it is an
+/// absolute path. Only if none of those can lead to a socket is the handler installed, so a
+/// process that can talk to a compositor keeps its Wayland diagnostics. No environment variable
+/// is changed: `set_var` races with every other thread reading the environment.
+#[cfg(target_os = "linux")]
+mod quiet_wayland {
+    use std::ffi::{c_char, c_void, OsString};
+    use std::path::Path;
+    use std::sync::Once;
+
+    /// `wl_log_func_t`: `void (*)(const char *fmt, va_list args)`. `va_list` is passed as a
+    /// pointer here: on x86_64 it is an array type, which decays to a pointer in argument
+    /// position, and on aarch64 a 32-byte struct, which AAPCS64 passes by reference. The handler
+    /// reads neither argument, so their exact types never matter.
+    type LogFn = unsafe extern "C" fn(*const c_char, *mut c_void);
+
+    unsafe extern "C" fn drop_message(_fmt: *const c_char, _args: *mut c_void) {}
+
+    /// Whether `wl_display_connect(NULL)` must fail for lack of a socket to try.
+    pub(super) fn connection_impossible(
+        runtime_dir: Option<OsString>,
+        socket: Option<OsString>,
+        display: Option<OsString>,
+    ) -> bool {
+        let runtime_ok = runtime_dir.is_some_and(|d| Path::new(&d).is_absolute() && Path::new(&d).is_dir());
+        let display_absolute = display.is_some_and(|d| Path::new(&d).is_absolute());
+        !runtime_ok && socket.is_none() && !display_absolute
+    }
+
+    /// Once per process, before the first adapter enumeration.
+    pub(super) fn install() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            let env = std::env::var_os;
+            if !connection_impossible(env("XDG_RUNTIME_DIR"), env("WAYLAND_SOCKET"), env("WAYLAND_DISPLAY")) {
+                return;
+            }
+            // SAFETY: loading libwayland-client runs only its own initialisers (it has no
+            // side effects at load). The symbol's type is `void wl_log_set_handler_client(
+            // wl_log_func_t)`, matched by the signature below, and the handler is a plain
+            // `extern "C"` function with a 'static lifetime.
+            unsafe {
+                let Ok(lib) = libloading::Library::new("libwayland-client.so.0") else {
+                    return; // No libwayland: nothing will log.
+                };
+                if let Ok(set) = lib.get::<unsafe extern "C" fn(LogFn)>(b"wl_log_set_handler_client\0") {
+                    set(drop_message);
+                }
+                // Keep the library loaded: the handler lives in its globals, which the Vulkan
+                // layer's later load of the same soname shares; unloading would reset them.
+                std::mem::forget(lib);
+            }
+        });
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::connection_impossible;
+
+        #[test]
+        fn a_connection_is_impossible_only_without_any_socket_to_try() {
+            let s = |v: &str| Some(v.into());
+            assert!(connection_impossible(None, None, None));
+            assert!(connection_impossible(None, None, s("wayland-0")));
+            assert!(connection_impossible(s("relative/dir"), None, None));
+            assert!(connection_impossible(s("/no/such/kiln/dir"), None, None));
+            // A runtime directory, an inherited socket or an absolute display path may connect.
+            let dir = std::env::temp_dir().into_os_string();
+            assert!(!connection_impossible(Some(dir), None, None));
+            assert!(!connection_impossible(None, s("3"), None));
+            assert!(!connection_impossible(None, None, s("/run/user/1000/wayland-0")));
+        }
+    }
 }
 
 fn rank(t: wgpu::DeviceType) -> u8 {
