@@ -18,7 +18,7 @@ use clap::Parser;
 use kiln::data::text::{decode_ascii96, encode_ascii96, Lanes, ASCII96};
 use kiln::nn::{Embedding, Linear, Lstm};
 use kiln::{backward, loss, Backend, Feed, Graph, Init, NodeId, Optimizer, ParamStore, Program, Training};
-use std::io::{IsTerminal, Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -228,8 +228,8 @@ fn run<B: Backend>(dev: &B, a: &Args, train: &[u32], val: &[u32]) -> Result<Stri
         dev.info().adapter
     );
 
-    let tty = std::io::stderr().is_terminal();
     let steps = a.steps as usize;
+    let mut bar = kiln::progress::Progress::training(true, "char_lm".into(), steps as u64);
     let mut recent = std::collections::VecDeque::new();
     let start = Instant::now();
     for step in 0..steps {
@@ -244,25 +244,16 @@ fn run<B: Backend>(dev: &B, a: &Args, train: &[u32], val: &[u32]) -> Result<Stri
         if recent.len() > 100 {
             recent.pop_front();
         }
-        let done = step + 1;
-        if done % 10 == 0 || done == steps {
-            let rate = (done * t * n) as f64 / start.elapsed().as_secs_f64();
-            let line = format!(
-                "step {done}/{steps}  loss {l:.3} ({:.3} bits/char)  grad norm {:.2}  {rate:.0} chars/s",
-                l / std::f32::consts::LN_2,
-                trainer.prog.grad_norm().unwrap_or(f32::NAN)
-            );
-            if tty {
-                eprint!("\r\x1b[2K{line}");
-            } else if done % 50 == 0 || done == steps {
-                eprintln!("{line}");
-            }
-            let _ = std::io::stderr().flush();
-        }
+        // Samples here are characters: lanes × window per step.
+        let norm = trainer.prog.grad_norm().unwrap_or(f32::NAN);
+        bar.update_with(
+            (step + 1) as u64,
+            ((step + 1) * t * n) as u64,
+            Some(l as f64),
+            &format!("({:.3} bits/char) grad norm {norm:.2}", l / std::f32::consts::LN_2),
+        );
     }
-    if tty {
-        eprintln!();
-    }
+    bar.finish();
     let train_secs = start.elapsed().as_secs_f64();
     let train_bpc = recent.iter().map(|&v| v as f64).sum::<f64>() / recent.len() as f64 / std::f64::consts::LN_2;
 

@@ -51,7 +51,7 @@ pub mod loss;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
-mod progress;
+pub mod progress;
 pub mod rng;
 pub mod shape;
 mod tensor;

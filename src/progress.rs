@@ -1,19 +1,27 @@
 //! Progress of training and evaluation on stderr: an `indicatif` bar (ETA, live loss,
 //! samples/s) when stderr is a terminal; plain lines about every 10% of a training epoch when
 //! it is not, so logs hold no escape codes or carriage returns; nothing when progress is off.
+//! The Trainer uses it; hand-written loops can too (`examples/char_lm.rs`).
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 /// One epoch's (or one evaluation's) progress.
-pub(crate) enum Progress {
+pub enum Progress {
+    /// Prints nothing.
     Off,
+    /// An `indicatif` bar.
     Bar(ProgressBar),
+    /// Plain lines about every tenth of the total.
     Lines {
+        /// Where the lines go.
         out: Box<dyn Write>,
+        /// What each line starts with.
         prefix: String,
+        /// Steps in all.
         total: u64,
+        /// When it started.
         start: Instant,
     },
 }
@@ -40,7 +48,7 @@ fn clock(secs: f64) -> String {
 
 impl Progress {
     /// Training over `total` steps, e.g. `prefix` = "epoch 2/5".
-    pub(crate) fn training(on: bool, prefix: String, total: u64) -> Progress {
+    pub fn training(on: bool, prefix: String, total: u64) -> Progress {
         match (on, std::io::stderr().is_terminal()) {
             (false, _) => Progress::Off,
             (true, true) => bar(prefix, total, "{prefix} [{wide_bar}] {pos}/{len} {msg} ETA {eta}"),
@@ -50,7 +58,7 @@ impl Progress {
 
     /// Evaluation over `total` batches: a bar on a terminal, silent otherwise (evaluation is
     /// short next to an epoch, and its result is what gets printed).
-    pub(crate) fn evaluation(on: bool, prefix: String, total: u64) -> Progress {
+    pub fn evaluation(on: bool, prefix: String, total: u64) -> Progress {
         if on && std::io::stderr().is_terminal() {
             bar(prefix, total, "{prefix} [{wide_bar}] {pos}/{len} batches ETA {eta}")
         } else {
@@ -59,7 +67,7 @@ impl Progress {
     }
 
     /// Plain lines to `out`.
-    pub(crate) fn lines(out: Box<dyn Write>, prefix: String, total: u64) -> Progress {
+    pub fn lines(out: Box<dyn Write>, prefix: String, total: u64) -> Progress {
         Progress::Lines {
             out,
             prefix,
@@ -70,13 +78,23 @@ impl Progress {
 
     /// `done` of the total steps are finished, `samples` samples seen, with this running mean
     /// loss (training) or none (evaluation).
-    pub(crate) fn update(&mut self, done: u64, samples: u64, loss: Option<f64>) {
+    pub fn update(&mut self, done: u64, samples: u64, loss: Option<f64>) {
+        self.update_with(done, samples, loss, "");
+    }
+
+    /// [`Progress::update`] with `extra` text after the loss (e.g. a gradient norm).
+    pub fn update_with(&mut self, done: u64, samples: u64, loss: Option<f64>, extra: &str) {
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" {extra}")
+        };
         match self {
             Progress::Off => {}
             Progress::Bar(b) => {
                 let rate = samples as f64 / b.elapsed().as_secs_f64().max(1e-9);
                 if let Some(l) = loss {
-                    b.set_message(format!("loss {l:.4} {rate:.0} samples/s"));
+                    b.set_message(format!("loss {l:.4}{extra} {rate:.0} samples/s"));
                 }
                 b.set_position(done);
             }
@@ -98,7 +116,7 @@ impl Progress {
                 let loss = loss.map_or(String::new(), |l| format!(" loss {l:.4}"));
                 let _ = writeln!(
                     out,
-                    "{prefix} [{}{}] {done}/{total}{loss} {rate:.0} samples/s ETA {}",
+                    "{prefix} [{}{}] {done}/{total}{loss}{extra} {rate:.0} samples/s ETA {}",
                     "#".repeat(filled.min(30)),
                     ".".repeat(30 - filled.min(30)),
                     clock(eta)
@@ -109,7 +127,7 @@ impl Progress {
     }
 
     /// Remove the bar (the caller prints the summary line in its place).
-    pub(crate) fn finish(&self) {
+    pub fn finish(&self) {
         if let Progress::Bar(b) = self {
             b.finish_and_clear();
         }
