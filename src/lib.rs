@@ -47,6 +47,7 @@ pub mod exec;
 pub mod gradcheck;
 pub mod graph;
 pub mod init;
+pub mod learner;
 pub mod loss;
 pub mod metrics;
 pub mod nn;

@@ -1,20 +1,20 @@
-//! The Trainer: builds a classifier's training and evaluation programs over one ParamStore,
-//! runs epochs of seeded mini-batches with progress bars, evaluates on validation and test
-//! sets, stops early when validation loss stops improving, and records (and optionally writes)
-//! per-step and per-epoch metrics.
+//! The Trainer: a classifier on the general loop of [`crate::learner`]. It builds the training
+//! and evaluation programs over one ParamStore, runs epochs of seeded mini-batches from a
+//! [`Dataset`] with progress bars, evaluates on validation and test sets, stops early when
+//! validation loss stops improving, and records (and optionally writes) per-step and per-epoch
+//! metrics.
 
 use crate::autodiff::{backward, backward_scaled};
 use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::exec::{Feed, ParamStore, Program, Training};
+use crate::exec::{ParamStore, Program};
 use crate::graph::{Graph, NodeId};
-use crate::metrics::{EpochMetrics, MetricsLog, StepMetrics};
+use crate::learner::{Batch, Batches, Control, Event, FitOptions, Learner, Metric, Scores, Validate};
+use crate::metrics::MetricsLog;
 use crate::optim::Optimizer;
-use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::shape::DType;
-use std::time::Instant;
 
 /// A model: `(graph, input, train) → logits`, called once for training and once for evaluation.
 pub type Model<'a> = &'a dyn Fn(&mut Graph, NodeId, bool) -> Result<NodeId>;
@@ -118,18 +118,13 @@ impl Default for FitConfig {
     }
 }
 
-/// A classifier being trained: logits `(B, classes)` from samples `(B, sample_shape…)`.
+/// A classifier being trained: logits `(B, classes)` from samples `(B, sample_shape…)`. A thin
+/// layer on [`Learner`]: the inputs are `x` and `y`, the loss is cross-entropy (plus a penalty),
+/// the metrics are loss and accuracy, and the batches come from a [`Dataset`].
 pub struct Trainer<B: Backend> {
-    store: ParamStore<B>,
-    train: Program<B>,
-    eval: Program<B>,
-    loss: NodeId,
-    train_logits: NodeId,
-    eval_logits: NodeId,
-    eval_losses: NodeId,
+    learner: Learner<B>,
     batch: usize,
     sample_len: usize,
-    graph: Graph,
 }
 
 impl<B: Backend> Trainer<B> {
@@ -212,42 +207,37 @@ impl<B: Backend> Trainer<B> {
         let eval_logits = model(&mut g, x, false)?;
         let eval_f32 = g.cast(eval_logits, DType::F32)?;
         let eval_losses = g.softmax_cross_entropy(eval_f32, y, 0.0)?;
-        let mut store = ParamStore::new(backend, &g, seed)?;
-        let mut train = Program::compile(
-            &g,
-            &mut store,
-            &[loss, train_logits],
-            Some(Training::new(&grads, optimizer)),
-        )?;
-        train.set_seed(seed);
-        let eval = Program::compile(&g, &mut store, &[eval_logits, eval_losses], None)?;
+        let learner = Learner::with_gradients(backend, g, &grads, optimizer, seed)?
+            .train_metrics(vec![Metric::accuracy("accuracy", train_logits, "y")])?
+            .evaluation(vec![
+                Metric::per_sample_mean("loss", eval_losses),
+                Metric::accuracy("accuracy", eval_logits, "y"),
+            ])?;
         Ok(Trainer {
-            store,
-            train,
-            eval,
-            loss,
-            train_logits,
-            eval_logits,
-            eval_losses,
+            learner,
             batch,
             sample_len: sample_shape.iter().product(),
-            graph: g,
         })
+    }
+
+    /// The general loop underneath (its graph, store and programs).
+    pub fn learner(&mut self) -> &mut Learner<B> {
+        &mut self.learner
     }
 
     /// The parameters.
     pub fn store(&self) -> &ParamStore<B> {
-        &self.store
+        self.learner.store()
     }
 
     /// The graph holding both programs.
     pub fn graph(&self) -> &Graph {
-        &self.graph
+        self.learner.graph()
     }
 
     /// Peak device bytes of the training step (its buffers plus the ParamStore).
     pub fn peak_bytes(&self) -> usize {
-        self.train.peak_bytes()
+        self.learner.train_program().peak_bytes()
     }
 
     /// Save the weights, optimiser state, update counter and loss scale, with `epoch` (the
@@ -258,144 +248,87 @@ impl<B: Backend> Trainer<B> {
             epoch: epoch as u64,
             extra: Default::default(),
         };
-        crate::checkpoint::save(path, &self.store, &info)
+        crate::checkpoint::save(path, self.learner.store(), &info)
     }
 
     /// Load a checkpoint written by [`Trainer::save`] for the same model; returns the epochs it
     /// had completed (pass them as [`FitConfig::start_epoch`] to continue exactly).
     pub fn load(&mut self, path: &std::path::Path, model: &str) -> Result<usize> {
-        let info = crate::checkpoint::load(path, &mut self.store, Some(model))?;
+        let info = crate::checkpoint::load(path, self.learner.store_mut(), Some(model))?;
         Ok(info.epoch as usize)
     }
 
     /// The training program (its plan, loss scale, update counter).
     pub fn train_program(&self) -> &Program<B> {
-        &self.train
+        self.learner.train_program()
     }
 
     /// Kernels one training step runs.
     pub fn kernels_per_step(&self) -> usize {
-        self.train.kernel_count()
+        self.learner.train_program().kernel_count()
     }
 
     /// Train for `cfg.epochs` epochs (dropping each epoch's final partial batch), evaluating on
     /// `validation` after each.
     pub fn fit(&mut self, data: &Dataset, validation: Option<&Dataset>, cfg: &FitConfig) -> Result<History> {
         self.check_data(data)?;
-        let steps = data.len() / self.batch;
-        if steps == 0 {
+        if let Some(v) = validation {
+            self.check_data(v)?;
+        }
+        if data.len() / self.batch == 0 {
             return Err(Error::Invalid {
                 op: "fit",
                 reason: format!("{} samples do not fill one batch of {}", data.len(), self.batch),
             });
         }
-        if let Some(dir) = &cfg.metrics {
-            crate::metrics::prepare_dir(dir)?;
-        }
-        let mut rng = Rng::new(cfg.seed);
-        // A resumed run replays the finished epochs' shuffles, so the next epoch sees the batches
-        // it would have seen without the interruption.
-        for _ in 0..cfg.start_epoch {
-            let mut order: Vec<usize> = (0..data.len()).collect();
-            rng.shuffle(&mut order);
-        }
-        let mut x = vec![0f32; self.batch * self.sample_len];
-        let mut y = vec![0u32; self.batch];
-        let mut hist = History::default();
-        let (mut best, mut since_best) = (f32::INFINITY, 0);
-        let mut train_time = 0.0;
-        for epoch in cfg.start_epoch + 1..=cfg.epochs {
-            let mut order: Vec<usize> = (0..data.len()).collect();
-            rng.shuffle(&mut order);
-            let (mut loss_sum, mut hits) = (0f64, 0usize);
-            let start = Instant::now();
-            let mut progress = Progress::training(cfg.progress, format!("epoch {epoch}/{}", cfg.epochs), steps as u64);
-            for s in 0..steps {
-                let step_start = Instant::now();
-                let learning_rate = self.train.learning_rate();
-                let idx = &order[s * self.batch..(s + 1) * self.batch];
-                data.gather(idx, &mut x, &mut y)?;
-                let out = self.train.run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))])?;
-                let l = out.scalar(self.loss)?;
-                if !l.is_finite() {
-                    progress.finish();
-                    return Err(Error::NonFinite(format!(
-                        "training loss is {l} at epoch {epoch}, step {}; lower the learning rate or clip gradients",
-                        s + 1
-                    )));
-                }
-                loss_sum += l as f64;
-                hits += accuracy_hits(&out.get(self.train_logits)?.argmax_rows(), &y, self.batch);
-                hist.log.steps.push(StepMetrics {
-                    epoch,
-                    step: ((epoch - 1) * steps + s + 1) as u64,
-                    loss: l,
-                    samples_per_s: self.batch as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
-                    learning_rate,
-                });
-                let done = s + 1;
-                progress.update(done as u64, (done * self.batch) as u64, Some(loss_sum / done as f64));
-            }
-            progress.finish();
-            train_time += start.elapsed().as_secs_f64();
-            let m = Metrics {
-                loss: (loss_sum / steps as f64) as f32,
-                accuracy: hits as f32 / (steps * self.batch) as f32,
-            };
-            hist.train.push(m);
-            let mut line = format!(
-                "epoch {epoch}/{}: train loss {:.4} acc {:.2}%",
-                cfg.epochs,
-                m.loss,
-                100.0 * m.accuracy
-            );
-            let vm = match validation {
-                Some(v) => Some(self.evaluate_with(v, cfg.progress, "validation")?),
-                None => None,
-            };
-            if let Some(vm) = vm {
-                hist.validation.push(vm);
-                line += &format!(", validation loss {:.4} acc {:.2}%", vm.loss, 100.0 * vm.accuracy);
-                if vm.loss < best {
-                    best = vm.loss;
-                    since_best = 0;
-                } else {
-                    since_best += 1;
-                }
-            }
-            hist.log.epochs.push(EpochMetrics {
-                epoch,
-                step: (epoch * steps) as u64,
-                train_loss: m.loss,
-                train_accuracy: m.accuracy,
-                validation_loss: vm.map(|v| v.loss),
-                validation_accuracy: vm.map(|v| v.accuracy),
-                seconds: start.elapsed().as_secs_f64(),
-            });
-            if cfg.progress {
-                eprintln!("{line}");
-            }
-            if let Some(dir) = &cfg.metrics {
-                hist.log.write(dir)?;
-            }
-            if let Some(s) = &cfg.save {
-                self.save(&s.path, &s.model, epoch)?;
-                if cfg.progress {
+        let opts = FitOptions {
+            epochs: cfg.epochs,
+            start_epoch: cfg.start_epoch,
+            validate: Validate::EveryEpoch,
+            monitor: "loss".into(),
+            patience: cfg.patience,
+            restore_best: false,
+            progress: cfg.progress,
+            metrics: cfg.metrics.clone(),
+        };
+        let mut train = DatasetBatches::shuffled(data, self.batch, cfg.seed);
+        let mut val = validation.map(|v| DatasetBatches::in_order(v, self.batch));
+        let save = cfg.save.clone();
+        let progress = cfg.progress;
+        let mut on_event = |l: &mut Learner<B>, e: &Event| -> Result<Control> {
+            if let (Event::Epoch { epoch, .. }, Some(s)) = (e, &save) {
+                let info = crate::checkpoint::CheckpointInfo {
+                    model: s.model.clone(),
+                    epoch: *epoch as u64,
+                    extra: Default::default(),
+                };
+                crate::checkpoint::save(&s.path, l.store(), &info)?;
+                if progress {
                     eprintln!("saved {}", s.path.display());
                 }
             }
-            if cfg.patience.is_some_and(|p| since_best >= p) {
-                hist.stopped_early = true;
-                if cfg.progress {
-                    eprintln!("early stopping: validation loss has not improved for {since_best} epochs");
-                }
-                break;
-            }
-        }
-        hist.samples_per_s = (hist.train.len() * steps * self.batch) as f64 / train_time.max(1e-9);
-        hist.loss_scale = self.train.loss_scale();
-        hist.skipped_updates = self.train.skipped_updates();
-        Ok(hist)
+            Ok(Control::Continue)
+        };
+        let r = self.learner.fit(
+            &opts,
+            &mut train,
+            val.as_mut().map(|v| v as &mut dyn Batches),
+            &mut on_event,
+        )?;
+        let metrics = |s: &Scores| Metrics {
+            loss: s.get("loss").unwrap_or(f64::NAN) as f32,
+            accuracy: s.get("accuracy").unwrap_or(f64::NAN) as f32,
+        };
+        let prog = self.learner.train_program();
+        Ok(History {
+            train: r.train.iter().map(metrics).collect(),
+            validation: r.validation.iter().map(|v| metrics(&v.2)).collect(),
+            samples_per_s: r.samples_per_s,
+            stopped_early: r.stopped_early,
+            loss_scale: prog.loss_scale(),
+            skipped_updates: prog.skipped_updates(),
+            log: r.log,
+        })
     }
 
     /// Loss and accuracy on every sample of `data` (the final partial batch is padded, and the
@@ -407,26 +340,11 @@ impl<B: Backend> Trainer<B> {
     /// [`Trainer::evaluate`], with the progress bar (labelled `label`) only if `progress`.
     pub fn evaluate_with(&mut self, data: &Dataset, progress: bool, label: &str) -> Result<Metrics> {
         self.check_data(data)?;
-        let mut x = vec![0f32; self.batch * self.sample_len];
-        let mut y = vec![0u32; self.batch];
-        let order: Vec<usize> = (0..data.len()).collect();
-        let (mut loss_sum, mut hits) = (0f64, 0usize);
-        let batches = data.len().div_ceil(self.batch) as u64;
-        let mut bar = Progress::evaluation(progress, label.to_string(), batches);
-        for (b, idx) in order.chunks(self.batch).enumerate() {
-            data.gather(idx, &mut x, &mut y)?;
-            let out = self.eval.run(&[("x", Feed::F32(&x)), ("y", Feed::Labels(&y))])?;
-            loss_sum += out.get(self.eval_losses)?.data[..idx.len()]
-                .iter()
-                .map(|&v| v as f64)
-                .sum::<f64>();
-            hits += accuracy_hits(&out.get(self.eval_logits)?.argmax_rows(), &y, idx.len());
-            bar.update(b as u64 + 1, (b * self.batch + idx.len()) as u64, None);
-        }
-        bar.finish();
+        let mut b = DatasetBatches::in_order(data, self.batch);
+        let s = self.learner.evaluate_with(&mut b, progress, label)?;
         Ok(Metrics {
-            loss: (loss_sum / data.len().max(1) as f64) as f32,
-            accuracy: hits as f32 / data.len().max(1) as f32,
+            loss: s.get("loss").unwrap_or(f64::NAN) as f32,
+            accuracy: s.get("accuracy").unwrap_or(f64::NAN) as f32,
         })
     }
 
@@ -441,6 +359,63 @@ impl<B: Backend> Trainer<B> {
     }
 }
 
-fn accuracy_hits(pred: &[usize], y: &[u32], n: usize) -> usize {
-    pred.iter().zip(y).take(n).filter(|(p, l)| **p == **l as usize).count()
+/// A [`Dataset`] as [`Batches`] of `x` (samples) and `y` (labels): shuffled per epoch (dropping
+/// the final partial batch) for training, or in order (padding the final batch, whose padding
+/// metrics skip) for evaluation.
+pub struct DatasetBatches<'a> {
+    data: &'a Dataset,
+    batch: usize,
+    order: Vec<usize>,
+    shuffle: Option<(Rng, usize)>,
+}
+
+impl<'a> DatasetBatches<'a> {
+    /// Shuffled batches: epoch `e`'s order is the `e`-th shuffle of a generator seeded with
+    /// `seed` (an epoch started out of turn replays the shuffles before it, so a resumed run
+    /// sees the batches it would have seen).
+    pub fn shuffled(data: &'a Dataset, batch: usize, seed: u64) -> Self {
+        DatasetBatches {
+            data,
+            batch: batch.max(1),
+            order: Vec::new(),
+            shuffle: Some((Rng::new(seed), 0)),
+        }
+    }
+
+    /// Every sample once, in order; the last batch padded.
+    pub fn in_order(data: &'a Dataset, batch: usize) -> Self {
+        DatasetBatches {
+            data,
+            batch: batch.max(1),
+            order: (0..data.len()).collect(),
+            shuffle: None,
+        }
+    }
+}
+
+impl Batches for DatasetBatches<'_> {
+    fn start(&mut self, epoch: usize) -> Result<usize> {
+        match &mut self.shuffle {
+            Some((rng, drawn)) => {
+                while *drawn < epoch {
+                    let mut order: Vec<usize> = (0..self.data.len()).collect();
+                    rng.shuffle(&mut order);
+                    self.order = order;
+                    *drawn += 1;
+                }
+                Ok(self.data.len() / self.batch)
+            }
+            None => Ok(self.data.len().div_ceil(self.batch)),
+        }
+    }
+
+    fn batch(&mut self, i: usize) -> Result<Batch> {
+        let s = self.data.sample_len();
+        let lo = (i * self.batch).min(self.order.len());
+        let idx = &self.order[lo..(lo + self.batch).min(self.order.len())];
+        let mut x = vec![0f32; self.batch * s];
+        let mut y = vec![0u32; self.batch];
+        self.data.gather(idx, &mut x, &mut y)?;
+        Ok(Batch::new(idx.len()).f32("x", x).labels("y", y))
+    }
 }
