@@ -85,6 +85,22 @@ impl Gray {
         Ok(out)
     }
 
+    /// The image enlarged `k` times in each direction (nearest neighbour: every pixel becomes a
+    /// `k` × `k` block), so that 28×28 digits are big enough to look at.
+    pub fn scaled(&self, k: usize) -> Gray {
+        let k = k.max(1);
+        let width = self.width * k;
+        let pixels = (0..self.height * k)
+            .flat_map(|y| (0..width).map(move |x| (y / k) * self.width + x / k))
+            .map(|i| self.pixels[i])
+            .collect();
+        Gray {
+            width,
+            height: self.height * k,
+            pixels,
+        }
+    }
+
     /// Write the image to `path` as a PNG.
     pub fn save_png(&self, path: &Path) -> Result<()> {
         let bytes = self.to_png()?;
@@ -157,6 +173,16 @@ mod tests {
         assert_eq!(g.pixels[4 * g.width + 5], 128);
         let (w, h, pixels) = decode(&g.to_png().unwrap());
         assert_eq!((w as usize, h as usize, pixels), (g.width, g.height, g.pixels.clone()));
+        let big = g.scaled(3);
+        assert_eq!((big.width, big.height), (3 * g.width, 3 * g.height));
+        for (y, x) in [(0, 0), (4, 7), (g.height - 1, g.width - 1)] {
+            for (dy, dx) in [(0, 0), (2, 2), (1, 0)] {
+                assert_eq!(
+                    big.pixels[(3 * y + dy) * big.width + 3 * x + dx],
+                    g.pixels[y * g.width + x]
+                );
+            }
+        }
         assert!(grid(&[&a], 2, 2, 2, 1).is_err(), "wrong image size");
         assert!(grid(&[&a], 2, 3, 0, 1).is_err(), "no columns");
     }

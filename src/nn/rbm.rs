@@ -54,7 +54,8 @@ pub struct ContrastiveDivergence {
     pub loss: NodeId,
     /// The chain's last visible sample `v_k`, `(N, V)`.
     pub v_model: NodeId,
-    /// `p(v | h₀)` after the chain's first step: the one-step reconstruction of the data.
+    /// The mean-field reconstruction of the data, [`Rbm::reconstruct`]`(v₀)` (computed only when
+    /// fetched).
     pub reconstruction: NodeId,
 }
 
@@ -124,15 +125,50 @@ impl Rbm {
     /// CD-k on the data `v0` `(N, V)`: a k-step block Gibbs chain from `v0` on the device and
     /// the surrogate loss whose gradient is the CD-k statistic (see the module documentation).
     pub fn contrastive_divergence(&self, g: &mut Graph, v0: NodeId, k: usize) -> Result<ContrastiveDivergence> {
+        self.cd_from(g, v0, v0, k, "contrastive_divergence")
+    }
+
+    /// Persistent contrastive divergence (PCD, Tieleman 2008): as [`Rbm::contrastive_divergence`],
+    /// but the k-step chain starts from `chain` `(N, V)` — the state the previous step's chains
+    /// ended in — instead of restarting at the data, so the negative samples explore the model's
+    /// own distribution rather than staying near the batch. Make `chain` an input and carry the
+    /// returned `v_model` into it after every step with [`crate::Program::carry`] (feed it the
+    /// first batch, or anything, on the first step).
+    pub fn persistent_contrastive_divergence(
+        &self,
+        g: &mut Graph,
+        v0: NodeId,
+        chain: NodeId,
+        k: usize,
+    ) -> Result<ContrastiveDivergence> {
+        self.cd_from(g, v0, chain, k, "persistent_contrastive_divergence")
+    }
+
+    fn cd_from(
+        &self,
+        g: &mut Graph,
+        v0: NodeId,
+        start: NodeId,
+        k: usize,
+        op: &'static str,
+    ) -> Result<ContrastiveDivergence> {
+        g.check_ids(op, &[v0, start])?;
         if k == 0 {
-            return invalid("contrastive_divergence", "k must be at least 1 Gibbs step");
+            return invalid(op, "k must be at least 1 Gibbs step");
         }
-        let mut v = v0;
-        let mut reconstruction = None;
+        if g.shape(v0) != g.shape(start) {
+            return invalid(
+                op,
+                format!(
+                    "the chains {:?} must have the data's shape {:?}",
+                    g.shape(start).dims(),
+                    g.shape(v0).dims()
+                ),
+            );
+        }
+        let mut v = start;
         for _ in 0..k {
-            let s = self.gibbs(g, v)?;
-            reconstruction.get_or_insert(s.v_probs);
-            v = s.v;
+            v = self.gibbs(g, v)?.v;
         }
         let v_model = g.stop_gradient(v)?;
         let f_data = self.free_energy(g, v0)?;
@@ -140,10 +176,11 @@ impl Rbm {
         let f_model = self.free_energy(g, v_model)?;
         let f_model = g.mean_all(f_model)?;
         let loss = g.sub(f_data, f_model)?;
+        let reconstruction = self.reconstruct(g, v0)?;
         Ok(ContrastiveDivergence {
             loss,
             v_model: v,
-            reconstruction: reconstruction.expect("k ≥ 1 steps ran"),
+            reconstruction,
         })
     }
 }
@@ -153,15 +190,29 @@ mod tests {
     use super::*;
     use crate::{Cpu, Feed, ParamStore, Program};
 
+    /// Whether `target` is among the nodes `from` is computed from.
+    fn reaches(g: &Graph, from: NodeId, target: NodeId) -> bool {
+        from == target || g.node(from).inputs.iter().any(|&x| reaches(g, x, target))
+    }
+
     /// The surrogate's gradients are exactly the CD statistics computed by hand from the chain's
-    /// own samples (fetched from the same run).
-    #[test]
-    fn the_surrogate_gradient_is_the_cd_statistic() {
+    /// own samples (fetched from the same run), for CD-2 from the data and for persistent CD-2
+    /// from other chains.
+    fn check_cd_statistic(persistent: bool) {
         let (n, vis, hid) = (6, 5, 3);
         let mut g = Graph::new();
         let v0 = g.input("v", [n, vis]).unwrap();
         let rbm = Rbm::new(&mut g, "rbm", vis, hid).unwrap();
-        let cd = rbm.contrastive_divergence(&mut g, v0, 2).unwrap();
+        let chain = g.input("chain", [n, vis]).unwrap();
+        let cd = if persistent {
+            rbm.persistent_contrastive_divergence(&mut g, v0, chain, 2).unwrap()
+        } else {
+            rbm.contrastive_divergence(&mut g, v0, 2).unwrap()
+        };
+        // The negative chain starts from the persistent state, or from the data.
+        let start = if persistent { chain } else { v0 };
+        let other = if persistent { v0 } else { chain };
+        assert!(reaches(&g, cd.v_model, start) && !reaches(&g, cd.v_model, other));
         let grads = crate::gradients(&mut g, cd.loss, &[rbm.w, rbm.b, rbm.c]).unwrap();
         let grads: Vec<NodeId> = grads.into_iter().map(|x| x.unwrap()).collect();
         let mut store = ParamStore::new(&Cpu, &g, 5).unwrap();
@@ -171,7 +222,12 @@ mod tests {
         fetch.extend(&grads);
         let mut p = Program::compile(&g, &mut store, &fetch, None).unwrap();
         let data: Vec<f32> = (0..n * vis).map(|i| ((i * 7 + 3) % 3 == 0) as u8 as f32).collect();
-        let out = p.run(&[("v", Feed::F32(&data))]).unwrap();
+        let chain: Vec<f32> = data.iter().map(|v| 1.0 - v).collect();
+        let mut feeds = vec![("v", Feed::F32(&data))];
+        if persistent {
+            feeds.push(("chain", Feed::F32(&chain)));
+        }
+        let out = p.run(&feeds).unwrap();
         let vk = out.get(cd.v_model).unwrap().data.clone();
         assert!(
             vk.iter().all(|&x| x == 0.0 || x == 1.0),
@@ -213,5 +269,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_surrogate_gradient_is_the_cd_statistic() {
+        check_cd_statistic(false);
+        check_cd_statistic(true);
+    }
+
+    #[test]
+    fn chains_must_match_the_data_and_k_must_be_positive() {
+        let mut g = Graph::new();
+        let v0 = g.input("v", [4, 5]).unwrap();
+        let chain = g.input("chain", [3, 5]).unwrap();
+        let rbm = Rbm::new(&mut g, "rbm", 5, 2).unwrap();
+        assert!(rbm.persistent_contrastive_divergence(&mut g, v0, chain, 1).is_err());
+        assert!(rbm.contrastive_divergence(&mut g, v0, 0).is_err());
+        assert!(Rbm::new(&mut g, "empty", 5, 0).is_err());
     }
 }
