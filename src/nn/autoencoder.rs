@@ -19,7 +19,7 @@ struct DecoderLayer {
 }
 
 /// A dense autoencoder over `sizes = [input, hidden…, code]`: encoder layers
-/// `{name}.enc{i}` (`sizes[i] → sizes[i+1]`, an [`Linear`]) each followed by the activation, and
+/// `{name}.enc{i}` (`sizes[i] → sizes[i+1]`, a [`Linear`]) each followed by the activation, and
 /// decoder layers `{name}.dec{j}` back from the code to the input, the activation after every
 /// one but the last, which gives the reconstruction's logits (use a sigmoid, and a binary
 /// cross-entropy, for inputs in `[0, 1]` such as pixel intensities).
