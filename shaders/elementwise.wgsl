@@ -1,12 +1,12 @@
 // elementwise.wgsl — unary, unary-gradient, broadcasting binary, where, strided copy (reshape,
-// broadcast, permute, slice, pad, concat), fill, one-hot and dropout masks.
+// broadcast, permute, slice, pad, concat), fill, one-hot, dropout masks and Bernoulli samples.
 //
 // Bindings: a, b, c read-only inputs; out written. One invocation computes one output element.
 // Parameter blocks (binding 0; one struct per group of entry points, mirrored field for field
 // by src/backend/wgpu/kernels/elementwise.rs): `pu: Unary`, `ps: Strided`, `pf: Fill`,
-// `po: OneHot`, `pd: Dropout`, `pc: Convert`, `pa: AddInto`, `pg: CopyIfFinite`. u32 tensors (labels) are bound
-// as 4-byte words and read through `bitcast`. Shapes of rank ≤ 6 are passed as dims and element strides (0 on
-// broadcast axes).
+// `po: OneHot`, `pd: Dropout`, `pb: Bernoulli`, `pc: Convert`, `pa: AddInto`,
+// `pg: CopyIfFinite`. u32 tensors (labels) are bound as 4-byte words and read through `bitcast`.
+// Shapes of rank ≤ 6 are passed as dims and element strides (0 on broadcast axes).
 //
 // The op `switch`es below are generated: each placeholder line becomes one `case` per op, from
 // the exhaustive Rust matches `unary_wgsl` and `binary_wgsl`, numbered by the op tables that
@@ -57,6 +57,13 @@ struct Dropout {
     key: u32,
 }
 
+struct Bernoulli {
+    n: u32,
+    a_off: u32,
+    out_off: u32,
+    key: u32,
+}
+
 struct Convert {
     n: u32,
     mode: u32,
@@ -82,6 +89,7 @@ struct AddInto {
 @group(0) @binding(0) var<storage, read> pf: Fill;
 @group(0) @binding(0) var<storage, read> po: OneHot;
 @group(0) @binding(0) var<storage, read> pd: Dropout;
+@group(0) @binding(0) var<storage, read> pb: Bernoulli;
 @group(0) @binding(0) var<storage, read> pc: Convert;
 @group(0) @binding(0) var<storage, read> pa: AddInto;
 @group(0) @binding(0) var<storage, read> pg: CopyIfFinite;
@@ -221,15 +229,27 @@ fn one_hot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     st_out(po.out_off + i, select(0.0, 1.0, y == i % cls));
 }
 
-// Inverted dropout mask, the same stream as rng::dropout_uniform.
+// Element i of stream `key` this step: rng::dropout_uniform, 24 bits in [0, 1), exact in f32.
+fn step_uniform(key: u32, i: u32) -> f32 {
+    let k = hash32(key + hash32(per_step.step + hash32(per_step.seed)));
+    return f32(hash32(i ^ k) >> 8u) * (1.0 / 16777216.0);
+}
+
+// Inverted dropout mask.
 @compute @workgroup_size(256)
 fn dropout_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= pd.n) { return; }
     let p = pd.p;
-    let k = hash32(pd.key + hash32(per_step.step + hash32(per_step.seed)));
-    let u = f32(hash32(i ^ k) >> 8u) * (1.0 / 16777216.0);
-    st_out(pd.out_off + i, select(0.0, 1.0 / (1.0 - p), u >= p));
+    st_out(pd.out_off + i, select(0.0, 1.0 / (1.0 - p), step_uniform(pd.key, i) >= p));
+}
+
+// Bernoulli samples: 1 where the uniform falls below the probability in a (NaN gives 0).
+@compute @workgroup_size(256)
+fn bernoulli(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pb.n) { return; }
+    st_out(pb.out_off + i, select(0.0, 1.0, step_uniform(pb.key, i) < ld_a(pb.a_off + i)));
 }
 
 // Float → float (mode 0; the accessors convert), float → u32 toward zero, saturating, NaN → 0

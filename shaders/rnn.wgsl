@@ -31,7 +31,7 @@ struct Rnn {
 {{STORAGE}}
 
 fn id_at(i: u32) -> u32 {
-    return bitcast<u32>(b[p.b_off + i]);
+    return bitcast<u32>(ld_b(p.b_off + i));
 }
 
 fn sigm(x: f32) -> f32 {

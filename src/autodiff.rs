@@ -512,8 +512,10 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
             let from = g.dtype(x[0]);
             vec![from.is_float().then(|| g.cast(dy, from)).transpose()?]
         }
-        // Indices and random masks are piecewise constant in their inputs.
-        Op::MaxPoolArgmax(_) | Op::DropoutMask { .. } => vec![None; x.len()],
+        // What a stop-gradient wraps is data to every loss it feeds.
+        Op::StopGradient => vec![None],
+        // Indices, random masks and samples are piecewise constant in their inputs.
+        Op::MaxPoolArgmax(_) | Op::DropoutMask { .. } | Op::Bernoulli { .. } => vec![None; x.len()],
 
         Op::UnaryGrad(_)
         | Op::SoftmaxCrossEntropyGrad { .. }

@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+pub mod adversarial;
 pub mod autodiff;
 pub mod backend;
 pub mod checkpoint;
@@ -46,6 +47,7 @@ mod error;
 pub mod exec;
 pub mod gradcheck;
 pub mod graph;
+pub mod image;
 pub mod init;
 pub mod learner;
 pub mod loss;

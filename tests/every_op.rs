@@ -8,8 +8,9 @@
 //! GPU with the CPU reference node by node.
 //!
 //! Tolerance: atol 1e-4 + rtol 1e-3, as tests/parity.rs and for the same reasons (different
-//! summation orders, WGSL's few-ULP exp/log/pow, O(1) values); the dropout mask and argmax
-//! indices agree exactly at that tolerance because they are integer computations.
+//! summation orders, WGSL's few-ULP exp/log/pow, O(1) values); the dropout mask, Bernoulli
+//! samples and argmax indices agree exactly at that tolerance because they are integer
+//! computations (on probabilities both backends compute exactly alike).
 
 mod common;
 
@@ -72,7 +73,7 @@ const WIN: Window = Window {
 };
 
 /// How many `Op` variants there are; [`op_case`] numbers them `0..OP_VARIANTS`.
-const OP_VARIANTS: usize = 35;
+const OP_VARIANTS: usize = 37;
 
 /// The case that exercises `op`'s variant (for unary, binary, reduce and matmul ops, `op`'s
 /// own attributes). No wildcard: a new `Op` variant does not compile until it has a case.
@@ -211,6 +212,20 @@ fn op_case(op: &Op) -> Case {
         Op::LstmCellGrad => case(32, Domain::Mixed, lstm),
         Op::GruCell => case(33, Domain::Mixed, gru),
         Op::GruCellGrad => case(34, Domain::Mixed, gru),
+        // x ⊙ stop(x): the gradient reaches x through the first factor only.
+        Op::StopGradient => case(35, Domain::Mixed, move |g| {
+            let v = x(g, &[7, 33])?;
+            let s = g.stop_gradient(v)?;
+            Ok(vec![g.mul(v, s)?])
+        }),
+        // Probabilities in [0.09, 0.9) made by one exact multiply, so both backends compare the
+        // same uniforms with the same probabilities and the samples agree exactly.
+        Op::Bernoulli { .. } => case(36, Domain::Positive, move |g| {
+            let v = x(g, &[65, 33])?;
+            let p = g.mul_scalar(v, 0.3)?;
+            let s = g.bernoulli(p)?;
+            Ok(vec![g.mul(s, v)?])
+        }),
         // f32 → u32 (truncating; negatives give 0) → f32. f16 has no wgpu kernels yet, so the
         // f16 conversions are checked on the CPU in tests/dtypes.rs.
         Op::Cast(_) => case(28, Domain::Mixed, move |g| {
@@ -382,6 +397,8 @@ fn samples() -> Vec<Op> {
         Op::AvgPool(WIN),
         Op::AvgPoolGrad(WIN),
         Op::DropoutMask { p: 0.3, key: 0 },
+        Op::StopGradient,
+        Op::Bernoulli { key: 0 },
         Op::Cast(DType::U32),
         Op::GatherRows,
         Op::ScatterAddRows,

@@ -1,5 +1,6 @@
 //! The executor's contract: shared ParamStore, frozen parameters, buffer reuse, determinism,
-//! batch-norm statistics, dropout and errors for bad input — each on every backend.
+//! batch-norm statistics, dropout, Bernoulli samples and masking noise, and errors for bad input —
+//! each on every backend.
 
 mod common;
 
@@ -284,4 +285,65 @@ backend_test!(fn dropout_drops_the_right_fraction_with_a_fresh_mask_each_step(de
     assert!((mean - 1.0).abs() < 0.03, "inverted dropout keeps the mean: {mean}");
     assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
     assert_ne!(a, b, "each step draws a new mask");
+});
+
+backend_test!(fn bernoulli_samples_have_their_probabilities_and_change_with_step_and_seed(dev) {
+    // 7 groups of 4000 elements, each group with one probability, two of them outside [0, 1].
+    let probs = [0.0f32, 0.1, 0.5, 0.9, 1.0, -0.5, 1.5];
+    let per = 4000;
+    let p: Vec<f32> = probs.iter().flat_map(|&q| std::iter::repeat_n(q, per)).collect();
+    let mut g = Graph::new();
+    let pin = g.input("p", [p.len()]).unwrap();
+    let w = g.param("w", [1], Init::Constant(1.0)).unwrap();
+    let pw = g.mul(pin, w).unwrap();
+    let s = g.bernoulli(pw).unwrap();
+    let loss = g.sum_all(s).unwrap();
+    let mut store = ParamStore::new(dev, &g, 0).unwrap();
+    let mut eval = Program::compile(&g, &mut store, &[s, loss], None).unwrap();
+    let feeds = [("p", Feed::F32(&p))];
+    let a = eval.run(&feeds).unwrap().get(s).unwrap().data.clone();
+    assert!(a.iter().all(|&v| v == 0.0 || v == 1.0), "samples are 0 or 1");
+    for (k, &q) in probs.iter().enumerate() {
+        let mean = a[k * per..(k + 1) * per].iter().sum::<f32>() / per as f32;
+        let expect = q.clamp(0.0, 1.0);
+        // Binomial(4000, q): sd of the mean ≤ 0.0079; 0.04 is 5 sigma at q = 0.5. The ends are exact.
+        assert!((mean - expect).abs() < 0.04, "p = {q}: mean {mean}");
+        if expect == 0.0 || expect == 1.0 {
+            assert_eq!(mean, expect, "p = {q} is certain");
+        }
+    }
+    // An inference program draws the same samples until the seed changes.
+    let again = eval.run(&feeds).unwrap().get(s).unwrap().data.clone();
+    assert_eq!(a, again, "same seed, same step: same samples");
+    eval.set_seed(1);
+    let reseeded = eval.run(&feeds).unwrap().get(s).unwrap().data.clone();
+    assert_ne!(a, reseeded, "another seed draws other samples");
+    // No gradient flows through a sample: the loss does not depend on w.
+    assert!(kiln::gradients(&mut g, loss, &[w]).unwrap()[0].is_none());
+});
+
+backend_test!(fn masking_noise_zeroes_the_right_fraction_and_keeps_the_rest(dev) {
+    let n = 20_000;
+    let mut g = Graph::new();
+    let x = g.input("x", [n]).unwrap();
+    let w = g.param("w", [1], Init::Constant(1.0)).unwrap();
+    let xw = g.mul(x, w).unwrap();
+    let y = g.masking_noise(xw, 0.25).unwrap();
+    let loss = g.sum_all(y).unwrap();
+    let grads = backward(&mut g, loss).unwrap();
+    let mut store = ParamStore::new(dev, &g, 0).unwrap();
+    let opt = Optimizer::sgd(0.0);
+    let mut train = Program::compile(&g, &mut store, &[y], Some(Training::new(&grads, &opt))).unwrap();
+    let xs = common::values(3, n, 0.5, 1.5);
+    let a = train.run(&[("x", Feed::F32(&xs))]).unwrap().get(y).unwrap().data.clone();
+    let b = train.run(&[("x", Feed::F32(&xs))]).unwrap().get(y).unwrap().data.clone();
+    let masked = a.iter().filter(|&&v| v == 0.0).count() as f32 / n as f32;
+    // Binomial(20000, 0.25): sd 0.0031; 0.015 is ~5 sigma.
+    assert!((masked - 0.25).abs() < 0.015, "masked fraction {masked}");
+    assert!(
+        a.iter().zip(&xs).all(|(&v, &x)| v == 0.0 || v == x),
+        "kept elements are unchanged (no rescaling)"
+    );
+    assert_ne!(a, b, "each step draws a new mask");
+    assert!(g.masking_noise(x, 1.0).is_err() && g.masking_noise(x, -0.1).is_err());
 });

@@ -448,3 +448,44 @@ fn the_public_gradcheck_passes_good_gradients_and_reports_bad_checks() {
     assert_eq!((bad.mismatches[0].param.as_str(), bad.mismatches[0].index), ("v", 1));
     assert!((bad.mismatches[0].numeric - 0.5).abs() < 1e-5, "{bad}");
 }
+
+#[test]
+fn stop_gradient_treats_its_operand_as_data() {
+    // f(x) = tanh(x) ⊙ stop(x). Its gradient must be that of tanh(x) ⊙ c with c a constant equal
+    // to x — checked against finite differences of that expression — and not the derivative of
+    // the whole function, which finite differences of f itself measure.
+    let x = away_from_zero(30, 12);
+    let stopped = gradients_of(
+        &|g: &mut Graph, v: &[NodeId]| {
+            let s = g.stop_gradient(v[0])?;
+            let t = g.tanh(v[0])?;
+            g.mul(t, s)
+        },
+        &[arg("x", &[4, 3], x.clone())],
+        &[],
+        TOL.eps,
+    );
+    let frozen = gradients_of(
+        &|g: &mut Graph, v: &[NodeId]| {
+            let c = g.input("c", [4, 3])?;
+            let t = g.tanh(v[0])?;
+            g.mul(t, c)
+        },
+        &[arg("x", &[4, 3], x.clone())],
+        &[("c", Feed::F32(&x))],
+        TOL.eps,
+    );
+    let (analytic, numeric_through_stop) = &stopped[0];
+    let (_, numeric_frozen) = &frozen[0];
+    assert_close(analytic, numeric_frozen, TOL.atol, TOL.rtol);
+    assert!(
+        check_close(analytic, numeric_through_stop, TOL.atol, TOL.rtol).is_err(),
+        "the stopped path carries a real derivative that must be missing from the gradient"
+    );
+    // Only through the stop: no gradient at all.
+    let mut g = Graph::new();
+    let p = g.param("p", [3], kiln::Init::Zeros).unwrap();
+    let s = g.stop_gradient(p).unwrap();
+    let l = g.sum_all(s).unwrap();
+    assert!(kiln::gradients(&mut g, l, &[p]).unwrap()[0].is_none());
+}

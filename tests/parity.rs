@@ -455,3 +455,34 @@ fn normalisation_dropout_and_residual_blocks() {
         RTOL,
     );
 }
+
+#[test]
+fn bernoulli_samples_and_stop_gradient_are_identical() {
+    // The samples are the same integer hash compared with the same probabilities on both
+    // devices: identical, including probabilities at and beyond 0 and 1.
+    let mut p = values(700, 65 * 33, 0.0, 1.0);
+    for (i, v) in [0.0, 1.0, -0.25, 1.25, 0.5].into_iter().enumerate() {
+        p[i * 7] = v;
+    }
+    parity(
+        &|g: &mut Graph, v: &[NodeId]| {
+            let s = g.bernoulli(v[0])?;
+            g.mul(s, v[0])
+        },
+        &[arg("p", &[65, 33], p)],
+        &[],
+        0.0,
+        0.0,
+    );
+    parity(
+        &|g: &mut Graph, v: &[NodeId]| {
+            let s = g.stop_gradient(v[0])?;
+            let t = g.tanh(s)?;
+            g.mul(t, v[0])
+        },
+        &[arg("x", &[7, 129], away_from_zero(701, 7 * 129))],
+        &[],
+        ATOL,
+        RTOL,
+    );
+}

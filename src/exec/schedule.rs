@@ -100,13 +100,14 @@ pub(crate) fn select(
 }
 
 /// When node `i` is a view of its operand's storage rather than a computed tensor: the element
-/// offset of its first element there. Reshapes alias at offset 0; a slice aliases when it is one
+/// offset of its first element there. Reshapes and stop-gradients alias at offset 0; a slice
+/// aliases when it is one
 /// contiguous run of its operand (every axis before the sliced one has size 1, as when a
 /// sequence `(T, N, F)` is cut into time steps) and starts on a 4-byte boundary.
 pub(crate) fn alias_of(graph: &Graph, i: usize) -> Option<usize> {
     let n = &graph.nodes()[i];
     match n.op {
-        Op::Reshape => Some(0),
+        Op::Reshape | Op::StopGradient => Some(0),
         Op::Slice { axis, start, .. } => {
             let dims = &graph.shape(n.inputs[0]).0;
             let inner: usize = dims[axis + 1..].iter().product();

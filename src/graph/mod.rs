@@ -4,6 +4,7 @@
 mod conv;
 mod dot;
 mod op;
+mod random;
 mod rnn;
 
 pub use op::{BinaryOp, Op, ReduceOp, UnaryOp, Window};
@@ -281,7 +282,12 @@ impl Graph {
             }
             Op::OneHot { .. } => index(d[0], "labels").map(|_| DType::F32),
             // Data movement keeps any type.
-            Op::Reshape | Op::Permute { .. } | Op::BroadcastTo | Op::Slice { .. } | Op::Pad { .. } => Ok(d[0]),
+            Op::Reshape
+            | Op::Permute { .. }
+            | Op::BroadcastTo
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::StopGradient => Ok(d[0]),
             Op::Concat { .. } => {
                 if d.iter().all(|&x| x == d[0]) {
                     Ok(d[0])
@@ -303,7 +309,8 @@ impl Graph {
             | Op::LstmCell
             | Op::LstmCellGrad
             | Op::GruCell
-            | Op::GruCellGrad => float(&d),
+            | Op::GruCellGrad
+            | Op::Bernoulli { .. } => float(&d),
         }
     }
 
@@ -503,6 +510,16 @@ impl Graph {
     /// A scalar constant.
     pub fn scalar(&mut self, value: f32) -> NodeId {
         self.constant(value, Shape::scalar())
+    }
+
+    /// `x` in the forward pass, a constant to autodiff: no gradient flows back through it (see
+    /// [`Op::StopGradient`]). It is an op rather than an option of `backward` so that the graph
+    /// alone says what is differentiated: a helper can build a perturbation or a sample inside a
+    /// model, and every later `backward`/`gradients` call treats it as data without being told.
+    pub fn stop_gradient(&mut self, x: NodeId) -> Result<NodeId> {
+        self.check_ids("stop_gradient", &[x])?;
+        let s = self.shape(x).clone();
+        self.push(Op::StopGradient, vec![x], s)
     }
 
     // ----- element-wise -------------------------------------------------------------------

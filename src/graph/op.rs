@@ -266,6 +266,19 @@ pub enum Op {
         /// Distinguishes masks within one step.
         key: u32,
     },
+    /// The identity forward; autodiff passes no gradient through it, so whatever it wraps is
+    /// treated as data by the loss it feeds (FGSM's perturbation, the model samples of
+    /// contrastive divergence). The schedule aliases it to its operand: it costs no kernel and
+    /// no memory.
+    StopGradient,
+    /// Samples of independent Bernoulli variables: input `p` (any shape), output of the same
+    /// shape and type, element `i` being 1 with probability `clamp(p[i], 0, 1)`, else 0. The
+    /// uniforms are those of [`Op::DropoutMask`], keyed by (seed, step, `key`), so both backends
+    /// draw the same samples from the same probabilities.
+    Bernoulli {
+        /// Distinguishes samples within one step.
+        key: u32,
+    },
 }
 
 impl Op {
@@ -307,6 +320,8 @@ impl Op {
             Op::GruCellGrad => "gru_cell_grad",
             Op::Cast(_) => "cast",
             Op::DropoutMask { .. } => "dropout_mask",
+            Op::StopGradient => "stop_gradient",
+            Op::Bernoulli { .. } => "bernoulli",
         }
     }
 

@@ -8,10 +8,14 @@
 //! and the optimiser stay f32. Batch norm's statistics are always taken in f32.
 
 mod activation;
+mod autoencoder;
 mod conv;
+mod rbm;
 mod rnn;
 
+pub use autoencoder::DenseAutoencoder;
 pub use conv::{AvgPool2d, BatchNorm, Conv2d, Dropout, MaxPool2d, ResidualBlock};
+pub use rbm::{ContrastiveDivergence, GibbsStep, Rbm};
 pub use rnn::{Cell, Embedding, Gru, Lstm, Recurrent, RecurrentOutput, Rnn};
 
 use crate::error::Result;

@@ -377,6 +377,16 @@ pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape, u: &
                 *o = if r >= *p { scale } else { 0.0 };
             }
         }
+        // The schedule aliases a stop-gradient to its operand; run as a kernel it is a copy.
+        Op::StopGradient => out.copy_from_slice(x[0]),
+        // 1 where the uniform falls below the probability: P(1) = p for p in [0, 1] (the
+        // uniforms are multiples of 2⁻²⁴ in [0, 1)); NaN compares false and gives 0.
+        Op::Bernoulli { key } => {
+            for (i, (o, &p)) in out.iter_mut().zip(x[0]).enumerate() {
+                let r = crate::rng::dropout_uniform(u.seed as u32, u.step as u32, *key, i as u32);
+                *o = if r < p { 1.0 } else { 0.0 };
+            }
+        }
     }
     Ok(())
 }

@@ -189,7 +189,13 @@ fn run_kernel(k: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniform
         Kernel::Copy { .. } | Kernel::CopyIfFinite { .. } => true,
         Kernel::Op { op, .. } => matches!(
             op,
-            Op::Reshape | Op::Permute { .. } | Op::BroadcastTo | Op::Slice { .. } | Op::Pad { .. } | Op::Concat { .. }
+            Op::Reshape
+                | Op::Permute { .. }
+                | Op::BroadcastTo
+                | Op::Slice { .. }
+                | Op::Pad { .. }
+                | Op::Concat { .. }
+                | Op::StopGradient
         ),
         _ => false,
     };

@@ -77,7 +77,8 @@ fn lower_untyped(k: &Kernel) -> Result<Vec<Dispatch>, String> {
         }
         Op::Reduce { op, axes, .. } => reduce::reduce(*op, axes, &xs[0], n, x[0], out),
         Op::BroadcastTo => ew::strided_copy(x[0], &broadcast_strides(&xs[0], os), out, &os.strides(), os.dims()),
-        Op::Reshape => ew::strided_copy(x[0], &[1], out, &[1], &[n]),
+        // Both alias their operand in a compiled program; as kernels they are copies.
+        Op::Reshape | Op::StopGradient => ew::strided_copy(x[0], &[1], out, &[1], &[n]),
         Op::Permute { perm } => {
             let st = xs[0].strides();
             let src: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
@@ -144,6 +145,7 @@ fn lower_untyped(k: &Kernel) -> Result<Vec<Dispatch>, String> {
         Op::Cast(_) => ew::convert(n, x[0], out)?,
         Op::OneHot { classes } => ew::one_hot(n, *classes, x[0], out),
         Op::DropoutMask { p, key } => ew::dropout_mask(n, out, *p, *key),
+        Op::Bernoulli { key } => ew::bernoulli(n, x[0], out, *key),
         Op::Im2Col(w) => {
             let grid = w
                 .output(xs[0].dims()[2], xs[0].dims()[3])

@@ -1,7 +1,7 @@
 //! elementwise.wgsl's parameter structs and lowering: unary ops and their gradients (the WGSL
 //! of every [`UnaryOp`] and [`BinaryOp`] generated from one exhaustive match each), broadcasting
 //! binary ops, where, strided copies (reshape, broadcast, permute, slice, pad, concat), fill,
-//! one-hot and dropout masks.
+//! one-hot, dropout masks and Bernoulli samples.
 
 use super::{fill, padded, u, variant_name, Dispatch, Family, Grid, MAX_RANK};
 use crate::backend::View;
@@ -97,6 +97,20 @@ pub struct Dropout {
     /// Drop probability.
     pub p: f32,
     /// Distinguishes masks within one step.
+    pub key: u32,
+}
+
+/// `bernoulli`: 0/1 samples with the probabilities in a, keyed by (seed, step, key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct Bernoulli {
+    /// Elements.
+    pub n: u32,
+    /// Offset of the probabilities.
+    pub a_off: u32,
+    /// Offset of the output.
+    pub out_off: u32,
+    /// Distinguishes samples within one step.
     pub key: u32,
 }
 
@@ -441,6 +455,17 @@ pub fn dropout_mask(n: usize, out: View, p: f32, key: u32) -> Dispatch {
         key,
     };
     ew("dropout_mask", &params, vec![], out.buf, n)
+}
+
+/// Bernoulli samples of the `n` probabilities in `p`.
+pub fn bernoulli(n: usize, p: View, out: View, key: u32) -> Dispatch {
+    let params = Bernoulli {
+        n: u(n),
+        a_off: u(p.offset),
+        out_off: u(out.offset),
+        key,
+    };
+    ew("bernoulli", &params, vec![p.buf], out.buf, n)
 }
 
 #[cfg(test)]

@@ -363,7 +363,7 @@ macro_rules! mirror {
 #[rustfmt::skip] // one struct per line reads as the table it is
 pub fn mirrors() -> Vec<Mirror> {
     use conv::Conv;
-    use elementwise::{AddInto, Convert, CopyIfFinite, Dropout, Fill, OneHot, Strided, Unary};
+    use elementwise::{AddInto, Bernoulli, Convert, CopyIfFinite, Dropout, Fill, OneHot, Strided, Unary};
     use matmul::Matmul;
     use optim::{Segment, Update};
     use reduce::{GradStats, Reduce, Span};
@@ -378,6 +378,7 @@ pub fn mirrors() -> Vec<Mirror> {
         mirror!(ew, Fill { n, out_off, value }),
         mirror!(ew, OneHot { n, classes, a_off, out_off }),
         mirror!(ew, Dropout { n, out_off, p, key }),
+        mirror!(ew, Bernoulli { n, a_off, out_off, key }),
         mirror!(ew, Convert { n, mode, a_off, out_off }),
         mirror!(ew, AddInto { n, a_off, out_off }),
         mirror!(ew, CopyIfFinite { n, a_off, out_off, stats_off }),
