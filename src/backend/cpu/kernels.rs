@@ -32,6 +32,19 @@ fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// tanh through one f64 exponential: `(1 − e^{−2|x|}) / (1 + e^{−2|x|})` with the sign of `x`,
+/// and `x` itself below 1e-4 (where `x − x³/3` rounds to `x` in f32). Correctly rounded to f32
+/// almost everywhere, and several times faster than the C library's `tanhf` (which goes through
+/// `expm1f` and was a third of an LSTM training step on this backend).
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs() as f64;
+    if a < 1e-4 || x.is_nan() {
+        return x;
+    }
+    let t = (-2.0 * a).exp();
+    (((1.0 - t) / (1.0 + t)) as f32).copysign(x)
+}
+
 /// `f(x)` for each unary op.
 pub fn unary(op: UnaryOp, x: f32) -> f32 {
     match op {
@@ -53,7 +66,7 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Recip => 1.0 / x,
         UnaryOp::Step => (x > 0.0) as u8 as f32,
         UnaryOp::Sigmoid => sigmoid(x),
-        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Tanh => tanh(x),
         UnaryOp::Relu => x.max(0.0),
         UnaryOp::LeakyRelu(a) => {
             if x > 0.0 {
@@ -95,7 +108,7 @@ pub fn unary_deriv(op: UnaryOp, x: f32) -> f32 {
             s * (1.0 - s)
         }
         UnaryOp::Tanh => {
-            let t = x.tanh();
+            let t = tanh(x);
             1.0 - t * t
         }
         UnaryOp::Relu => (x > 0.0) as u8 as f32,
@@ -660,12 +673,12 @@ fn lstm_cell(gates: &[f32], c: &[f32], cs: &Shape, out: &mut [f32]) {
             let (i, f, g, o) = (
                 sigmoid(a[j]),
                 sigmoid(a[h + j]),
-                a[2 * h + j].tanh(),
+                tanh(a[2 * h + j]),
                 sigmoid(a[3 * h + j]),
             );
             let c2 = f * c[r * h + j] + i * g;
             cn[r * h + j] = c2;
-            hs[r * h + j] = o * c2.tanh();
+            hs[r * h + j] = o * tanh(c2);
         }
     }
 }
@@ -682,11 +695,11 @@ fn lstm_cell_grad(gates: &[f32], c: &[f32], dy: &[f32], cs: &Shape, out: &mut [f
             let (i, f, g, o) = (
                 sigmoid(a[j]),
                 sigmoid(a[h + j]),
-                a[2 * h + j].tanh(),
+                tanh(a[2 * h + j]),
                 sigmoid(a[3 * h + j]),
             );
             let c2 = f * c[k] + i * g;
-            let tc = c2.tanh();
+            let tc = tanh(c2);
             let (dh, dcn) = (dy[k], dy[n * h + k]);
             let dct = dcn + dh * o * (1.0 - tc * tc);
             d[j] = dct * g * i * (1.0 - i);
@@ -708,7 +721,7 @@ fn gru_cell(xw: &[f32], hw: &[f32], hp: &[f32], hs: &Shape, out: &mut [f32]) {
             let rg = sigmoid(xw[b + j] + hw[b + j]);
             let z = sigmoid(xw[b + h + j] + hw[b + h + j]);
             let hn = hw[b + 2 * h + j];
-            let nn = (xw[b + 2 * h + j] + rg * hn).tanh();
+            let nn = tanh(xw[b + 2 * h + j] + rg * hn);
             out[k] = (1.0 - z) * nn + z * hp[k];
             out[nh + k] = rg;
             out[2 * nh + k] = z;
@@ -744,5 +757,25 @@ fn gru_cell_grad(cell: &[f32], hp: &[f32], dy: &[f32], hs: &Shape, out: &mut [f3
             dhw[b + 2 * h + j] = dan * rg + dy[4 * nh + k];
             dh[k] = d * z;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tanh_is_within_an_ulp_of_the_exact_value() {
+        // Against tanh in f64 rounded once: the f32 library function is no better than that.
+        let mut worst = 0f64;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4 * if i % 3 == 0 { 0.001 } else { 1.0 };
+            let exact = (x as f64).tanh();
+            let ulp = f64::from(f32::EPSILON) * exact.abs().max(f64::from(f32::MIN_POSITIVE));
+            worst = worst.max((super::tanh(x) as f64 - exact).abs() / ulp);
+        }
+        assert!(worst <= 1.0, "worst error {worst} ulp");
+        assert_eq!(super::tanh(40.0), 1.0);
+        assert_eq!(super::tanh(-40.0), -1.0);
+        assert!(super::tanh(f32::NAN).is_nan());
+        assert_eq!(super::tanh(f32::INFINITY), 1.0);
     }
 }
