@@ -283,6 +283,7 @@ fn run<B: Backend>(
         trainer.kernels_per_step(),
         t0.elapsed().as_secs_f64()
     );
+    let compile_s = t0.elapsed().as_secs_f64();
     let hist = if a.epochs > start_epoch {
         let cfg = FitConfig {
             epochs: a.epochs,
@@ -312,7 +313,7 @@ fn run<B: Backend>(
     let opt_num = |v: Option<f32>| v.map_or("null".to_string(), |v| format!("{v:.6}"));
     eprintln!("test loss {:.4}, test accuracy {:.2}%", tm.loss, 100.0 * tm.accuracy);
     Ok(format!(
-        "{{\"model\":\"{}\",\"epochs\":{},\"batch\":{},\"optimizer\":\"{}\",\"schedule\":\"{}\",\"lr\":{},\"train_samples\":{},\"train_loss\":{},\"train_accuracy\":{},\"validation_loss\":{},\"validation_accuracy\":{},\"test_loss\":{:.6},\"test_accuracy\":{:.6},\"samples_per_s\":{:.1},\"device\":\"{}\",\"adapter\":\"{}\",\"peak_bytes\":{},\"precision\":\"{}\",\"loss_scale\":{},\"skipped_updates\":{},\"stopped_early\":{}}}",
+        "{{\"model\":\"{}\",\"epochs\":{},\"batch\":{},\"optimizer\":\"{}\",\"schedule\":\"{}\",\"lr\":{},\"train_samples\":{},\"train_loss\":{},\"train_accuracy\":{},\"validation_loss\":{},\"validation_accuracy\":{},\"test_loss\":{:.6},\"test_accuracy\":{:.6},\"samples_per_s\":{:.1},\"device\":\"{}\",\"adapter\":\"{}\",\"peak_bytes\":{},\"precision\":\"{}\",\"loss_scale\":{},\"skipped_updates\":{},\"stopped_early\":{},\"first_step_s\":{}}}",
         a.model.name(),
         start_epoch + hist.train.len(),
         a.batch,
@@ -333,7 +334,9 @@ fn run<B: Backend>(
         precision.name(),
         opt_num(hist.loss_scale),
         hist.skipped_updates,
-        hist.stopped_early
+        hist.stopped_early,
+        // Time to first step: building and compiling the programs, then the first step.
+        hist.first_step_s.map_or("null".into(), |f| format!("{:.3}", compile_s + f))
     ))
 }
 

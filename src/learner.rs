@@ -329,6 +329,9 @@ pub struct FitReport {
     pub best: Option<(usize, u64, f64)>,
     /// Whether the best weights were put back at the end.
     pub restored_best: bool,
+    /// Seconds from the start of `fit` to the end of its first step (the first step pays for
+    /// preparing the program on the device and for the first batch).
+    pub first_step_s: Option<f64>,
 }
 
 /// A graph with its parameters, a training program and an optional evaluation program.
@@ -516,6 +519,7 @@ impl<B: Backend> Learner<B> {
             crate::metrics::prepare_dir(dir)?;
         }
         let higher_better = opts.monitor.contains("acc");
+        let fit_start = Instant::now();
         let mut report = FitReport::default();
         let mut best_weights: Option<Vec<(String, Vec<f32>)>> = None;
         let mut since_best = 0usize;
@@ -551,6 +555,9 @@ impl<B: Backend> Learner<B> {
                     let b = train.batch(i)?;
                     let (l, out) = self.step(&b)?;
                     step_no += 1;
+                    report
+                        .first_step_s
+                        .get_or_insert_with(|| fit_start.elapsed().as_secs_f64());
                     epoch_samples += b.samples;
                     loss_tally.0 += l as f64 * b.samples as f64;
                     loss_tally.1 += b.samples as f64;

@@ -69,6 +69,8 @@ pub struct History {
     pub skipped_updates: u64,
     /// Every step's and every epoch's metrics (what [`FitConfig::metrics`] writes).
     pub log: MetricsLog,
+    /// Seconds from the start of `fit` to the end of its first training step.
+    pub first_step_s: Option<f64>,
 }
 
 /// How to fit.
@@ -328,6 +330,7 @@ impl<B: Backend> Trainer<B> {
             loss_scale: prog.loss_scale(),
             skipped_updates: prog.skipped_updates(),
             log: r.log,
+            first_step_s: r.first_step_s,
         })
     }
 
