@@ -48,6 +48,11 @@ fn tanh_(x: f32) -> f32 {
     return tanh(clamp(x, -15.0, 15.0));
 }
 
+// The activated gates (i, f, g, o) of unit j of a row whose pre-activations start at `g0`.
+fn lstm_gates(g0: u32, H: u32) -> vec4<f32> {
+    return vec4<f32>(sigm(ld_a(g0)), sigm(ld_a(g0 + H)), tanh_(ld_a(g0 + 2u * H)), sigm(ld_a(g0 + 3u * H)));
+}
+
 @compute @workgroup_size(256)
 fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -87,13 +92,9 @@ fn lstm_cell(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let H = p.h;
     let r = k / H;
     let j = k % H;
-    let g0 = p.a_off + r * 4u * H + j;
-    let ig = sigm(ld_a(g0));
-    let fg = sigm(ld_a(g0 + H));
-    let gg = tanh_(ld_a(g0 + 2u * H));
-    let og = sigm(ld_a(g0 + 3u * H));
-    let c2 = fg * ld_b(p.b_off + k) + ig * gg;
-    st_out(p.out_off + k, og * tanh_(c2));
+    let a = lstm_gates(p.a_off + r * 4u * H + j, H);
+    let c2 = a.y * ld_b(p.b_off + k) + a.x * a.z;
+    st_out(p.out_off + k, a.w * tanh_(c2));
     st_out(p.out_off + p.invocations + k, c2);
 }
 
@@ -106,11 +107,11 @@ fn lstm_cell_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let NH = p.invocations;
     let r = k / H;
     let j = k % H;
-    let g0 = p.a_off + r * 4u * H + j;
-    let ig = sigm(ld_a(g0));
-    let fg = sigm(ld_a(g0 + H));
-    let gg = tanh_(ld_a(g0 + 2u * H));
-    let og = sigm(ld_a(g0 + 3u * H));
+    let a = lstm_gates(p.a_off + r * 4u * H + j, H);
+    let ig = a.x;
+    let fg = a.y;
+    let gg = a.z;
+    let og = a.w;
     let c = ld_b(p.b_off + k);
     let c2 = fg * c + ig * gg;
     let tc = tanh_(c2);

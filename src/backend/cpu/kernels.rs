@@ -663,6 +663,16 @@ pub fn update(up: &UpdateKernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &Step
     Ok(())
 }
 
+/// The activated gates (i, f, g, o) of unit `j` of one row of pre-activations `a` (4H).
+fn lstm_gates(a: &[f32], h: usize, j: usize) -> (f32, f32, f32, f32) {
+    (
+        sigmoid(a[j]),
+        sigmoid(a[h + j]),
+        tanh(a[2 * h + j]),
+        sigmoid(a[3 * h + j]),
+    )
+}
+
 /// LSTM step: gates (N, 4H) in order i, f, g, o; c (N, H) → out (2, N, H) = [h', c'].
 fn lstm_cell(gates: &[f32], c: &[f32], cs: &Shape, out: &mut [f32]) {
     let (n, h) = (cs.0[0], cs.0[1]);
@@ -670,12 +680,7 @@ fn lstm_cell(gates: &[f32], c: &[f32], cs: &Shape, out: &mut [f32]) {
     for r in 0..n {
         let a = &gates[r * 4 * h..(r + 1) * 4 * h];
         for j in 0..h {
-            let (i, f, g, o) = (
-                sigmoid(a[j]),
-                sigmoid(a[h + j]),
-                tanh(a[2 * h + j]),
-                sigmoid(a[3 * h + j]),
-            );
+            let (i, f, g, o) = lstm_gates(a, h, j);
             let c2 = f * c[r * h + j] + i * g;
             cn[r * h + j] = c2;
             hs[r * h + j] = o * tanh(c2);
@@ -692,12 +697,7 @@ fn lstm_cell_grad(gates: &[f32], c: &[f32], dy: &[f32], cs: &Shape, out: &mut [f
         let d = &mut dg[r * 4 * h..(r + 1) * 4 * h];
         for j in 0..h {
             let k = r * h + j;
-            let (i, f, g, o) = (
-                sigmoid(a[j]),
-                sigmoid(a[h + j]),
-                tanh(a[2 * h + j]),
-                sigmoid(a[3 * h + j]),
-            );
+            let (i, f, g, o) = lstm_gates(a, h, j);
             let c2 = f * c[k] + i * g;
             let tc = tanh(c2);
             let (dh, dcn) = (dy[k], dy[n * h + k]);
