@@ -412,11 +412,23 @@ fn tap(w: &Window, h: usize, wd: usize, oy: usize, ox: usize, i: usize, j: usize
     (iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd).then(|| iy as usize * wd + ix as usize)
 }
 
-/// x `(N, C, H, W)` ↔ cols `(N, C·KH·KW, OH·OW)`; `fold` sums cols back into x.
+/// The output columns `ox` in `lo..hi` whose input column `ox·stride + off` lies in `0..wd`.
+fn inside(off: isize, stride: usize, wd: usize, ow: usize) -> (usize, usize) {
+    let s = stride as isize;
+    // Smallest ox with ox·s + off ≥ 0, and smallest with ox·s + off ≥ wd.
+    let first = |bound: isize| -> usize { ((bound - off).max(0) + s - 1).div_euclid(s) as usize };
+    let lo = first(0).min(ow);
+    (lo, first(wd as isize).clamp(lo, ow))
+}
+
+/// x `(N, C, H, W)` ↔ cols `(N, C·KH·KW, OH·OW)`; `fold` sums cols back into x. One output row
+/// at a time: the row's valid input range is computed once, so the inner loop is a strided (for
+/// stride 1, contiguous) copy with no per-element bounds test.
 fn im2col(w: &Window, x: &[f32], xs: &Shape, cols: &mut [f32], fold: bool) -> KResult {
     let [n, c, h, wd] = [xs.0[0], xs.0[1], xs.0[2], xs.0[3]];
     let (oh, ow) = w.output(h, wd).ok_or("window does not fit")?;
     let (kh, kw, l) = (w.k[0], w.k[1], oh * ow);
+    let (sh, sw) = (w.stride[0], w.stride[1]);
     // When folding, `x` is the cols input and `cols` the image output: swap roles.
     let (src, dst) = (x, cols);
     for b in 0..n {
@@ -425,16 +437,34 @@ fn im2col(w: &Window, x: &[f32], xs: &Shape, cols: &mut [f32], fold: bool) -> KR
             for i in 0..kh {
                 for j in 0..kw {
                     let row = ((b * c + ch) * kh + i) * kw + j;
+                    let off = (j * w.dilation[1]) as isize - w.pad[1] as isize;
+                    let (lo, hi) = inside(off, sw, wd, ow);
                     for oy in 0..oh {
-                        for ox in 0..ow {
-                            let col = row * l + oy * ow + ox;
-                            let at = tap(w, h, wd, oy, ox, i, j);
-                            if fold {
-                                if let Some(p) = at {
-                                    dst[plane + p] += src[col];
-                                }
+                        let col = row * l + oy * ow;
+                        let iy = (oy * sh + i * w.dilation[0]) as isize - w.pad[0] as isize;
+                        if iy < 0 || iy as usize >= h {
+                            if !fold {
+                                dst[col..col + ow].fill(0.0);
+                            }
+                            continue;
+                        }
+                        let base = plane + iy as usize * wd;
+                        // Input column of output column ox: ox·sw + off (≥ 0 for ox ≥ lo).
+                        let ix0 = (lo as isize * sw as isize + off) as usize;
+                        if fold {
+                            for (k, &v) in src[col + lo..col + hi].iter().enumerate() {
+                                dst[base + ix0 + k * sw] += v;
+                            }
+                        } else {
+                            dst[col..col + lo].fill(0.0);
+                            dst[col + hi..col + ow].fill(0.0);
+                            let out = &mut dst[col + lo..col + hi];
+                            if sw == 1 {
+                                out.copy_from_slice(&src[base + ix0..base + ix0 + (hi - lo)]);
                             } else {
-                                dst[col] = at.map_or(0.0, |p| src[plane + p]);
+                                for (k, o) in out.iter_mut().enumerate() {
+                                    *o = src[base + ix0 + k * sw];
+                                }
                             }
                         }
                     }
@@ -762,6 +792,60 @@ fn gru_cell_grad(cell: &[f32], hp: &[f32], dy: &[f32], hs: &Shape, out: &mut [f3
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// im2col against its definition (`tap` per element), on windows with stride, padding and
+    /// dilation, including ones whose padding exceeds the kernel's reach.
+    #[test]
+    fn im2col_matches_its_definition() {
+        let xs = Shape(vec![2, 3, 7, 9]);
+        let x: Vec<f32> = (0..xs.numel()).map(|v| v as f32 * 0.5 - 3.0).collect();
+        for (k, s, p, d) in [
+            (3, 1, 1, 1),
+            (3, 2, 1, 1),
+            (5, 2, 2, 1),
+            (3, 3, 4, 2),
+            (1, 1, 0, 1),
+            (2, 3, 0, 2),
+        ] {
+            let w = Window {
+                k: [k, k + 1],
+                stride: [s, s + 1],
+                pad: [p, p],
+                dilation: [d, d],
+            };
+            let Some((oh, ow)) = w.output(7, 9) else { continue };
+            let l = oh * ow;
+            let mut cols = vec![f32::NAN; 2 * 3 * k * (k + 1) * l];
+            im2col(&w, &x, &xs, &mut cols, false).unwrap();
+            let mut want = vec![0f32; cols.len()];
+            let mut folded_want = vec![0f32; x.len()];
+            for b in 0..2 {
+                for ch in 0..3 {
+                    let plane = (b * 3 + ch) * 63;
+                    for i in 0..k {
+                        for j in 0..k + 1 {
+                            let row = ((b * 3 + ch) * k + i) * (k + 1) + j;
+                            for oy in 0..oh {
+                                for ox in 0..ow {
+                                    let at = tap(&w, 7, 9, oy, ox, i, j);
+                                    want[row * l + oy * ow + ox] = at.map_or(0.0, |q| x[plane + q]);
+                                    if let Some(q) = at {
+                                        folded_want[plane + q] += want[row * l + oy * ow + ox];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(cols, want, "unfold {w:?}");
+            let mut folded = vec![0f32; x.len()];
+            im2col(&w, &cols, &xs, &mut folded, true).unwrap();
+            assert_eq!(folded, folded_want, "fold {w:?}");
+        }
+    }
+
     #[test]
     fn tanh_is_within_an_ulp_of_the_exact_value() {
         // Against tanh in f64 rounded once: the f32 library function is no better than that.
