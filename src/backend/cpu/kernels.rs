@@ -159,22 +159,33 @@ fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
 /// Walk every index of `dims` in row-major order, calling `f(linear, [offset in operand k])`
 /// where operand `k` is read with `strides[k]` (0 on broadcast axes).
 fn for_each_index<const N: usize>(dims: &[usize], strides: [&[usize]; N], mut f: impl FnMut(usize, [usize; N])) {
+    for_each_row(dims, strides, |lin, base, step, len| {
+        for j in 0..len {
+            f(lin + j, std::array::from_fn(|k| base[k] + j * step[k]));
+        }
+    });
+}
+
+/// The walk of [`for_each_index`] one innermost row at a time: `f(first linear index, each
+/// operand's offset of the row's first element, each operand's stride along the row, length)`,
+/// so a kernel can run a tight loop over a row (contiguous, or broadcast with stride 0).
+fn for_each_row<const N: usize>(
+    dims: &[usize],
+    strides: [&[usize]; N],
+    mut f: impl FnMut(usize, [usize; N], [usize; N], usize),
+) {
+    // The same walk over fewer, longer axes.
+    let (dims, strides) = crate::shape::coalesce(dims, strides);
     let r = dims.len();
-    if r == 0 {
-        f(0, [0; N]);
-        return;
-    }
     let inner = dims[r - 1];
+    let step: [usize; N] = std::array::from_fn(|k| strides[k][r - 1]);
     let outer: usize = dims[..r - 1].iter().product();
     let mut idx = vec![0usize; r - 1];
     let mut base = [0usize; N];
     let mut lin = 0;
     for _ in 0..outer {
-        let step: [usize; N] = std::array::from_fn(|k| strides[k][r - 1]);
-        for j in 0..inner {
-            f(lin, std::array::from_fn(|k| base[k] + j * step[k]));
-            lin += 1;
-        }
+        f(lin, base, step, inner);
+        lin += inner;
         // Advance the odometer over the outer axes.
         for ax in (0..r - 1).rev() {
             idx[ax] += 1;
@@ -226,7 +237,36 @@ pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape, u: &
                 }
             } else {
                 let (sa, sb) = (broadcast_strides(&xs[0], os), broadcast_strides(&xs[1], os));
-                for_each_index(&os.0, [&sa, &sb], |i, [ia, ib]| out[i] = binary(*b, x[0][ia], x[1][ib]));
+                // Row by row, with the common layouts (contiguous, or one side broadcast along
+                // the row) as plain slice loops.
+                let (p, q) = (x[0], x[1]);
+                for_each_row(&os.0, [&sa, &sb], |i, [ia, ib], [ja, jb], len| {
+                    let o = &mut out[i..i + len];
+                    match (ja, jb) {
+                        (1, 1) => {
+                            for ((o, &u), &v) in o.iter_mut().zip(&p[ia..ia + len]).zip(&q[ib..ib + len]) {
+                                *o = binary(*b, u, v);
+                            }
+                        }
+                        (1, 0) => {
+                            let v = q[ib];
+                            for (o, &u) in o.iter_mut().zip(&p[ia..ia + len]) {
+                                *o = binary(*b, u, v);
+                            }
+                        }
+                        (0, 1) => {
+                            let u = p[ia];
+                            for (o, &v) in o.iter_mut().zip(&q[ib..ib + len]) {
+                                *o = binary(*b, u, v);
+                            }
+                        }
+                        _ => {
+                            for (j, o) in o.iter_mut().enumerate() {
+                                *o = binary(*b, p[ia + j * ja], q[ib + j * jb]);
+                            }
+                        }
+                    }
+                });
             }
         }
         Op::Where => {
@@ -541,7 +581,16 @@ fn reduce(op: ReduceOp, axes: &[usize], x: &[f32], xs: &Shape, out: &mut [f32]) 
     match op {
         ReduceOp::Sum | ReduceOp::Mean => {
             let mut acc = vec![0f64; out.len()];
-            for_each_index(&xs.0, [&ins, &to_out], |_, [i, o]| acc[o] += x[i] as f64);
+            for_each_row(&xs.0, [&ins, &to_out], |_, [i, o], [ji, jo], len| {
+                if jo == 0 {
+                    // The whole row sums into one output (a reduced innermost axis).
+                    acc[o] += (0..len).map(|j| x[i + j * ji] as f64).sum::<f64>();
+                } else {
+                    for j in 0..len {
+                        acc[o + j * jo] += x[i + j * ji] as f64;
+                    }
+                }
+            });
             let scale = if op == ReduceOp::Mean {
                 (out.len() as f64) / (x.len() as f64)
             } else {

@@ -425,38 +425,7 @@ pub(crate) fn variant_name(debug: String) -> String {
     debug.split(['(', ' ', '{']).next().unwrap_or_default().to_string()
 }
 
-/// The same index space with fewer axes: size-1 axes dropped, and each axis merged into the
-/// one before it where every operand steps over both as over one (`s[i] = s[i+1]·dims[i+1]`).
-/// Returns at least one axis. The kernels split each linear index into coordinates with one
-/// integer division per axis, which costs more than the memory access on many devices.
-pub(crate) fn coalesce<const K: usize>(dims: &[usize], strides: [&[usize]; K]) -> (Vec<usize>, [Vec<usize>; K]) {
-    let mut d: Vec<usize> = Vec::with_capacity(dims.len());
-    let mut s: [Vec<usize>; K] = std::array::from_fn(|_| Vec::with_capacity(dims.len()));
-    for (ax, &dim) in dims.iter().enumerate() {
-        if dim == 1 {
-            continue;
-        }
-        let merges = !d.is_empty() && (0..K).all(|k| s[k][s[k].len() - 1] == strides[k][ax] * dim);
-        if merges {
-            *d.last_mut().expect("non-empty") *= dim;
-            for (sk, st) in s.iter_mut().zip(&strides) {
-                *sk.last_mut().expect("non-empty") = st[ax];
-            }
-        } else {
-            d.push(dim);
-            for (sk, st) in s.iter_mut().zip(&strides) {
-                sk.push(st[ax]);
-            }
-        }
-    }
-    if d.is_empty() {
-        d.push(1);
-        for sk in &mut s {
-            sk.push(0);
-        }
-    }
-    (d, s)
-}
+pub(crate) use crate::shape::coalesce;
 
 #[cfg(test)]
 mod tests {
