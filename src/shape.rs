@@ -163,23 +163,6 @@ pub fn broadcast_axes(from: &Shape, to: &Shape) -> Vec<usize> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn broadcasting_follows_numpy() {
-        let a = Shape::from([4, 1, 3]);
-        let b = Shape::from([5, 1]);
-        assert_eq!(broadcast_shapes(&a, &b), Some(Shape::from([4, 5, 3])));
-        assert_eq!(broadcast_shapes(&Shape::from([2, 3]), &Shape::from([3, 2])), None);
-        assert_eq!(broadcast_strides(&b, &Shape::from([4, 5, 3])), vec![0, 1, 0]);
-        assert_eq!(broadcast_axes(&b, &Shape::from([4, 5, 3])), vec![0, 2]);
-        assert_eq!(Shape::from([2, 3, 4]).strides(), vec![12, 4, 1]);
-        assert_eq!(Shape::scalar().numel(), 1);
-    }
-}
-
 /// The same index space with fewer axes: size-1 axes dropped, and each axis merged into the
 /// one before it where every operand steps over both as over one (`s[i] = s[i+1]·dims[i+1]`).
 /// Returns at least one axis. Fewer axes mean less index arithmetic per element: the GPU kernels
@@ -212,4 +195,21 @@ pub(crate) fn coalesce<const K: usize>(dims: &[usize], strides: [&[usize]; K]) -
         }
     }
     (d, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting_follows_numpy() {
+        let a = Shape::from([4, 1, 3]);
+        let b = Shape::from([5, 1]);
+        assert_eq!(broadcast_shapes(&a, &b), Some(Shape::from([4, 5, 3])));
+        assert_eq!(broadcast_shapes(&Shape::from([2, 3]), &Shape::from([3, 2])), None);
+        assert_eq!(broadcast_strides(&b, &Shape::from([4, 5, 3])), vec![0, 1, 0]);
+        assert_eq!(broadcast_axes(&b, &Shape::from([4, 5, 3])), vec![0, 2]);
+        assert_eq!(Shape::from([2, 3, 4]).strides(), vec![12, 4, 1]);
+        assert_eq!(Shape::scalar().numel(), 1);
+    }
 }
