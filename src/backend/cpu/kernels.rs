@@ -446,6 +446,7 @@ pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape, u: &
 
 /// The input position `(iy, ix)` that kernel tap `(i, j)` of output `(oy, ox)` reads, if it is
 /// inside the image (not padding).
+#[cfg(test)]
 fn tap(w: &Window, h: usize, wd: usize, oy: usize, ox: usize, i: usize, j: usize) -> Option<usize> {
     let iy = (oy * w.stride[0] + i * w.dilation[0]) as isize - w.pad[0] as isize;
     let ix = (ox * w.stride[1] + j * w.dilation[1]) as isize - w.pad[1] as isize;
@@ -533,13 +534,28 @@ fn pool(w: &Window, x: &[f32], xs: &Shape, out: &mut [f32], os: &Shape, kind: Po
     let (oh, ow) = (small.0[2], small.0[3]);
     let planes = img.0[0] * img.0[1];
     let area = (w.k[0] * w.k[1]) as f32;
+    // The input rows of each output row's window and the input columns of each output column's
+    // window that fall inside the image, computed once: a window's taps are their products, in
+    // row-major window order.
+    let along = |n: usize, out: usize, k: usize, s: usize, pad: usize, d: usize| -> Vec<Vec<usize>> {
+        (0..out)
+            .map(|o| {
+                (0..k)
+                    .filter_map(|i| {
+                        let v = (o * s + i * d) as isize - pad as isize;
+                        (v >= 0 && (v as usize) < n).then_some(v as usize)
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let rows = along(h, oh, w.k[0], w.stride[0], w.pad[0], w.dilation[0]);
+    let cols = along(wd, ow, w.k[1], w.stride[1], w.pad[1], w.dilation[1]);
     for p in 0..planes {
-        for oy in 0..oh {
-            for ox in 0..ow {
+        for (oy, ry) in rows.iter().enumerate() {
+            for (ox, cx) in cols.iter().enumerate() {
                 let o = p * oh * ow + oy * ow + ox;
-                let taps = (0..w.k[0])
-                    .flat_map(|i| (0..w.k[1]).map(move |j| (i, j)))
-                    .filter_map(|(i, j)| tap(w, h, wd, oy, ox, i, j));
+                let taps = ry.iter().flat_map(|&iy| cx.iter().map(move |&ix| iy * wd + ix));
                 match kind {
                     PoolKind::Argmax => {
                         // The first maximum in row-major window order wins; NaN wins (propagates).
