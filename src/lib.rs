@@ -40,8 +40,10 @@
 pub mod autodiff;
 pub mod backend;
 pub mod checkpoint;
+pub mod crossval;
 pub mod data;
 pub mod device;
+pub mod ensemble;
 mod error;
 pub mod exec;
 pub mod gradcheck;
