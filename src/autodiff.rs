@@ -482,6 +482,14 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
         Op::ScatterPlanes(_) => vec![Some(g.push(Op::GatherPlanes, vec![dy, x[1]], shape(g, x[0]))?), None],
         Op::AvgPool(w) => vec![Some(g.push(Op::AvgPoolGrad(*w), vec![dy], shape(g, x[0]))?)],
         Op::AvgPoolGrad(w) => vec![Some(g.push(Op::AvgPool(*w), vec![dy], shape(g, x[0]))?)],
+        // Augmentation acts on the data; a gradient through its random resampling is never
+        // what a model wants, so asking for one is an error rather than a silent zero.
+        Op::Augment { .. } => {
+            return Err(Error::NotDifferentiable(format!(
+                "{} (augment) has no gradient: augment the input data, not a tensor computed from parameters",
+                g.describe(y)
+            )))
+        }
         Op::GatherRows => {
             let rows = g.shape(x[0]).0[0];
             vec![Some(g.scatter_add_rows(dy, x[1], rows)?), None]

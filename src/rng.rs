@@ -101,6 +101,17 @@ pub fn dropout_uniform(seed: u32, t: u32, key: u32, i: u32) -> f32 {
     (hash32(i ^ k) >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
 }
 
+/// The per-step stream key of on-device randomness: `hash32` chained over (seed, t, key), the
+/// chain [`dropout_uniform`] starts from. Value `i` of the stream is `hash32(i ^ step_key(..))`.
+pub fn step_key(seed: u32, t: u32, key: u32) -> u32 {
+    hash32(key.wrapping_add(hash32(t.wrapping_add(hash32(seed)))))
+}
+
+/// The uniform in `[0, 1)` made of a hash's top 24 bits (exact in f32 on every backend).
+pub fn unit24(h: u32) -> f32 {
+    (h >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,7 +73,7 @@ const WIN: Window = Window {
 };
 
 /// How many `Op` variants there are; [`op_case`] numbers them `0..OP_VARIANTS`.
-const OP_VARIANTS: usize = 37;
+const OP_VARIANTS: usize = 38;
 
 /// The case that exercises `op`'s variant (for unary, binary, reduce and matmul ops, `op`'s
 /// own attributes). No wildcard: a new `Op` variant does not compile until it has a case.
@@ -225,6 +225,26 @@ fn op_case(op: &Op) -> Case {
             let p = g.mul_scalar(v, 0.3)?;
             let s = g.bernoulli(p)?;
             Ok(vec![g.mul(s, v)?])
+        }),
+        // Every augmentation at once on fed images (it has no gradient; the product with a
+        // parameter gives the case a backward pass that does not cross it). Without rotation
+        // the kernels agree exactly; `augment_is_exact_across_backends` in tests/augment.rs
+        // checks that.
+        Op::Augment { .. } => case(37, Domain::Mixed, move |g| {
+            let v = g.input("images", [5, 3, 9, 7])?;
+            let aug = kiln::graph::Augment {
+                shift: 2,
+                flip: true,
+                rotate: 30.0,
+                brightness: 0.2,
+                contrast: 0.3,
+                noise: 0.1,
+                fill: -0.5,
+                center: 0.25,
+            };
+            let a = g.augment(v, aug)?;
+            let w = x(g, &[5, 3, 9, 7])?;
+            Ok(vec![g.mul(a, w)?])
         }),
         // f32 → u32 (truncating; negatives give 0) → f32. f16 has no wgpu kernels yet, so the
         // f16 conversions are checked on the CPU in tests/dtypes.rs.
@@ -399,6 +419,10 @@ fn samples() -> Vec<Op> {
         Op::DropoutMask { p: 0.3, key: 0 },
         Op::StopGradient,
         Op::Bernoulli { key: 0 },
+        Op::Augment {
+            aug: kiln::graph::Augment::default(),
+            key: 0,
+        },
         Op::Cast(DType::U32),
         Op::GatherRows,
         Op::ScatterAddRows,

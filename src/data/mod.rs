@@ -1,13 +1,15 @@
 //! Datasets: the IDX format (MNIST and everything shaped like it), numeric CSV tables,
-//! in-memory labelled sample sets, seeded shuffling, mini-batches, normalisation and
-//! validation splits.
+//! in-memory labelled sample sets, seeded shuffling, mini-batches, normalisation, validation
+//! splits, bootstrap samples and k-fold splits.
 
 mod csv;
 mod idx;
+mod resample;
 pub mod text;
 
 pub use csv::{load_csv_classification, parse_csv, read_csv, CsvHeader, CsvTable};
 pub use idx::{parse_idx, read_idx, IdxArray};
+pub use resample::Folds;
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;

@@ -1,12 +1,14 @@
 //! The computational graph: nodes, parameters, and the builder methods that add ops with their
 //! output shapes inferred (and checked) as the graph is built.
 
+mod augment;
 mod conv;
 mod dot;
 mod op;
 mod random;
 mod rnn;
 
+pub use augment::Augment;
 pub use op::{BinaryOp, Op, ReduceOp, UnaryOp, Window};
 
 use crate::error::{Error, Result};
@@ -264,6 +266,7 @@ impl Graph {
             )),
             Op::Where => float(&d[1..]),
             Op::MaxPoolArgmax(_) => float(&d).map(|_| DType::U32),
+            Op::Augment { .. } => float(&d),
             Op::GatherPlanes | Op::ScatterPlanes(_) => {
                 index(d[1], "pooling indices")?;
                 float(&d[..1])

@@ -233,6 +233,25 @@ pub enum Op {
     AvgPool(Window),
     /// The adjoint of [`Op::AvgPool`]: `dy (N, C, OH, OW)` → `(N, C, H, W)`.
     AvgPoolGrad(Window),
+    // ----- data augmentation (issue 11, part 2) -----
+    /// Random augmentation of images `(N, C, H, W)` → the same shape (see
+    /// [`super::Augment`]); no gradient. Image `n` draws `hⱼ = hash32((8n + j) ^ k)` for
+    /// `j < 6` with `k = hash32(key + hash32(step + hash32(seed)))` (dropout's key chain), and
+    /// takes `dx, dy = h₀, h₁ mod (2·shift + 1) − shift`, flips if `flip` and `h₂` is odd,
+    /// rotates by `θ = rotate·π/180·(2u(h₃) − 1)`, and scales contrast by
+    /// `1 + contrast·(2u(h₅) − 1)` and offsets brightness by `brightness·(2u(h₄) − 1)`, with
+    /// `u(h) = (h >> 8)·2⁻²⁴`. Output pixel `(y, x)` reads input `(y − dy, x' − dx)`, `x'` being
+    /// `x` mirrored when flipped, rotated by `θ` about the centre and sampled bilinearly
+    /// (`sin θ`, `cos θ` by one polynomial on both backends; without rotation it is a plain
+    /// read). Noise element `e` is `Σₘ₍₆₎ (lo16 + hi16 of hash32((6e + m) ^ hash32(k ^
+    /// 0x9e3779b9))) / 2¹⁶ − 6`. Integer choices are identical on both backends.
+    Augment {
+        /// What to draw.
+        aug: super::Augment,
+        /// Distinguishes augmentations within one step.
+        key: u32,
+    },
+    // ----- end of data augmentation -----
     /// Rows of a table picked by index (an embedding lookup): inputs `[table (V, E), ids (…) u32]`
     /// → `(…, E)`. Ids must be below `V` (feed them as labels with `V` classes to have that
     /// checked): the CPU backend reports one that is not, a GPU writes a row of zeros.
@@ -312,6 +331,7 @@ impl Op {
             Op::ScatterPlanes(_) => "scatter_planes",
             Op::AvgPool(_) => "avg_pool",
             Op::AvgPoolGrad(_) => "avg_pool_grad",
+            Op::Augment { .. } => "augment",
             Op::GatherRows => "gather_rows",
             Op::ScatterAddRows => "scatter_add_rows",
             Op::LstmCell => "lstm_cell",

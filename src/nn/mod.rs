@@ -232,3 +232,23 @@ pub fn lenet5_for(g: &mut Graph, x: NodeId, classes: usize) -> Result<NodeId> {
     let h = g.relu(h)?;
     f3.forward(g, h)
 }
+
+// ----- data augmentation (issue 11, part 2) -----
+
+/// `model` with its input augmented in training only: the returned model function (the shape
+/// [`crate::train::Trainer`] takes) calls `model(g, g.augment(x, aug), true)` when `train` is
+/// set and `model(g, x, false)` otherwise, so evaluation sees the data as it is.
+pub fn augmented<'a, F>(
+    model: F,
+    aug: crate::graph::Augment,
+) -> impl Fn(&mut Graph, NodeId, bool) -> Result<NodeId> + 'a
+where
+    F: Fn(&mut Graph, NodeId, bool) -> Result<NodeId> + 'a,
+{
+    move |g: &mut Graph, x: NodeId, train: bool| {
+        let x = if train { g.augment(x, aug)? } else { x };
+        model(g, x, train)
+    }
+}
+
+// ----- end of data augmentation -----

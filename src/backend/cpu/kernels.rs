@@ -406,6 +406,7 @@ pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape, u: &
             out.fill(0.0);
             pool(w, x[0], &xs[0], out, os, PoolKind::AvgGrad)?
         }
+        Op::Augment { aug, key } => augment(aug, *key, x[0], &xs[0], out, u),
         Op::GatherPlanes => {
             let (plane_in, plane_out) = (xs[0].0[2] * xs[0].0[3], os.0[2] * os.0[3]);
             for (p, (o, idx)) in out.chunks_mut(plane_out).zip(x[1].chunks(plane_out)).enumerate() {
@@ -854,6 +855,125 @@ fn gru_cell_grad(cell: &[f32], hp: &[f32], dy: &[f32], hs: &Shape, out: &mut [f3
         }
     }
 }
+
+// ----- data augmentation (issue 11, part 2) -----
+
+/// `sin θ` and `cos θ` for `|θ| ≤ π/4` by their Taylor polynomials to θ¹¹ and θ¹⁰ (error below
+/// 1e-8), in Horner form: only products and sums, so shaders/augment.wgsl, which evaluates the
+/// same polynomials, gets the same values (WGSL's `sin` and `cos` may be off by 2⁻¹¹).
+pub fn sin_cos_small(t: f32) -> (f32, f32) {
+    let t2 = t * t;
+    let s = t
+        * (1.0
+            + t2 * (-0.16666667
+                + t2 * (0.008333334 + t2 * (-0.0001984127 + t2 * (2.7557319e-6 + t2 * -2.5052108e-8)))));
+    let c = 1.0 + t2 * (-0.5 + t2 * (0.041666668 + t2 * (-0.0013888889 + t2 * (2.4801587e-5 + t2 * -2.755732e-7))));
+    (s, c)
+}
+
+/// One image's draw of [`Op::Augment`].
+struct Draw {
+    dx: isize,
+    dy: isize,
+    flip: bool,
+    sin: f32,
+    cos: f32,
+    brightness: f32,
+    contrast: f32,
+}
+
+fn draw(a: &crate::graph::Augment, k: u32, img: usize) -> Draw {
+    use crate::rng::{hash32, unit24};
+    let h = |j: u32| hash32((8u32.wrapping_mul(img as u32)).wrapping_add(j) ^ k);
+    let span = 2 * a.shift as u32 + 1;
+    let theta = a.rotate_radians() * (2.0 * unit24(h(3)) - 1.0);
+    let (sin, cos) = sin_cos_small(theta);
+    Draw {
+        dx: (h(0) % span) as isize - a.shift as isize,
+        dy: (h(1) % span) as isize - a.shift as isize,
+        flip: a.flip && h(2) & 1 == 1,
+        sin,
+        cos,
+        brightness: a.brightness * (2.0 * unit24(h(4)) - 1.0),
+        contrast: 1.0 + a.contrast * (2.0 * unit24(h(5)) - 1.0),
+    }
+}
+
+/// Twelve 16-bit uniforms summed, scaled and centred: mean 0, variance 1, computed exactly (the
+/// sum is an integer below 2²⁰), so both backends add the same noise.
+fn noise_z(kn: u32, e: usize) -> f32 {
+    let mut s = 0u32;
+    for m in 0..6u32 {
+        let h = crate::rng::hash32(6u32.wrapping_mul(e as u32).wrapping_add(m) ^ kn);
+        s += (h & 0xffff) + (h >> 16);
+    }
+    s as f32 * (1.0 / 65536.0) - 6.0
+}
+
+/// x `(N, C, H, W)` → augmented `(N, C, H, W)`; see [`Op::Augment`] for the draws.
+fn augment(a: &crate::graph::Augment, key: u32, x: &[f32], xs: &Shape, out: &mut [f32], u: &StepUniforms) {
+    let [n, c, h, w] = [xs.0[0], xs.0[1], xs.0[2], xs.0[3]];
+    let k = crate::rng::step_key(u.seed as u32, u.step as u32, key);
+    let kn = crate::rng::hash32(k ^ 0x9e37_79b9);
+    let (cx, cy) = ((w - 1) as f32 * 0.5, (h - 1) as f32 * 0.5);
+    for img in 0..n {
+        let d = draw(a, k, img);
+        for ch in 0..c {
+            let plane = img * c + ch;
+            let src = &x[plane * h * w..(plane + 1) * h * w];
+            let pixel = |y: isize, x: isize| -> f32 {
+                if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
+                    a.fill
+                } else {
+                    src[y as usize * w + x as usize]
+                }
+            };
+            for oy in 0..h {
+                for ox in 0..w {
+                    let xf = (if d.flip { w - 1 - ox } else { ox }) as isize;
+                    let (xsrc, ysrc) = (xf - d.dx, oy as isize - d.dy);
+                    let v = if a.rotate > 0.0 {
+                        let (du, dv) = (xsrc as f32 - cx, ysrc as f32 - cy);
+                        let sx = cx + d.cos * du + d.sin * dv;
+                        let sy = cy - d.sin * du + d.cos * dv;
+                        let (x0, y0) = (sx.floor(), sy.floor());
+                        let (fx, fy) = (sx - x0, sy - y0);
+                        let (ix, iy) = (x0 as isize, y0 as isize);
+                        let top = (1.0 - fx) * pixel(iy, ix) + fx * pixel(iy, ix + 1);
+                        let bottom = (1.0 - fx) * pixel(iy + 1, ix) + fx * pixel(iy + 1, ix + 1);
+                        (1.0 - fy) * top + fy * bottom
+                    } else {
+                        pixel(ysrc, xsrc)
+                    };
+                    let e = (plane * h + oy) * w + ox;
+                    let mut o = d.contrast * (v - a.center) + a.center + d.brightness;
+                    if a.noise > 0.0 {
+                        o += a.noise * noise_z(kn, e);
+                    }
+                    out[e] = o;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod augment_tests {
+    #[test]
+    fn small_angle_sine_and_cosine_are_accurate_to_f32() {
+        for i in -1000..=1000 {
+            let t = i as f32 / 1000.0 * std::f32::consts::FRAC_PI_4;
+            let (s, c) = super::sin_cos_small(t);
+            let (es, ec) = (t as f64).sin_cos();
+            assert!(
+                (s as f64 - es).abs() < 2e-7 && (c as f64 - ec).abs() < 2e-7,
+                "θ = {t}: {s}, {c}"
+            );
+        }
+    }
+}
+
+// ----- end of data augmentation -----
 
 #[cfg(test)]
 mod tests {

@@ -161,6 +161,7 @@ fn lower_untyped(k: &Kernel) -> Result<Vec<Dispatch>, String> {
         Op::MaxPoolArgmax(w) => conv::conv(Entry::PoolArgmax, n, &xs[0], w, (os.dims()[2], os.dims()[3]), x, out),
         Op::AvgPool(w) => conv::conv(Entry::AvgPool, n, &xs[0], w, (os.dims()[2], os.dims()[3]), x, out),
         Op::AvgPoolGrad(w) => conv::conv(Entry::AvgPoolGrad, n, os, w, (xs[0].dims()[2], xs[0].dims()[3]), x, out),
+        Op::Augment { aug, key } => super::kernels::augment::augment(aug, *key, &xs[0], x[0], out),
         Op::GatherPlanes => {
             let w = Window {
                 k: [1, 1],

@@ -7,6 +7,7 @@
 //!
 //! Nothing here names a wgpu type, so the contract can be read and tested on its own.
 
+pub mod augment;
 pub mod conv;
 pub mod elementwise;
 pub mod matmul;
@@ -40,11 +41,13 @@ pub enum Family {
     Optim,
     /// rnn.wgsl
     Rnn,
+    /// augment.wgsl
+    Augment,
 }
 
 impl Family {
     /// Every family, for shader validation.
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 8] = [
         Family::Elementwise,
         Family::Reduce,
         Family::Matmul,
@@ -52,6 +55,7 @@ impl Family {
         Family::Conv,
         Family::Optim,
         Family::Rnn,
+        Family::Augment,
     ];
 
     /// The WGSL compiled for f32 (and u32) tensors: [`Family::source_with`] all words.
@@ -70,6 +74,7 @@ impl Family {
             Family::Softmax => include_str!("../../../../shaders/softmax.wgsl").to_string(),
             Family::Conv => include_str!("../../../../shaders/conv.wgsl").to_string(),
             Family::Rnn => include_str!("../../../../shaders/rnn.wgsl").to_string(),
+            Family::Augment => include_str!("../../../../shaders/augment.wgsl").to_string(),
             Family::Optim => {
                 return format!(
                     "{}\n{}",
@@ -362,6 +367,7 @@ macro_rules! mirror {
 /// Every parameter struct of the contract, for the layout check.
 #[rustfmt::skip] // one struct per line reads as the table it is
 pub fn mirrors() -> Vec<Mirror> {
+    use augment::Augment;
     use conv::Conv;
     use elementwise::{AddInto, Bernoulli, Convert, CopyIfFinite, Dropout, Fill, OneHot, Strided, Unary};
     use matmul::Matmul;
@@ -388,6 +394,7 @@ pub fn mirrors() -> Vec<Mirror> {
         mirror!(mm, Matmul { m, n, k, a_off, b_off, c_off, rsa, csa, rsb, csb, a_batch, b_batch, batch, vec_a, vec_b }),
         mirror!(sm, Softmax { rows, classes, a_off, b_off, c_off, out_off, smoothing }),
         mirror!(cv, Conv { invocations, n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, a_off, out_off, b_off }),
+        mirror!(Family::Augment, Augment { invocations, c, h, w, a_off, out_off, shift, flip, key, rotate, brightness, contrast, noise, fill, center }),
         mirror!(op, Update { nseg, clip_on, clip, norm_on, max_norm, weight_decay, stats_off, n }, table: "segments" of Segment),
         mirror!(op, Segment { offset, len, decay }),
         mirror!(rn, Rnn { invocations, n, h, v, a_off, b_off, c_off, out_off }),
