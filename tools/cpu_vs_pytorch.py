@@ -1,0 +1,105 @@
+"""Kiln's CPU backend against PyTorch on the same machine, in one run: LeNet-5 training samples/s
+(batch 64, one epoch of the bundled MNIST, the mnist example's recipe), and the ratio.
+
+How to run (from the repository root; needs torch and numpy, and a release build of the example)
+    cargo build --release --example mnist
+    python3 -m venv /tmp/tv && /tmp/tv/bin/pip install torch numpy
+    /tmp/tv/bin/python tools/cpu_vs_pytorch.py [--rounds 2] [--threads 2] [--limit N]
+
+Each round runs Kiln (`target/release/examples/mnist --val 0 --device cpu`, its JSON line's
+`samples_per_s`: training steps only) and then PyTorch (the same recipe as
+tools/torch_lenet_mnist.py, timing the training loop only), alternating so both see the same
+machine state. It prints every measurement, the medians and Kiln/PyTorch.
+"""
+import argparse, gzip, json, os, statistics, struct, subprocess, sys, time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def idx(path):
+    b = gzip.open(path).read()
+    magic, = struct.unpack(">I", b[:4])
+    nd = magic & 0xFF
+    dims = struct.unpack(">" + "I" * nd, b[4:4 + 4 * nd])
+    return np.frombuffer(b[4 + 4 * nd:], dtype=np.uint8).reshape(dims)
+
+
+class LeNet(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.c1 = nn.Conv2d(1, 6, 5, padding=2)
+        s.c2 = nn.Conv2d(6, 16, 5)
+        s.f1 = nn.Linear(400, 120)
+        s.f2 = nn.Linear(120, 84)
+        s.f3 = nn.Linear(84, 10)
+
+    def forward(s, x):
+        x = F.max_pool2d(F.relu(s.c1(x)), 2)
+        x = F.max_pool2d(F.relu(s.c2(x)), 2)
+        x = x.flatten(1)
+        return s.f3(F.relu(s.f2(F.relu(s.f1(x)))))
+
+
+def torch_samples_per_s(xtr, ytr, n, seed):
+    torch.manual_seed(seed)
+    net = LeNet()
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    perm = torch.randperm(n)
+    steps = n // 64
+    t = time.time()
+    for i in range(steps):
+        b = perm[i * 64:(i + 1) * 64]
+        loss = F.cross_entropy(net(xtr[b]), ytr[b])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * 64 / (time.time() - t)
+
+
+def kiln_samples_per_s(limit, seed):
+    exe = os.path.join(ROOT, "target", "release", "examples", "mnist")
+    if not os.path.exists(exe):
+        sys.exit(f"{exe} is missing: run `cargo build --release --example mnist` first")
+    cmd = [exe, "--val", "0", "--device", "cpu", "--seed", str(seed)]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["samples_per_s"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=0, help="train on the first N images only")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    if a.rounds < 1 or a.threads < 1 or a.limit < 0:
+        sys.exit("--rounds and --threads must be at least 1, --limit at least 0")
+    torch.set_num_threads(a.threads)
+    d = os.path.join(ROOT, "data", "mnist")
+    xtr = idx(os.path.join(d, "train-images-idx3-ubyte.gz")).astype(np.float32) / 255
+    ytr = idx(os.path.join(d, "train-labels-idx1-ubyte.gz")).astype(np.int64)
+    n = a.limit or len(ytr)
+    m, s = xtr[:n].mean(), xtr[:n].std()
+    xtr = torch.tensor((xtr[:n] - m) / s).unsqueeze(1)
+    ytr = torch.tensor(ytr[:n])
+    kiln, pt = [], []
+    for r in range(a.rounds):
+        kiln.append(kiln_samples_per_s(a.limit, a.seed))
+        pt.append(torch_samples_per_s(xtr, ytr, n, a.seed))
+        print(f"round {r + 1}: Kiln CPU {kiln[-1]:,.0f} samples/s, PyTorch {torch.__version__} "
+              f"({a.threads} threads) {pt[-1]:,.0f} samples/s", flush=True)
+    k, p = statistics.median(kiln), statistics.median(pt)
+    print(json.dumps({"kiln_samples_per_s": round(k, 1), "pytorch_samples_per_s": round(p, 1),
+                      "ratio": round(k / p, 3), "images": n, "rounds": a.rounds,
+                      "torch": torch.__version__, "threads": a.threads}))
+
+
+if __name__ == "__main__":
+    main()
