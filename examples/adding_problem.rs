@@ -13,7 +13,10 @@
 //! ‖∂L/∂x₁‖, the gradient of the loss with respect to the first input, averaged over the test
 //! batch: how much the first steps can still learn from the loss at the end.
 
+mod common;
+
 use clap::Parser;
+use common::{finite, positive};
 use kiln::nn::{Cell, Linear, Recurrent};
 use kiln::rng::Rng;
 use kiln::{backward, gradients, loss, Backend, Feed, Graph, Init, Optimizer, ParamStore, Program, Training};
@@ -48,20 +51,6 @@ struct Args {
     /// auto: a real GPU if there is one, else the CPU backend.
     #[arg(long, env = "KILN_DEVICE", default_value = "auto", value_parser = ["auto", "cpu", "gpu"])]
     device: String,
-}
-
-fn positive(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
-    }
-}
-
-fn finite(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(format!("`{s}` is not a finite number")),
-    }
 }
 
 /// `n` sequences of length `t`, time-major `(t, n, 2)`, and their targets `(n, 1)`.

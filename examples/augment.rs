@@ -10,7 +10,10 @@
 //!
 //! Prints a table of the two runs and ends with a JSON line.
 
+mod common;
+
 use clap::{Parser, ValueEnum};
+use common::{non_negative, positive};
 use kiln::data::{load_mnist, Dataset};
 use kiln::graph::Augment;
 use kiln::nn;
@@ -75,27 +78,12 @@ enum Sched {
     Cosine,
 }
 
-fn parse(s: &str, ok: impl Fn(f32) -> bool, what: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && ok(v) => Ok(v),
-        _ => Err(format!("`{s}` is not {what}")),
-    }
-}
-
-fn positive(s: &str) -> Result<f32, String> {
-    parse(s, |v| v > 0.0, "a positive number")
-}
-
-fn non_negative(s: &str) -> Result<f32, String> {
-    parse(s, |v| v >= 0.0, "a number ≥ 0")
-}
-
 fn fraction(s: &str) -> Result<f32, String> {
-    parse(s, |v| (0.0..=1.0).contains(&v), "a number in [0, 1]")
+    common::parse_f32(s, |v| (0.0..=1.0).contains(&v), "a number in [0, 1]")
 }
 
 fn degrees(s: &str) -> Result<f32, String> {
-    parse(s, |v| (0.0..=45.0).contains(&v), "an angle in [0, 45] degrees")
+    common::parse_f32(s, |v| (0.0..=45.0).contains(&v), "an angle in [0, 45] degrees")
 }
 
 type BoxError = Box<dyn std::error::Error>;

@@ -14,7 +14,10 @@
 //! denoising model; (5) the image with pixels masked, reconstructed from that by (6) the tied and
 //! (7) the denoising model.
 
+mod common;
+
 use clap::Parser;
+use common::{json_escape, positive};
 use kiln::data::{load_mnist, Dataset};
 use kiln::nn::DenseAutoencoder;
 use kiln::rng::Rng;
@@ -81,18 +84,8 @@ impl Activation {
     }
 }
 
-fn positive(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
-    }
-}
-
 fn open_fraction(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a fraction in (0, 1)")),
-    }
+    common::parse_f32(s, |v| v > 0.0 && v < 1.0, "a fraction in (0, 1)")
 }
 
 type BoxError = Box<dyn std::error::Error>;
@@ -317,17 +310,6 @@ fn run<B: Backend>(dev: &B, a: &Args) -> Result<String, BoxError> {
         dev.info().backend,
         a.seed
     ))
-}
-
-/// `s` as the inside of a JSON string.
-fn json_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| match c {
-            '"' | '\\' => vec!['\\', c],
-            c if (c as u32) < 0x20 => format!("\\u{:04x}", c as u32).chars().collect(),
-            c => vec![c],
-        })
-        .collect()
 }
 
 fn main() {

@@ -14,7 +14,10 @@
 //! line: `val_bpc` (bits per character on the held-out text), `train_bpc`, `steps`,
 //! `chars_per_s`, the device, `peak_bytes`.
 
+mod common;
+
 use clap::Parser;
+use common::{non_negative, positive};
 use kiln::data::text::{decode_ascii96, encode_ascii96, Lanes, ASCII96};
 use kiln::nn::{Embedding, Linear, Lstm};
 use kiln::{backward, loss, Backend, Feed, Graph, Init, NodeId, Optimizer, ParamStore, Program, Training};
@@ -68,20 +71,6 @@ struct Args {
     /// The corpus: UTF-8 text, gzipped or not.
     #[arg(long, default_value_os_t = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/jargon/jargon.txt.gz")))]
     data: PathBuf,
-}
-
-fn positive(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
-    }
-}
-
-fn non_negative(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a number ≥ 0")),
-    }
 }
 
 type BoxError = Box<dyn std::error::Error>;

@@ -9,7 +9,10 @@
 //!
 //! Prints each member's test accuracy and the ensemble's as a table, then a JSON line.
 
+mod common;
+
 use clap::{Parser, ValueEnum};
+use common::positive;
 use kiln::data::load_mnist;
 use kiln::ensemble::{Bagging, Ensemble, Recipe};
 use kiln::nn;
@@ -56,13 +59,6 @@ struct Args {
 enum Mode {
     Bagging,
     Seeds,
-}
-
-fn positive(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
-    }
 }
 
 type BoxError = Box<dyn std::error::Error>;

@@ -13,7 +13,10 @@
 //! weights and see the same batches. Pixels are fed in [0, 1], so ε is in pixel units; the
 //! models normalise inside the graph. Prints a table of test accuracies and ends with a JSON line.
 
+mod common;
+
 use clap::Parser;
+use common::positive;
 use kiln::adversarial::{fgsm, fgsm_training_loss};
 use kiln::data::{load_mnist, Dataset};
 use kiln::rng::Rng;
@@ -60,26 +63,13 @@ struct Args {
     data: PathBuf,
 }
 
-fn positive(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
-    }
-}
-
 /// ε in (0, 1]: a perturbation of at most the whole pixel range.
 fn unit(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
-        _ => Err(format!("`{s}` is not an ε in (0, 1]")),
-    }
+    common::parse_f32(s, |v| v > 0.0 && v <= 1.0, "an ε in (0, 1]")
 }
 
 fn fraction(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("`{s}` is not a number in [0, 1]")),
-    }
+    common::parse_f32(s, |v| (0.0..=1.0).contains(&v), "a number in [0, 1]")
 }
 
 type BoxError = Box<dyn std::error::Error>;

@@ -11,7 +11,10 @@
 //! Prints a table of candidates and ends with a JSON line. For reference (it plays no part in
 //! the choice) every candidate is also retrained on all the training images and tested.
 
+mod common;
+
 use clap::{Parser, ValueEnum};
+use common::{non_negative, positive};
 use kiln::crossval::{select, Selection};
 use kiln::data::{load_mnist, Dataset};
 use kiln::nn::{self, Linear};
@@ -73,20 +76,6 @@ impl Tune {
             Tune::L2 => "l2",
             Tune::Dropout => "dropout",
         }
-    }
-}
-
-fn positive(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
-    }
-}
-
-fn non_negative(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a number ≥ 0")),
     }
 }
 

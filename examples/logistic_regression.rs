@@ -10,7 +10,10 @@
 //! inform them). Prints test accuracy, the confusion matrix, the majority-class baseline and
 //! the features with the largest weights.
 
+mod common;
+
 use clap::{Parser, ValueEnum};
+use common::{non_negative, positive};
 use kiln::data::{read_csv, CsvHeader, Dataset};
 use kiln::{backward, loss, nn, Backend, Feed, Graph, Init, Optimizer, ParamStore, Program, Training};
 use std::path::PathBuf;
@@ -64,20 +67,6 @@ fn fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
         _ => Err(format!("`{s}` is not a fraction strictly between 0 and 1")),
-    }
-}
-
-fn positive(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
-    }
-}
-
-fn non_negative(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("`{s}` is not a number ≥ 0")),
     }
 }
 

@@ -8,7 +8,10 @@
 //!
 //! Progress goes to stderr; the last line of stdout is a JSON object with the run's metrics.
 
+mod common;
+
 use clap::{Parser, ValueEnum};
+use common::{non_negative, positive};
 use kiln::data::{load_mnist, Dataset};
 use kiln::nn::{self, BatchNorm, Conv2d, Linear, ResidualBlock};
 use kiln::train::{FitConfig, Precision, SaveTo, Trainer};
@@ -126,20 +129,6 @@ enum Prec {
 fn flag(v: impl ValueEnum) -> String {
     v.to_possible_value()
         .map_or_else(String::new, |p| p.get_name().to_string())
-}
-
-fn positive(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
-    }
-}
-
-fn non_negative(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("`{s}` is not a number ≥ 0")),
-    }
 }
 
 impl Model {

@@ -12,7 +12,10 @@
 //! `loss::weighted_sum`), with a `kiln::progress` bar. Prints test accuracy on both tasks and
 //! the parameter counts of both set-ups, then a JSON line.
 
+mod common;
+
 use clap::{Parser, ValueEnum};
+use common::{non_negative, positive};
 use kiln::data::{load_mnist, Dataset};
 use kiln::nn::{self, Conv2d, Linear};
 use kiln::progress::Progress;
@@ -75,20 +78,6 @@ impl Second {
             Second::Parity => digit % 2,
             Second::Ge5 => (digit >= 5) as u32,
         }
-    }
-}
-
-fn positive(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
-    }
-}
-
-fn non_negative(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a number ≥ 0")),
     }
 }
 

@@ -16,7 +16,10 @@
 //! visible probabilities along the chains as a PNG: one row per chain, columns after
 //! 0 (the image), 1, 2, 5, 10, 20, 50, 100, 200, 500 and 1000 Gibbs steps. Ends with a JSON line.
 
+mod common;
+
 use clap::Parser;
+use common::{json_escape, positive};
 use kiln::data::{load_mnist, Dataset};
 use kiln::nn::Rbm;
 use kiln::rng::Rng;
@@ -76,13 +79,6 @@ struct Args {
     data: PathBuf,
 }
 
-fn positive(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number")),
-    }
-}
-
 fn momentum(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
@@ -91,10 +87,7 @@ fn momentum(s: &str) -> Result<f64, String> {
 }
 
 fn open_fraction(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a threshold in (0, 1)")),
-    }
+    common::parse_f32(s, |v| v > 0.0 && v < 1.0, "a threshold in (0, 1)")
 }
 
 type BoxError = Box<dyn std::error::Error>;
@@ -261,17 +254,6 @@ fn run<B: Backend>(dev: &B, a: &Args) -> Result<String, BoxError> {
         dev.info().backend,
         a.seed
     ))
-}
-
-/// `s` as the inside of a JSON string.
-fn json_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| match c {
-            '"' | '\\' => vec!['\\', c],
-            c if (c as u32) < 0x20 => format!("\\u{:04x}", c as u32).chars().collect(),
-            c => vec![c],
-        })
-        .collect()
 }
 
 fn main() {

@@ -339,20 +339,25 @@ pub struct Learner<B: Backend> {
     graph: Graph,
     store: ParamStore<B>,
     train: Program<B>,
-    grads: Gradients,
-    optimizer: Optimizer,
-    seed: u64,
     loss: NodeId,
     train_metrics: Vec<Metric>,
     eval: Option<(Program<B>, Vec<Metric>)>,
 }
 
 impl<B: Backend> Learner<B> {
-    /// Train `loss` (a scalar of `graph`) with `optimizer`: gradients by [`backward`], weights
-    /// initialised from `seed`.
-    pub fn new(backend: &B, mut graph: Graph, loss: NodeId, optimizer: &Optimizer, seed: u64) -> Result<Self> {
+    /// Train `loss` (a scalar of `graph`) with `optimizer`, computing `metrics` at every step
+    /// besides the loss (reported as `loss`): gradients by [`backward`], weights initialised from
+    /// `seed`.
+    pub fn new(
+        backend: &B,
+        mut graph: Graph,
+        loss: NodeId,
+        metrics: Vec<Metric>,
+        optimizer: &Optimizer,
+        seed: u64,
+    ) -> Result<Self> {
         let grads = backward(&mut graph, loss)?;
-        Self::with_gradients(backend, graph, &grads, optimizer, seed)
+        Self::with_gradients(backend, graph, &grads, metrics, optimizer, seed)
     }
 
     /// [`Learner::new`] with gradients computed by the caller (e.g. by
@@ -361,6 +366,7 @@ impl<B: Backend> Learner<B> {
         backend: &B,
         graph: Graph,
         grads: &Gradients,
+        metrics: Vec<Metric>,
         optimizer: &Optimizer,
         seed: u64,
     ) -> Result<Self> {
@@ -368,33 +374,20 @@ impl<B: Backend> Learner<B> {
             op: "Learner",
             reason: "the gradients name no loss".into(),
         })?;
+        let mut fetch = vec![loss];
+        fetch.extend(metrics.iter().flat_map(|m| m.fetch.iter().copied()));
+        graph.check_ids("Learner: training metrics", &fetch)?;
         let mut store = ParamStore::new(backend, &graph, seed)?;
-        let mut train = Program::compile(&graph, &mut store, &[loss], Some(Training::new(grads, optimizer)))?;
+        let mut train = Program::compile(&graph, &mut store, &fetch, Some(Training::new(grads, optimizer)))?;
         train.set_seed(seed);
         Ok(Learner {
             graph,
             store,
             train,
-            grads: grads.clone(),
-            optimizer: optimizer.clone(),
-            seed,
             loss,
-            train_metrics: Vec::new(),
+            train_metrics: metrics,
             eval: None,
         })
-    }
-
-    /// Also compute `metrics` at every training step (recompiles the training program to fetch
-    /// what they read; the loss is always reported as `loss`).
-    pub fn train_metrics(mut self, metrics: Vec<Metric>) -> Result<Self> {
-        let mut fetch = vec![self.loss];
-        fetch.extend(metrics.iter().flat_map(|m| m.fetch.iter().copied()));
-        self.graph.check_ids("Learner::train_metrics", &fetch)?;
-        let training = Training::new(&self.grads, &self.optimizer);
-        self.train = Program::compile(&self.graph, &mut self.store, &fetch, Some(training))?;
-        self.train.set_seed(self.seed);
-        self.train_metrics = metrics;
-        Ok(self)
     }
 
     /// An evaluation program computing `metrics` (nodes of the graph, typically of a copy of the

@@ -209,12 +209,11 @@ impl<B: Backend> Trainer<B> {
         let eval_logits = model(&mut g, x, false)?;
         let eval_f32 = g.cast(eval_logits, DType::F32)?;
         let eval_losses = g.softmax_cross_entropy(eval_f32, y, 0.0)?;
-        let learner = Learner::with_gradients(backend, g, &grads, optimizer, seed)?
-            .train_metrics(vec![Metric::accuracy("accuracy", train_logits, "y")])?
-            .evaluation(vec![
-                Metric::per_sample_mean("loss", eval_losses),
-                Metric::accuracy("accuracy", eval_logits, "y"),
-            ])?;
+        let accuracy = vec![Metric::accuracy("accuracy", train_logits, "y")];
+        let learner = Learner::with_gradients(backend, g, &grads, accuracy, optimizer, seed)?.evaluation(vec![
+            Metric::per_sample_mean("loss", eval_losses),
+            Metric::accuracy("accuracy", eval_logits, "y"),
+        ])?;
         Ok(Trainer {
             learner,
             batch,

@@ -39,9 +39,7 @@ fn regression() -> (Graph, kiln::NodeId, kiln::NodeId) {
 #[test]
 fn any_graph_trains_with_custom_metrics_and_step_validation() {
     let (g, l, mae) = regression();
-    let mut learner = Learner::new(&Cpu, g, l, &Optimizer::sgd(0.3), 1)
-        .unwrap()
-        .train_metrics(vec![Metric::mean("mae", mae)])
+    let mut learner = Learner::new(&Cpu, g, l, vec![Metric::mean("mae", mae)], &Optimizer::sgd(0.3), 1)
         .unwrap()
         .evaluation(vec![Metric::mean("loss", l), Metric::mean("mae", mae)])
         .unwrap();
@@ -80,7 +78,7 @@ fn early_stopping_restores_the_best_weights_and_names_their_epoch() {
     // Training fits +3x + 1 while validation wants −3x + 1: validation only gets worse after the
     // first epoch, so the best weights are epoch 1's and patience 2 stops after epoch 3.
     let (g, l, _) = regression();
-    let mut learner = Learner::new(&Cpu, g, l, &Optimizer::sgd(0.05), 1)
+    let mut learner = Learner::new(&Cpu, g, l, vec![], &Optimizer::sgd(0.05), 1)
         .unwrap()
         .evaluation(vec![Metric::mean("loss", l)])
         .unwrap();
@@ -112,7 +110,7 @@ fn early_stopping_restores_the_best_weights_and_names_their_epoch() {
 
     // Without restore_best the last weights stay.
     let (g, l, _) = regression();
-    let mut learner = Learner::new(&Cpu, g, l, &Optimizer::sgd(0.05), 1)
+    let mut learner = Learner::new(&Cpu, g, l, vec![], &Optimizer::sgd(0.05), 1)
         .unwrap()
         .evaluation(vec![Metric::mean("loss", l)])
         .unwrap();
@@ -134,7 +132,7 @@ fn early_stopping_restores_the_best_weights_and_names_their_epoch() {
 #[test]
 fn a_callback_can_stop_the_run_and_bad_options_are_errors() {
     let (g, l, _) = regression();
-    let mut learner = Learner::new(&Cpu, g, l, &Optimizer::sgd(0.05), 1).unwrap();
+    let mut learner = Learner::new(&Cpu, g, l, vec![], &Optimizer::sgd(0.05), 1).unwrap();
     let opts = FitOptions {
         epochs: 10,
         progress: false,
