@@ -197,6 +197,33 @@ pub(crate) fn coalesce<const K: usize>(dims: &[usize], strides: [&[usize]; K]) -
     (d, s)
 }
 
+/// [`coalesce`] for a number of operands known only at run time.
+pub(crate) fn coalesce_dyn(dims: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut d: Vec<usize> = Vec::with_capacity(dims.len());
+    let mut s: Vec<Vec<usize>> = vec![Vec::with_capacity(dims.len()); strides.len()];
+    for (ax, &dim) in dims.iter().enumerate() {
+        if dim == 1 {
+            continue;
+        }
+        if !d.is_empty() && s.iter().zip(strides).all(|(sk, st)| sk[sk.len() - 1] == st[ax] * dim) {
+            *d.last_mut().expect("non-empty") *= dim;
+            for (sk, st) in s.iter_mut().zip(strides) {
+                *sk.last_mut().expect("non-empty") = st[ax];
+            }
+        } else {
+            d.push(dim);
+            for (sk, st) in s.iter_mut().zip(strides) {
+                sk.push(st[ax]);
+            }
+        }
+    }
+    if d.is_empty() {
+        d.push(1);
+        s.iter_mut().for_each(|sk| sk.push(0));
+    }
+    (d, s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

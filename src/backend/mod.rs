@@ -142,6 +142,43 @@ pub enum Kernel {
     },
     /// The optimiser step.
     Update(UpdateKernel),
+    /// A chain of element-wise ops computed in one pass (see [`Fused`]).
+    Fused(Fused),
+}
+
+/// Element-wise graph ops fused into one kernel by the executor's fusion pass: at every index
+/// `e` of `shape`, each op of `body` computes one value from earlier values, and the values
+/// listed in `outputs` are stored at `e` (contiguously). Values `0..inputs.len()` are the
+/// external operands, read at `e` through their strides; value `inputs.len() + j` is op `j`'s
+/// result. An op whose own shape is smaller than `shape` (it broadcasts to it) is evaluated at
+/// the projection of `e`, so its value is simply recomputed where it is needed. Everything is
+/// f32, so each op rounds exactly as it does on its own: a fused program computes the same bits
+/// as the unfused one on the CPU.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fused {
+    /// The index space: the shape of the largest member.
+    pub shape: Shape,
+    /// External operands, each with its element strides over `shape` (0 on broadcast axes).
+    pub inputs: Vec<(View, Vec<usize>)>,
+    /// The ops, in order: an element-wise [`Op`] (unary, unary gradient, binary, where,
+    /// broadcast) and the values it reads, in the op's operand order.
+    pub body: Vec<(Op, Vec<usize>)>,
+    /// `(value, view)`: the values stored, each over all of `shape`.
+    pub outputs: Vec<(usize, View)>,
+    /// The member nodes, for messages.
+    pub nodes: Vec<NodeId>,
+}
+
+impl Fused {
+    /// Elements of the index space.
+    pub fn len(&self) -> usize {
+        self.shape.numel()
+    }
+
+    /// Whether the index space is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Values that change from step to step without recompiling.

@@ -176,6 +176,25 @@ pub(crate) fn plan(graph: &Graph, s: &Schedule, l: &Layout<'_>) -> Memory {
     let mut released = vec![false; nodes.len()];
     let mut claimed = vec![false; graph.params().len()];
     let mut copies = Vec::new();
+    // A gradient that is a reshape of a computed tensor (a convolution's weight gradient,
+    // reduced as a matrix and viewed as the 4-D kernel) is computed straight into the slot:
+    // the reshape then aliases the slot and no copy is needed.
+    let mut slot_of_root: HashMap<usize, usize> = HashMap::new();
+    for (&g, ps) in l.grad_of {
+        let mut r = g;
+        while let (Some(0), Some(x)) = (super::schedule::alias_of(graph, r), nodes[r].inputs.first()) {
+            if nodes[x.index()].shape.numel() != nodes[r].shape.numel() {
+                break;
+            }
+            r = x.index();
+        }
+        let computed = !nodes[r].op.is_leaf() && super::schedule::alias_of(graph, r).is_none();
+        if r != g && computed && nodes[r].dtype == DType::F32 && !l.grad_of.contains_key(&r) {
+            if let Some(&pi) = ps.first() {
+                slot_of_root.entry(r).or_insert(pi);
+            }
+        }
+    }
     for (i, n) in nodes.iter().enumerate() {
         let len = n.shape.numel();
         if let Op::Input { name, .. } = &n.op {
@@ -211,7 +230,13 @@ pub(crate) fn plan(graph: &Graph, s: &Schedule, l: &Layout<'_>) -> Memory {
                 len,
                 dtype: n.dtype,
             },
-            _ => match l.grad_of.get(&i).and_then(|ps| ps.first()).copied() {
+            _ => match l
+                .grad_of
+                .get(&i)
+                .and_then(|ps| ps.first())
+                .or(slot_of_root.get(&i))
+                .copied()
+            {
                 // A gradient computed straight into its parameter's slot (gradients of the f32
                 // parameters are f32: autodiff casts them back from any lower precision).
                 Some(pi) if n.dtype == DType::F32 => {

@@ -16,6 +16,7 @@
 //!
 //! The result is printable: [`Program::plan`].
 
+mod fuse;
 mod memory;
 mod params;
 mod plan;
@@ -134,6 +135,9 @@ pub struct CompileOptions {
     /// bytes. Default: the `KILN_MEMORY_BUDGET` environment variable (bytes) if set, else the
     /// device's free memory where the backend knows it.
     pub memory_budget: Option<usize>,
+    /// Fuse runs of element-wise kernels into one kernel each (see the fusion pass in
+    /// `src/exec/fuse.rs`). Default: on, unless the `KILN_FUSION` environment variable is `off`.
+    pub fusion: Option<bool>,
 }
 
 /// The fetched values of one step.
@@ -340,6 +344,17 @@ impl<B: Backend> Program<B> {
         let store_bytes = DType::F32.bytes(store.len()) * (2 + state_slots);
         memory::check(graph, &mem, store_bytes, store.bytes(), backend.memory_limits(), budget)?;
         let (mut kernels, mut steps) = lower(graph, &sched, &mem, &param_offset);
+        for (i, st) in steps.iter_mut().enumerate() {
+            st.kernel = i;
+        }
+        if fuse::enabled(opts.fusion) {
+            let (owned_from, grad_target) = (mem.owned_from, mem.grad_target);
+            let (fused, index) = fuse::fuse(graph, &sched, kernels, |v| v.buf < owned_from || v.buf == grad_target);
+            kernels = fused;
+            for (st, k) in steps.iter_mut().zip(index) {
+                st.kernel = k;
+            }
+        }
         let update = match &training {
             Some(t) => Some(update_pass(graph, t, &sched, &mem, &param_offset, &grad_of)?),
             None => None,
@@ -426,7 +441,11 @@ impl<B: Backend> Program<B> {
         }
         let (training, accumulate_n) = match (training, update) {
             (Some(t), Some((update_kernels, update_steps, zero))) => {
-                steps.extend(update_steps);
+                let first = kernels.len();
+                steps.extend(update_steps.into_iter().enumerate().map(|(i, st)| PlanStep {
+                    kernel: first + i,
+                    ..st
+                }));
                 let mut all = kernels.clone();
                 all.extend(update_kernels.iter().cloned());
                 let grads = std::mem::replace(&mut kernels, all);
@@ -960,6 +979,7 @@ fn lower(
         buf: out.buf,
         offset: out.offset,
         phase: Phase::Gradients,
+        kernel: 0,
     };
     for &i in &s.order {
         let n = &nodes[i];
@@ -974,8 +994,13 @@ fn lower(
             .collect();
         let in_shapes: Vec<Shape> = n.inputs.iter().map(|x| graph.shape(*x).clone()).collect();
         let id = NodeId(i, graph.id());
+        // A gradient reduced straight into its parameter's slot says whose it is.
+        let slot = (out.buf == m.grad_target)
+            .then(|| param_offset.iter().position(|&o| DType::F32.bytes(o) == out.offset))
+            .flatten()
+            .map_or(String::new(), |pi| format!(" → grad `{}`", graph.params()[pi].name));
         steps.push(step(
-            graph.describe(id),
+            format!("{}{slot}", graph.describe(id)),
             n.op.name(),
             in_shapes.iter().map(|s| s.0.clone()).collect(),
             out,
@@ -1088,6 +1113,7 @@ fn update_pass(
         buf: out.buf,
         offset: out.offset,
         phase: Phase::Update,
+        kernel: 0,
     };
     let all = flat(PARAMS, 0, m.bufs[PARAMS].bytes / DType::F32.size());
     let mut kernels = kernels;

@@ -34,6 +34,8 @@ pub struct PlanStep {
     pub offset: usize,
     /// Per micro-batch, or per update.
     pub phase: Phase,
+    /// The kernel that computes it: steps that share one were fused into it.
+    pub kernel: usize,
 }
 
 /// One buffer of the plan.
@@ -60,6 +62,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Kernels per step (fused steps count once).
+    pub fn kernel_count(&self) -> usize {
+        self.steps.last().map_or(0, |s| s.kernel + 1)
+    }
+
     /// Bytes of the buffers the program owns.
     pub fn program_bytes(&self) -> usize {
         self.buffers.iter().filter(|b| !b.shared).map(|b| b.bytes).sum()
@@ -80,7 +87,8 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "plan: {} kernels, peak {} ({} program, {} parameter store){}",
+            "plan: {} kernels for {} ops, peak {} ({} program, {} parameter store){}",
+            self.kernel_count(),
             self.steps.len(),
             human(self.peak_bytes()),
             human(self.program_bytes()),
@@ -104,6 +112,8 @@ impl fmt::Display for Plan {
         writeln!(f, "kernels:")?;
         let mut phase = None;
         for (i, s) in self.steps.iter().enumerate() {
+            let fused = self.steps.iter().filter(|t| t.kernel == s.kernel).count() > 1;
+            let first = i == 0 || self.steps[i - 1].kernel != s.kernel;
             if phase != Some(s.phase) {
                 phase = Some(s.phase);
                 writeln!(
@@ -118,7 +128,13 @@ impl fmt::Display for Plan {
             let ins: Vec<String> = s.inputs.iter().map(|d| format!("{d:?}")).collect();
             writeln!(
                 f,
-                "  {i:>4} {:<26} {:<22} {:<28} -> {:<18} {} {:>10} @[{}]+{}",
+                "  {:>4}{} {:<26} {:<22} {:<28} -> {:<18} {} {:>10} @[{}]+{}",
+                if first { s.kernel.to_string() } else { String::new() },
+                match (fused, first) {
+                    (false, _) => " ",
+                    (true, true) => "┬",
+                    (true, false) => "└",
+                },
                 s.what,
                 s.op,
                 ins.join(" "),

@@ -1,7 +1,7 @@
 //! Every op of the op set, on host slices. Written to be read: one function per op family,
 //! shapes in comments, no cleverness beyond a broadcast odometer and the SGEMM call.
 
-use crate::backend::{StepUniforms, UpdateKernel};
+use crate::backend::{Fused, StepUniforms, UpdateKernel};
 use crate::graph::{BinaryOp, Op, ReduceOp, UnaryOp, Window};
 use crate::optim::OptimizerKind;
 use crate::shape::{broadcast_strides, Shape};
@@ -201,6 +201,100 @@ fn for_each_row<const N: usize>(
             idx[ax] = 0;
         }
     }
+}
+
+/// [`for_each_row`] for a number of operands known only at run time.
+fn for_each_row_dyn(dims: &[usize], strides: &[&[usize]], mut f: impl FnMut(usize, &[usize], &[usize], usize)) {
+    let (d, s) = crate::shape::coalesce_dyn(dims, strides);
+    let r = d.len();
+    let inner = d[r - 1];
+    let step: Vec<usize> = s.iter().map(|sk| sk[r - 1]).collect();
+    let outer: usize = d[..r - 1].iter().product();
+    let mut idx = vec![0usize; r - 1];
+    let mut base = vec![0usize; s.len()];
+    let mut lin = 0;
+    for _ in 0..outer {
+        f(lin, &base, &step, inner);
+        lin += inner;
+        for ax in (0..r - 1).rev() {
+            idx[ax] += 1;
+            for (b, sk) in base.iter_mut().zip(&s) {
+                *b += sk[ax];
+            }
+            if idx[ax] < d[ax] {
+                break;
+            }
+            for (b, sk) in base.iter_mut().zip(&s) {
+                *b -= sk[ax] * d[ax];
+            }
+            idx[ax] = 0;
+        }
+    }
+}
+
+/// Elements a fused kernel computes at a time: each value of the run is one chunk-sized array.
+const CHUNK: usize = 256;
+
+/// A fused run of element-wise ops (see [`Fused`]), row by row over the index space and in
+/// chunks of [`CHUNK`] elements: the external operands of a chunk are loaded, then each op runs
+/// over the chunk with the same scalar function as its own kernel (so the bits are those of
+/// the unfused ops), then the stored values are copied out. `x` holds the external operands,
+/// `outs` one full-length vector per stored value.
+pub fn fused(f: &Fused, x: &[&[f32]], outs: &mut [Vec<f32>]) {
+    let n_in = f.inputs.len();
+    let mut vals = vec![[0f32; CHUNK]; n_in + f.body.len()];
+    let strides: Vec<&[usize]> = f.inputs.iter().map(|(_, s)| s.as_slice()).collect();
+    for_each_row_dyn(&f.shape.0, &strides, |lin, base, step, len| {
+        let mut at = 0;
+        while at < len {
+            let c = (len - at).min(CHUNK);
+            for (k, v) in vals[..n_in].iter_mut().enumerate() {
+                let (b, st, v) = (base[k] + at * step[k], step[k], &mut v[..c]);
+                match st {
+                    0 => v.fill(x[k][b]),
+                    1 => v.copy_from_slice(&x[k][b..b + c]),
+                    _ => {
+                        for (j, o) in v.iter_mut().enumerate() {
+                            *o = x[k][b + j * st];
+                        }
+                    }
+                }
+            }
+            for (j, (op, args)) in f.body.iter().enumerate() {
+                let (done, rest) = vals.split_at_mut(n_in + j);
+                let o = &mut rest[0][..c];
+                let a = |i: usize| &done[args[i]][..c];
+                match op {
+                    Op::Unary(u) => {
+                        for (o, &v) in o.iter_mut().zip(a(0)) {
+                            *o = unary(*u, v);
+                        }
+                    }
+                    Op::UnaryGrad(u) => {
+                        for ((o, &v), &d) in o.iter_mut().zip(a(0)).zip(a(1)) {
+                            *o = d * unary_deriv(*u, v);
+                        }
+                    }
+                    Op::Binary(b) => {
+                        for ((o, &p), &q) in o.iter_mut().zip(a(0)).zip(a(1)) {
+                            *o = binary(*b, p, q);
+                        }
+                    }
+                    Op::Where => {
+                        for (((o, &w), &p), &q) in o.iter_mut().zip(a(0)).zip(a(1)).zip(a(2)) {
+                            *o = if w != 0.0 { p } else { q };
+                        }
+                    }
+                    Op::BroadcastTo => o.copy_from_slice(a(0)),
+                    other => unreachable!("the fusion pass fuses element-wise ops only, not {}", other.name()),
+                }
+            }
+            for (out, &(v, _)) in outs.iter_mut().zip(&f.outputs) {
+                out[lin + at..lin + at + c].copy_from_slice(&vals[v][..c]);
+            }
+            at += c;
+        }
+    });
 }
 
 /// `(outer, n, inner)` around `axis`.

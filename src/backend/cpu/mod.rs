@@ -172,6 +172,10 @@ fn kernel_views(k: &Kernel) -> (Vec<View>, Vec<View>) {
         Kernel::CopyIfFinite { src, dst, stats } => (vec![*src, *stats], vec![*dst]),
         Kernel::Fill { dst, .. } => (vec![], vec![*dst]),
         Kernel::Update(u) => (vec![u.stats], vec![]),
+        Kernel::Fused(f) => (
+            f.inputs.iter().map(|(v, _)| *v).collect(),
+            f.outputs.iter().map(|(_, v)| *v).collect(),
+        ),
     }
 }
 
@@ -181,6 +185,22 @@ fn kernel_views(k: &Kernel) -> (Vec<View>, Vec<View>) {
 fn run_kernel(k: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniforms) -> Result<()> {
     if let Kernel::Update(up) = k {
         return kernels::update(up, bufs, u);
+    }
+    if let Kernel::Fused(f) = k {
+        // Every view of a fused kernel is f32 (the fusion pass fuses nothing else).
+        let mut outs: Vec<Vec<f32>> = vec![vec![0.0; f.len()]; f.outputs.len()];
+        {
+            let x: Vec<&[f32]> = f
+                .inputs
+                .iter()
+                .map(|(v, _)| &bufs[v.buf][v.first()..v.first() + v.len])
+                .collect();
+            kernels::fused(f, &x, &mut outs);
+        }
+        for ((_, v), o) in f.outputs.iter().zip(outs) {
+            bufs[v.buf][v.first()..v.first() + v.len].copy_from_slice(&o);
+        }
+        return Ok(());
     }
     let (ins, outs) = kernel_views(k);
     let out = outs[0];
@@ -279,6 +299,6 @@ fn compute(k: &Kernel, x: &[&[f32]], o: &mut [f32], u: &StepUniforms) -> Result<
             o.fill(*value);
             Ok(())
         }
-        Kernel::Update(_) => unreachable!("run_kernel handles the update"),
+        Kernel::Update(_) | Kernel::Fused(_) => unreachable!("run_kernel handles these"),
     }
 }

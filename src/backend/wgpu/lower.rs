@@ -15,6 +15,9 @@ use crate::shape::broadcast_strides;
 /// from the kernel's operands in order, out from its output). Errors name what the kernels
 /// cannot take (rank above 6, ...).
 pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
+    if let Kernel::Fused(f) = k {
+        return Ok(vec![super::kernels::fused::lower(f)?]);
+    }
     let (ins, out): (Vec<View>, Option<View>) = match k {
         Kernel::Op { inputs, out, .. } => (inputs.clone(), Some(*out)),
         Kernel::Copy { src, dst } => (vec![*src], Some(*dst)),
@@ -25,7 +28,7 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>, String> {
         Kernel::AddInto { src, dst } => (vec![*src], Some(*dst)),
         Kernel::Fill { dst, .. } => (vec![], Some(*dst)),
         Kernel::CopyIfFinite { src, dst, stats } => (vec![*src, *stats], Some(*dst)),
-        Kernel::Update(_) => (vec![], None),
+        Kernel::Update(_) | Kernel::Fused(_) => (vec![], None),
     };
     let mut ds = lower_untyped(k)?;
     for d in &mut ds {
@@ -55,6 +58,7 @@ fn lower_untyped(k: &Kernel) -> Result<Vec<Dispatch>, String> {
         Kernel::Fill { dst, value } => return Ok(vec![ew::fill_value(dst.len, *dst, *value)]),
         Kernel::CopyIfFinite { src, dst, stats } => return Ok(vec![ew::copy_if_finite(*src, *dst, *stats)]),
         Kernel::Update(up) => return Ok(optim::update(up).into_iter().collect()),
+        Kernel::Fused(f) => return Ok(vec![super::kernels::fused::lower(f)?]),
     };
     if os.rank() > MAX_RANK || xs.iter().any(|s| s.rank() > MAX_RANK) {
         return Err(format!("{} on rank above {MAX_RANK}", op.name()));

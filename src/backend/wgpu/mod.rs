@@ -41,6 +41,8 @@ struct Inner {
     update_pipeline_layout: wgpu::PipelineLayout,
     modules: Mutex<HashMap<(Family, Storage), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(Family, &'static str, Storage), wgpu::ComputePipeline>>,
+    /// Pipelines of generated sources (fused kernels), by source.
+    generated: Mutex<HashMap<Arc<str>, wgpu::ComputePipeline>>,
     /// How f16 tensors are stored: natively with `SHADER_F16`, else packed in u32 words.
     f16: Store,
     dummy_ro: wgpu::Buffer,
@@ -374,6 +376,7 @@ impl Gpu {
                 update_pipeline_layout,
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
+                generated: Mutex::default(),
                 f16,
                 dummy_ro,
                 dummy_rw,
@@ -390,7 +393,7 @@ impl Gpu {
 
     /// Distinct pipelines created so far (each one is a shader compile).
     pub fn pipeline_count(&self) -> usize {
-        self.inner.pipelines.lock().map_or(0, |p| p.len())
+        self.inner.pipelines.lock().map_or(0, |p| p.len()) + self.inner.generated.lock().map_or(0, |p| p.len())
     }
 
     /// Errors wgpu reported outside an error scope, or device loss, as an `Err`.
@@ -422,6 +425,34 @@ impl Gpu {
     /// packed with `pack2x16float`.
     pub fn native_f16(&self) -> bool {
         self.inner.f16 == Store::F16
+    }
+
+    /// The pipeline of a dispatch with a generated source, its bind group layout derived from
+    /// the source (each generated kernel binds its own set of buffers).
+    fn generated_pipeline(&self, src: &Arc<str>, entry: &'static str) -> Result<wgpu::ComputePipeline> {
+        let mut cache = self
+            .inner
+            .generated
+            .lock()
+            .map_err(|_| Error::Backend("pipeline cache poisoned".into()))?;
+        if let Some(p) = cache.get(src) {
+            return Ok(p.clone());
+        }
+        let d = &self.inner.device;
+        let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(entry),
+            source: wgpu::ShaderSource::Wgsl(src.to_string().into()),
+        });
+        let p = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        cache.insert(src.clone(), p.clone());
+        Ok(p)
     }
 
     fn pipeline(&self, family: Family, entry: &'static str, st: Storage) -> Result<wgpu::ComputePipeline> {
@@ -484,6 +515,32 @@ impl Gpu {
             Grid::Groups(n) => flat(n),
             Grid::Fixed(g) => Ok(g),
         }
+    }
+
+    /// A generated kernel's bind group: the parameters, then its inputs and outputs in order.
+    fn bind_generated(
+        &self,
+        d: &Dispatch,
+        pipeline: &wgpu::ComputePipeline,
+        params: &wgpu::Buffer,
+        bufs: &[wgpu::Buffer],
+    ) -> wgpu::BindGroup {
+        let res: Vec<&wgpu::Buffer> = std::iter::once(params)
+            .chain(d.inputs.iter().chain(&d.outputs).map(|&b| &bufs[b]))
+            .collect();
+        let entries: Vec<wgpu::BindGroupEntry> = res
+            .iter()
+            .enumerate()
+            .map(|(b, buf)| wgpu::BindGroupEntry {
+                binding: b as u32,
+                resource: buf.as_entire_binding(),
+            })
+            .collect();
+        self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(d.entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
     }
 
     fn bind(&self, d: &Dispatch, params: &wgpu::Buffer, step: &wgpu::Buffer, bufs: &[wgpu::Buffer]) -> wgpu::BindGroup {
@@ -619,6 +676,19 @@ fn in_elements(k: &Kernel) -> std::result::Result<Kernel, String> {
             stats: conv(&u.stats)?,
             ..u.clone()
         }),
+        Kernel::Fused(f) => Kernel::Fused(crate::backend::Fused {
+            inputs: f
+                .inputs
+                .iter()
+                .map(|(v, s)| Ok((conv(v)?, s.clone())))
+                .collect::<std::result::Result<_, String>>()?,
+            outputs: f
+                .outputs
+                .iter()
+                .map(|(i, v)| Ok((*i, conv(v)?)))
+                .collect::<std::result::Result<_, String>>()?,
+            ..f.clone()
+        }),
     })
 }
 
@@ -630,7 +700,8 @@ fn out_view(k: &Kernel) -> Option<View> {
         Kernel::AddInto { dst, .. } => Some(*dst),
         Kernel::Fill { dst, .. } => Some(*dst),
         Kernel::CopyIfFinite { dst, .. } => Some(*dst),
-        Kernel::Update(_) => None,
+        // A fused kernel binds each buffer once, read-write where it stores a value.
+        Kernel::Update(_) | Kernel::Fused(_) => None,
     }
 }
 
@@ -780,10 +851,21 @@ impl Backend for Gpu {
                 .take(3)
                 .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
                 .collect();
+            let (pipeline, bind_group) = match &d.source {
+                Some(src) => {
+                    let p = self.generated_pipeline(src, d.entry)?;
+                    let b = self.bind_generated(d, &p, &params, &raw);
+                    (p, b)
+                }
+                None => (
+                    self.pipeline(d.family, d.entry, self.storage(d.dtypes))?,
+                    self.bind(d, &params, &step, &raw),
+                ),
+            };
             dispatches.push(Prepared {
                 label: format!("{} {groups:?} {words:?}", d.entry),
-                pipeline: self.pipeline(d.family, d.entry, self.storage(d.dtypes))?,
-                bind_group: self.bind(d, &params, &step, &raw),
+                pipeline,
+                bind_group,
                 groups,
             });
         }

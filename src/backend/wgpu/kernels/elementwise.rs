@@ -290,7 +290,8 @@ pub fn source() -> String {
     let t = include_str!("../../../../shaders/elementwise.wgsl");
     let t = fill(t, "UNARY_F", &cases(&UNARY_OPS, |&op| unary_wgsl(op).f));
     let t = fill(&t, "UNARY_D", &cases(&UNARY_OPS, |&op| unary_wgsl(op).d));
-    fill(&t, "BINARY", &cases(&BINARY_OPS, |&op| binary_wgsl(op)))
+    let t = fill(&t, "BINARY", &cases(&BINARY_OPS, |&op| binary_wgsl(op)));
+    format!("{t}\n{}", include_str!("../../../../shaders/math.wgsl"))
 }
 
 fn ew<P: Pod>(entry: &'static str, p: &P, inputs: Vec<usize>, out: usize, n: usize) -> Dispatch {

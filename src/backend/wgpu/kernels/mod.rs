@@ -10,6 +10,7 @@
 pub mod augment;
 pub mod conv;
 pub mod elementwise;
+pub mod fused;
 pub mod matmul;
 pub mod optim;
 pub mod reduce;
@@ -43,6 +44,9 @@ pub enum Family {
     Rnn,
     /// augment.wgsl
     Augment,
+    /// Generated per fused run of element-wise ops ([`fused`]); not in [`Family::ALL`], since
+    /// it has no source of its own.
+    Fused,
 }
 
 impl Family {
@@ -75,6 +79,8 @@ impl Family {
             Family::Conv => include_str!("../../../../shaders/conv.wgsl").to_string(),
             Family::Rnn => include_str!("../../../../shaders/rnn.wgsl").to_string(),
             Family::Augment => include_str!("../../../../shaders/augment.wgsl").to_string(),
+            // Each fused dispatch carries its own generated source (`Dispatch::source`).
+            Family::Fused => return String::new(),
             Family::Optim => {
                 return format!(
                     "{}\n{}",
@@ -215,6 +221,9 @@ pub struct Dispatch {
     /// Element types of the tensors in bindings a, b, c and out (f32 unless set by the
     /// lowering), which choose how the kernel reads and writes them.
     pub dtypes: [DType; 4],
+    /// A generated source of its own (fused kernels), bound as that source declares: the
+    /// parameters at 0, then `inputs` (read-only), then `outputs`.
+    pub source: Option<std::sync::Arc<str>>,
 }
 
 impl Dispatch {
@@ -235,6 +244,7 @@ impl Dispatch {
             outputs,
             grid,
             dtypes: [DType::F32; 4],
+            source: None,
         }
     }
 

@@ -1,0 +1,188 @@
+//! Generated kernels for the executor's fused runs of element-wise ops ([`Fused`]).
+//!
+//! Each run becomes one WGSL source: one invocation per element of the index space loads the
+//! external operands it needs, computes every op of the run in registers with the same formulas
+//! as the element-wise family ([`unary_wgsl`], [`binary_wgsl`]), and stores the values the rest
+//! of the program reads. The source depends only on the run's structure (its ops and their
+//! constants, how each operand is addressed, which buffers are bound); sizes, offsets and
+//! strides are in the parameter words, so runs of the same structure share one pipeline.
+//!
+//! Parameter words (`p`, binding 0): `[n, rank, dims[6]]`, then for each external operand
+//! `[offset, strides[6]]`, then one offset per stored value — all in elements.
+//! Bindings: 0 the parameters, then each distinct buffer once (read-only unless a value is
+//! stored in it), so a run may read and write different tensors of one pooled buffer.
+
+use super::elementwise::{binary_wgsl, unary_wgsl};
+use super::{Dispatch, Family, Grid, MAX_RANK};
+use crate::backend::Fused;
+use crate::graph::Op;
+use crate::shape::coalesce_dyn;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// How an external operand is addressed at element `e`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Addr {
+    /// `offset + e`: the operand has the index space's layout.
+    Contiguous,
+    /// `offset`: one value broadcast everywhere.
+    Scalar,
+    /// `offset + Σ coordinate · stride`.
+    Strided,
+}
+
+/// Words of the header: n, rank, dims.
+const HEADER: usize = 2 + MAX_RANK;
+/// Words per external operand: offset, strides.
+const PER_INPUT: usize = 1 + MAX_RANK;
+
+/// A float as an exact WGSL expression.
+fn lit(x: f32) -> String {
+    format!("bitcast<f32>({:#010x}u)", x.to_bits())
+}
+
+/// The dispatch of `f` (views already in elements), its WGSL generated.
+pub fn lower(f: &Fused) -> Result<Dispatch, String> {
+    let n = f.len();
+    // The index space with the output's contiguous strides, coalesced with every operand's.
+    let out_strides = crate::shape::Shape(f.shape.0.clone()).strides();
+    let mut lists: Vec<&[usize]> = f.inputs.iter().map(|(_, s)| s.as_slice()).collect();
+    lists.push(&out_strides);
+    let (dims, strides) = coalesce_dyn(f.shape.dims(), &lists);
+    if dims.len() > MAX_RANK {
+        return Err(format!("a fused kernel over rank {} (at most {MAX_RANK})", dims.len()));
+    }
+    let contiguous = &strides[strides.len() - 1];
+    let addr: Vec<Addr> = strides[..f.inputs.len()]
+        .iter()
+        .map(|s| {
+            if s == contiguous {
+                Addr::Contiguous
+            } else if s.iter().all(|&x| x == 0) {
+                Addr::Scalar
+            } else {
+                Addr::Strided
+            }
+        })
+        .collect();
+
+    // Distinct buffers: read-only ones first, then the written ones.
+    let written: Vec<usize> = dedup(f.outputs.iter().map(|(_, v)| v.buf));
+    let read: Vec<usize> = dedup(f.inputs.iter().map(|(v, _)| v.buf).filter(|b| !written.contains(b)));
+    let binding = |buf: usize| -> usize {
+        1 + read
+            .iter()
+            .chain(&written)
+            .position(|&b| b == buf)
+            .expect("every buffer is bound")
+    };
+
+    let mut words: Vec<u32> = vec![n as u32, dims.len() as u32];
+    words.extend(super::padded(&dims, 1));
+    for ((v, _), s) in f.inputs.iter().zip(&strides) {
+        words.push(v.offset as u32);
+        words.extend(super::padded(s, 0));
+    }
+    let out_base = words.len();
+    words.extend(f.outputs.iter().map(|(_, v)| v.offset as u32));
+
+    let mut src = String::new();
+    let nodes: Vec<String> = f.nodes.iter().map(|n| format!("#{}", n.index())).collect();
+    let _ = writeln!(
+        src,
+        "// Fused element-wise kernel of nodes {} (generated).",
+        nodes.join(", ")
+    );
+    let _ = writeln!(src, "@group(0) @binding(0) var<storage, read> p: array<u32>;");
+    for &b in read.iter().chain(&written) {
+        let access = if written.contains(&b) { "read_write" } else { "read" };
+        let _ = writeln!(
+            src,
+            "@group(0) @binding({0}) var<storage, {access}> t{0}: array<f32>;",
+            binding(b)
+        );
+    }
+    src.push_str(include_str!("../../../../shaders/math.wgsl"));
+    src.push_str(
+        "
+// Offset of element e of an operand whose offset and strides start at word `base`.
+fn at(e: u32, base: u32) -> u32 {
+    var rem = e;
+    var idx = p[base];
+    for (var a = p[1u]; a > 0u; a -= 1u) {
+        let d = p[1u + a];
+        let q = rem / d;
+        idx += (rem - q * d) * p[base + a];
+        rem = q;
+    }
+    return idx;
+}
+",
+    );
+    // One function per op, with its constants as exact literals.
+    for (j, (op, _)) in f.body.iter().enumerate() {
+        let (params, body) = op_wgsl(op)?;
+        let _ = writeln!(src, "\nfn op{j}({params}) -> f32 {{\n{body}\n}}");
+    }
+    src.push_str(
+        "
+@compute @workgroup_size(256)
+fn fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if (e >= p[0]) { return; }
+",
+    );
+    for (k, ((v, _), a)) in f.inputs.iter().zip(&addr).enumerate() {
+        let base = HEADER + k * PER_INPUT;
+        let index = match a {
+            Addr::Contiguous => format!("p[{base}u] + e"),
+            Addr::Scalar => format!("p[{base}u]"),
+            Addr::Strided => format!("at(e, {base}u)"),
+        };
+        let _ = writeln!(src, "    let v{k} = t{}[{index}];", binding(v.buf));
+    }
+    let n_in = f.inputs.len();
+    for (j, (_, args)) in f.body.iter().enumerate() {
+        let args: Vec<String> = args.iter().map(|a| format!("v{a}")).collect();
+        let _ = writeln!(src, "    let v{} = op{j}({});", n_in + j, args.join(", "));
+    }
+    for (o, (value, v)) in f.outputs.iter().enumerate() {
+        let _ = writeln!(src, "    t{}[p[{}u] + e] = v{value};", binding(v.buf), out_base + o);
+    }
+    src.push_str("}\n");
+
+    let mut d = Dispatch::new(Family::Fused, "fused", &0u32, read, written, Grid::Elements(n));
+    d.params = bytemuck::cast_slice(&words).to_vec();
+    d.source = Some(Arc::from(src));
+    Ok(d)
+}
+
+/// The parameters and body of an op's WGSL function.
+fn op_wgsl(op: &Op) -> Result<(&'static str, String), String> {
+    let consts = |p: [f32; 2]| format!("    let p0 = {};\n    let p1 = {};\n", lit(p[0]), lit(p[1]));
+    Ok(match op {
+        Op::Unary(u) => {
+            let w = unary_wgsl(*u);
+            ("x: f32", format!("{}    return {};", consts(w.p), w.f))
+        }
+        // As the unary_grad kernel: dy · f'(x).
+        Op::UnaryGrad(u) => {
+            let w = unary_wgsl(*u);
+            ("x: f32, dy: f32", format!("{}    return dy * ({});", consts(w.p), w.d))
+        }
+        Op::Binary(b) => ("x: f32, y: f32", format!("    return {};", binary_wgsl(*b))),
+        Op::Where => ("c: f32, x: f32, y: f32", "    return select(y, x, c != 0.0);".into()),
+        Op::BroadcastTo => ("x: f32", "    return x;".into()),
+        other => return Err(format!("{} cannot be fused", other.name())),
+    })
+}
+
+fn dedup(it: impl Iterator<Item = usize>) -> Vec<usize> {
+    let mut v: Vec<usize> = Vec::new();
+    for b in it {
+        if !v.contains(&b) {
+            v.push(b);
+        }
+    }
+    v
+}
