@@ -81,11 +81,19 @@ backend_test!(fn buffers_are_reused_by_liveness(dev) {
         };
     }
     let mut store = ParamStore::new(dev, &g, 0).unwrap();
-    let prog = Program::compile(&g, &mut store, &[h], None).unwrap();
+    let unfused = kiln::CompileOptions { fusion: Some(false), ..Default::default() };
+    let mut prog = Program::compile_with(&g, &mut store, &[h], None, &unfused).unwrap();
     assert_eq!(prog.kernel_count(), 40);
     // input + two ping-pong activations
     assert_eq!(prog.plan_bytes(), 3 * 1000 * 4);
     assert!(prog.peak_bytes() >= prog.plan_bytes());
+    // Fused, the chain is one kernel computing the same values.
+    let mut fused = Program::compile(&g, &mut store, &[h], None).unwrap();
+    assert_eq!(fused.kernel_count(), 1);
+    let xs: Vec<f32> = (0..1000).map(|i| (i as f32 / 500.0) - 1.0).collect();
+    let a = prog.run(&[("x", Feed::F32(&xs))]).unwrap().get(h).unwrap().data.clone();
+    let b = fused.run(&[("x", Feed::F32(&xs))]).unwrap().get(h).unwrap().data.clone();
+    common::assert_close(&b, &a, 1e-6, 1e-5);
 });
 
 backend_test!(fn reshape_is_free_and_correct(dev) {

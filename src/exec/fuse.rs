@@ -191,7 +191,13 @@ fn joins(run: &[Kernel], shape: &Shape, k: &Kernel, graph: &Graph) -> Option<Sha
         }
         external.push((*v, sh));
     }
-    if outs.iter().any(|(o, _)| overlap(o, &kout)) || !external.iter().all(|e| in_place(*e, (kout, kshape), &space)) {
+    // An earlier member's storage reused for this result is dead (nothing outside the run reads
+    // it, or the memory plan would not have reused it), so the same tensor may be rewritten in place.
+    if !outs
+        .iter()
+        .chain(&external)
+        .all(|e| in_place(*e, (kout, kshape), &space))
+    {
         return None;
     }
     let mut bufs: Vec<usize> = external.iter().chain(&outs).map(|(v, _)| v.buf).collect();

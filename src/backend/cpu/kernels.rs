@@ -5,6 +5,7 @@ use crate::backend::{Fused, StepUniforms, UpdateKernel};
 use crate::graph::{BinaryOp, Op, ReduceOp, UnaryOp, Window};
 use crate::optim::OptimizerKind;
 use crate::shape::{broadcast_strides, Shape};
+use std::cell::Cell;
 use std::sync::MutexGuard;
 
 type KResult = std::result::Result<(), String>;
@@ -238,9 +239,11 @@ const CHUNK: usize = 256;
 /// A fused run of element-wise ops (see [`Fused`]), row by row over the index space and in
 /// chunks of [`CHUNK`] elements: the external operands of a chunk are loaded, then each op runs
 /// over the chunk with the same scalar function as its own kernel (so the bits are those of
-/// the unfused ops), then the stored values are copied out. `x` holds the external operands,
-/// `outs` one full-length vector per stored value.
-pub fn fused(f: &Fused, x: &[&[f32]], outs: &mut [Vec<f32>]) {
+/// the unfused ops), then the stored values are written. `bufs` is the buffer table as cells:
+/// a run may store a value over the operand it was computed from (the memory plan reuses the
+/// storage an operand frees), which is sound because a chunk's operands are loaded before any
+/// of its values are stored, and each element is stored only where it was read.
+pub fn fused(f: &Fused, bufs: &[&[Cell<f32>]]) {
     let n_in = f.inputs.len();
     let mut vals = vec![[0f32; CHUNK]; n_in + f.body.len()];
     let strides: Vec<&[usize]> = f.inputs.iter().map(|(_, s)| s.as_slice()).collect();
@@ -248,14 +251,19 @@ pub fn fused(f: &Fused, x: &[&[f32]], outs: &mut [Vec<f32>]) {
         let mut at = 0;
         while at < len {
             let c = (len - at).min(CHUNK);
-            for (k, v) in vals[..n_in].iter_mut().enumerate() {
+            for (k, (v, (view, _))) in vals[..n_in].iter_mut().zip(&f.inputs).enumerate() {
+                let x = &bufs[view.buf][view.first()..view.first() + view.len];
                 let (b, st, v) = (base[k] + at * step[k], step[k], &mut v[..c]);
                 match st {
-                    0 => v.fill(x[k][b]),
-                    1 => v.copy_from_slice(&x[k][b..b + c]),
+                    0 => v.fill(x[b].get()),
+                    1 => {
+                        for (o, x) in v.iter_mut().zip(&x[b..b + c]) {
+                            *o = x.get();
+                        }
+                    }
                     _ => {
                         for (j, o) in v.iter_mut().enumerate() {
-                            *o = x[k][b + j * st];
+                            *o = x[b + j * st].get();
                         }
                     }
                 }
@@ -289,8 +297,11 @@ pub fn fused(f: &Fused, x: &[&[f32]], outs: &mut [Vec<f32>]) {
                     other => unreachable!("the fusion pass fuses element-wise ops only, not {}", other.name()),
                 }
             }
-            for (out, &(v, _)) in outs.iter_mut().zip(&f.outputs) {
-                out[lin + at..lin + at + c].copy_from_slice(&vals[v][..c]);
+            for &(v, view) in &f.outputs {
+                let out = &bufs[view.buf][view.first() + lin + at..view.first() + lin + at + c];
+                for (o, &x) in out.iter().zip(&vals[v][..c]) {
+                    o.set(x);
+                }
             }
             at += c;
         }
@@ -561,46 +572,71 @@ fn inside(off: isize, stride: usize, wd: usize, ow: usize) -> (usize, usize) {
 /// at a time: the row's valid input range is computed once, so the inner loop is a strided (for
 /// stride 1, contiguous) copy with no per-element bounds test.
 fn im2col(w: &Window, x: &[f32], xs: &Shape, cols: &mut [f32], fold: bool) -> KResult {
+    use rayon::prelude::*;
     let [n, c, h, wd] = [xs.0[0], xs.0[1], xs.0[2], xs.0[3]];
     let (oh, ow) = w.output(h, wd).ok_or("window does not fit")?;
+    let (image, unfolded) = (c * h * wd, c * w.k[0] * w.k[1] * oh * ow);
+    if n == 0 || image == 0 || unfolded == 0 {
+        return Ok(());
+    }
+    // Images are independent: one task each, across the cores.
+    if fold {
+        // `x` is the cols input and `cols` the image output.
+        cols.par_chunks_mut(image)
+            .zip(x.par_chunks(unfolded))
+            .for_each(|(img, col)| unfold_image(w, col, img, [c, h, wd], (oh, ow), true));
+    } else {
+        cols.par_chunks_mut(unfolded)
+            .zip(x.par_chunks(image))
+            .for_each(|(col, img)| unfold_image(w, img, col, [c, h, wd], (oh, ow), false));
+    }
+    debug_assert_eq!(x.len() / if fold { unfolded } else { image }, n);
+    Ok(())
+}
+
+/// im2col (or, with `fold`, col2im adding into `dst`) of one `(C, H, W)` image.
+fn unfold_image(
+    w: &Window,
+    src: &[f32],
+    dst: &mut [f32],
+    [c, h, wd]: [usize; 3],
+    (oh, ow): (usize, usize),
+    fold: bool,
+) {
     let (kh, kw, l) = (w.k[0], w.k[1], oh * ow);
     let (sh, sw) = (w.stride[0], w.stride[1]);
-    // When folding, `x` is the cols input and `cols` the image output: swap roles.
-    let (src, dst) = (x, cols);
-    for b in 0..n {
-        for ch in 0..c {
-            let plane = (b * c + ch) * h * wd;
-            for i in 0..kh {
-                for j in 0..kw {
-                    let row = ((b * c + ch) * kh + i) * kw + j;
-                    let off = (j * w.dilation[1]) as isize - w.pad[1] as isize;
-                    let (lo, hi) = inside(off, sw, wd, ow);
-                    for oy in 0..oh {
-                        let col = row * l + oy * ow;
-                        let iy = (oy * sh + i * w.dilation[0]) as isize - w.pad[0] as isize;
-                        if iy < 0 || iy as usize >= h {
-                            if !fold {
-                                dst[col..col + ow].fill(0.0);
-                            }
-                            continue;
+    for ch in 0..c {
+        let plane = ch * h * wd;
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = (ch * kh + i) * kw + j;
+                let off = (j * w.dilation[1]) as isize - w.pad[1] as isize;
+                let (lo, hi) = inside(off, sw, wd, ow);
+                for oy in 0..oh {
+                    let col = row * l + oy * ow;
+                    let iy = (oy * sh + i * w.dilation[0]) as isize - w.pad[0] as isize;
+                    if iy < 0 || iy as usize >= h {
+                        if !fold {
+                            dst[col..col + ow].fill(0.0);
                         }
-                        let base = plane + iy as usize * wd;
-                        // Input column of output column ox: ox·sw + off (≥ 0 for ox ≥ lo).
-                        let ix0 = (lo as isize * sw as isize + off) as usize;
-                        if fold {
-                            for (k, &v) in src[col + lo..col + hi].iter().enumerate() {
-                                dst[base + ix0 + k * sw] += v;
-                            }
+                        continue;
+                    }
+                    let base = plane + iy as usize * wd;
+                    // Input column of output column ox: ox·sw + off (≥ 0 for ox ≥ lo).
+                    let ix0 = (lo as isize * sw as isize + off) as usize;
+                    if fold {
+                        for (k, &v) in src[col + lo..col + hi].iter().enumerate() {
+                            dst[base + ix0 + k * sw] += v;
+                        }
+                    } else {
+                        dst[col..col + lo].fill(0.0);
+                        dst[col + hi..col + ow].fill(0.0);
+                        let out = &mut dst[col + lo..col + hi];
+                        if sw == 1 {
+                            out.copy_from_slice(&src[base + ix0..base + ix0 + (hi - lo)]);
                         } else {
-                            dst[col..col + lo].fill(0.0);
-                            dst[col + hi..col + ow].fill(0.0);
-                            let out = &mut dst[col + lo..col + hi];
-                            if sw == 1 {
-                                out.copy_from_slice(&src[base + ix0..base + ix0 + (hi - lo)]);
-                            } else {
-                                for (k, o) in out.iter_mut().enumerate() {
-                                    *o = src[base + ix0 + k * sw];
-                                }
+                            for (k, o) in out.iter_mut().enumerate() {
+                                *o = src[base + ix0 + k * sw];
                             }
                         }
                     }
@@ -608,7 +644,6 @@ fn im2col(w: &Window, x: &[f32], xs: &Shape, cols: &mut [f32], fold: bool) -> KR
             }
         }
     }
-    Ok(())
 }
 
 enum PoolKind {
@@ -627,7 +662,6 @@ fn pool(w: &Window, x: &[f32], xs: &Shape, out: &mut [f32], os: &Shape, kind: Po
     };
     let (h, wd) = (img.0[2], img.0[3]);
     let (oh, ow) = (small.0[2], small.0[3]);
-    let planes = img.0[0] * img.0[1];
     let area = (w.k[0] * w.k[1]) as f32;
     // The input rows of each output row's window and the input columns of each output column's
     // window that fall inside the image, computed once: a window's taps are their products, in
@@ -646,34 +680,46 @@ fn pool(w: &Window, x: &[f32], xs: &Shape, out: &mut [f32], os: &Shape, kind: Po
     };
     let rows = along(h, oh, w.k[0], w.stride[0], w.pad[0], w.dilation[0]);
     let cols = along(wd, ow, w.k[1], w.stride[1], w.pad[1], w.dilation[1]);
-    for p in 0..planes {
-        for (oy, ry) in rows.iter().enumerate() {
-            for (ox, cx) in cols.iter().enumerate() {
-                let o = p * oh * ow + oy * ow + ox;
-                let taps = ry.iter().flat_map(|&iy| cx.iter().map(move |&ix| iy * wd + ix));
-                match kind {
-                    PoolKind::Argmax => {
-                        // The first maximum in row-major window order wins; NaN wins (propagates).
-                        let mut best: Option<(usize, f32)> = None;
-                        for t in taps {
-                            let v = x[p * h * wd + t];
-                            if best.is_none_or(|(_, b)| v > b || (v.is_nan() && !b.is_nan())) {
-                                best = Some((t, v));
+    use rayon::prelude::*;
+    let (img_plane, small_plane) = (h * wd, oh * ow);
+    if img_plane == 0 || small_plane == 0 {
+        return Ok(());
+    }
+    let (in_plane, out_plane) = match kind {
+        PoolKind::AvgGrad => (small_plane, img_plane),
+        PoolKind::Argmax | PoolKind::Avg => (img_plane, small_plane),
+    };
+    // Planes are independent: one task each, across the cores.
+    out.par_chunks_mut(out_plane)
+        .zip(x.par_chunks(in_plane))
+        .try_for_each(|(out, x)| -> KResult {
+            for (oy, ry) in rows.iter().enumerate() {
+                for (ox, cx) in cols.iter().enumerate() {
+                    let o = oy * ow + ox;
+                    let taps = ry.iter().flat_map(|&iy| cx.iter().map(move |&ix| iy * wd + ix));
+                    match kind {
+                        PoolKind::Argmax => {
+                            // The first maximum in row-major window order wins; NaN wins (propagates).
+                            let mut best: Option<(usize, f32)> = None;
+                            for t in taps {
+                                let v = x[t];
+                                if best.is_none_or(|(_, b)| v > b || (v.is_nan() && !b.is_nan())) {
+                                    best = Some((t, v));
+                                }
                             }
+                            out[o] = best.ok_or("a pooling window lies entirely in the padding")?.0 as f32;
                         }
-                        out[o] = best.ok_or("a pooling window lies entirely in the padding")?.0 as f32;
-                    }
-                    PoolKind::Avg => out[o] = taps.map(|t| x[p * h * wd + t]).sum::<f32>() / area,
-                    PoolKind::AvgGrad => {
-                        for t in taps {
-                            out[p * h * wd + t] += x[o] / area;
+                        PoolKind::Avg => out[o] = taps.map(|t| x[t]).sum::<f32>() / area,
+                        PoolKind::AvgGrad => {
+                            for t in taps {
+                                out[t] += x[o] / area;
+                            }
                         }
                     }
                 }
             }
-        }
-    }
-    Ok(())
+            Ok(())
+        })
 }
 
 fn reduce(op: ReduceOp, axes: &[usize], x: &[f32], xs: &Shape, out: &mut [f32]) {

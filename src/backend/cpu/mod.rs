@@ -188,18 +188,11 @@ fn run_kernel(k: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>], u: &StepUniform
     }
     if let Kernel::Fused(f) = k {
         // Every view of a fused kernel is f32 (the fusion pass fuses nothing else).
-        let mut outs: Vec<Vec<f32>> = vec![vec![0.0; f.len()]; f.outputs.len()];
-        {
-            let x: Vec<&[f32]> = f
-                .inputs
-                .iter()
-                .map(|(v, _)| &bufs[v.buf][v.first()..v.first() + v.len])
-                .collect();
-            kernels::fused(f, &x, &mut outs);
-        }
-        for ((_, v), o) in f.outputs.iter().zip(outs) {
-            bufs[v.buf][v.first()..v.first() + v.len].copy_from_slice(&o);
-        }
+        let cells: Vec<&[std::cell::Cell<f32>]> = bufs
+            .iter_mut()
+            .map(|g| std::cell::Cell::from_mut(&mut g[..]).as_slice_of_cells())
+            .collect();
+        kernels::fused(f, &cells);
         return Ok(());
     }
     let (ins, outs) = kernel_views(k);
