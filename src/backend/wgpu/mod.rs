@@ -7,8 +7,10 @@
 //! copies the fetched views to a staging buffer in the same encoder, and submits once. Nothing
 //! is created on the hot path except the command encoder.
 
+pub mod autotune;
 pub mod kernels;
 pub mod lower;
+mod profile;
 
 use super::{Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
 use crate::error::{Error, Result};
@@ -40,7 +42,10 @@ struct Inner {
     std_pipeline_layout: wgpu::PipelineLayout,
     update_pipeline_layout: wgpu::PipelineLayout,
     modules: Mutex<HashMap<(Family, Storage), wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<(Family, &'static str, Storage), wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    /// Pipelines compiled only to be timed by the autotuner; moved to `pipelines` if chosen.
+    trials: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    tuner: autotune::Tuner,
     /// How f16 tensors are stored: natively with `SHADER_F16`, else packed in u32 words.
     f16: Store,
     dummy_ro: wgpu::Buffer,
@@ -48,6 +53,9 @@ struct Inner {
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
+
+/// A pipeline: its family, entry point, tensor storage and override constants.
+type PipelineKey = (Family, &'static str, Storage, Vec<(&'static str, u32)>);
 
 /// A device buffer (a multiple of 4 bytes).
 #[derive(Clone, Debug)]
@@ -59,6 +67,8 @@ pub struct GpuBuffer {
 struct Prepared {
     /// Entry point, launch size and leading parameter fields (sizes), for the profile.
     label: String,
+    /// Family, entry point (with its variant) and cost, for the profile's roofline.
+    kind: profile::Kind,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
@@ -71,28 +81,34 @@ pub struct GpuProgram {
     rule: Option<OptimizerKind>,
     buffers: Vec<GpuBuffer>,
     staging: Option<(wgpu::Buffer, usize)>,
-    /// With `KILN_PROFILE=1`: seconds and count per dispatch label (each dispatch submitted and
-    /// waited for on its own, so only for finding hot kernels, never for throughput).
-    profile: Option<HashMap<String, (f64, usize)>>,
+    /// With `KILN_PROFILE=1`: seconds and runs of each dispatch (each submitted and waited for
+    /// on its own, so only for finding hot kernels and their roofline, never for throughput).
+    profile: Option<Vec<(f64, usize)>>,
+}
+
+impl GpuProgram {
+    /// Each dispatch's entry point, with its variant where it has one (`matmul [tiled 64x64x16
+    /// r4x4]`), in order.
+    pub fn entries(&self) -> Vec<String> {
+        self.dispatches.iter().map(|d| d.kind.entry.clone()).collect()
+    }
 }
 
 impl Drop for GpuProgram {
     fn drop(&mut self) {
         if let Some(p) = &self.profile {
-            let mut v: Vec<_> = p.iter().collect();
-            v.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-            let total: f64 = v.iter().map(|x| x.1 .0).sum();
-            eprintln!(
-                "kiln profile ({} dispatches/step): {:.3}s in kernels",
-                self.dispatches.len(),
-                total
-            );
-            for (name, (t, n)) in v.into_iter().take(30) {
-                eprintln!(
-                    "  {name:<60} {t:>9.3}s {n:>6} dispatches {:>6.1}%",
-                    100.0 * t / total.max(1e-12)
-                );
-            }
+            let rows: Vec<profile::Row> = self
+                .dispatches
+                .iter()
+                .zip(p)
+                .map(|(d, &(seconds, runs))| profile::Row {
+                    label: &d.label,
+                    kind: &d.kind,
+                    seconds,
+                    runs,
+                })
+                .collect();
+            eprint!("{}", profile::report(&rows));
         }
     }
 }
@@ -267,7 +283,17 @@ impl Gpu {
         Self::new_with(name, true)
     }
 
+    /// Like [`Gpu::new`], with matmul variants chosen by `mode` instead of `KILN_AUTOTUNE`.
+    pub fn with_autotune(name: Option<&str>, mode: autotune::Mode) -> Result<Gpu> {
+        let packed = std::env::var("KILN_F16").as_deref() == Ok("packed");
+        Self::find(name, packed, mode)
+    }
+
     fn new_with(name: Option<&str>, packed_f16: bool) -> Result<Gpu> {
+        Self::find(name, packed_f16, autotune::Mode::from_env())
+    }
+
+    fn find(name: Option<&str>, packed_f16: bool, mode: autotune::Mode) -> Result<Gpu> {
         let inst = instance();
         let mut all = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
         all.sort_by_key(|a| rank(a.get_info().device_type));
@@ -298,10 +324,10 @@ impl Gpu {
                 }
             })
         })?;
-        Self::open(adapter, packed_f16)
+        Self::open(adapter, packed_f16, mode)
     }
 
-    fn open(adapter: wgpu::Adapter, packed_f16: bool) -> Result<Gpu> {
+    fn open(adapter: wgpu::Adapter, packed_f16: bool, mode: autotune::Mode) -> Result<Gpu> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         // f16 tensors: WGSL's f16 where the adapter has it, unless KILN_F16=packed asks for the
@@ -362,6 +388,10 @@ impl Gpu {
         };
         let dummy_ro = small("dummy ro");
         let dummy_rw = [small("dummy rw 0"), small("dummy rw 1"), small("dummy rw 2")];
+        let fingerprint = format!(
+            "{} | {} | {} | {:?}",
+            info.name, info.driver, info.driver_info, info.backend
+        );
         Ok(Gpu {
             inner: Arc::new(Inner {
                 device,
@@ -374,6 +404,8 @@ impl Gpu {
                 update_pipeline_layout,
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
+                trials: Mutex::default(),
+                tuner: autotune::Tuner::new(mode, &fingerprint),
                 f16,
                 dummy_ro,
                 dummy_rw,
@@ -383,12 +415,18 @@ impl Gpu {
         })
     }
 
+    /// The autotuner: its mode, cache file and choices (see [`autotune`]).
+    pub fn tuner(&self) -> &autotune::Tuner {
+        &self.inner.tuner
+    }
+
     /// Whether this is a software adapter (lavapipe, WARP).
     pub fn is_software(&self) -> bool {
         self.inner.info.device_type == wgpu::DeviceType::Cpu
     }
 
-    /// Distinct pipelines created so far (each one is a shader compile).
+    /// Distinct pipelines that prepared programs use (each one is a shader compile; the
+    /// autotuner's trial compiles are not counted unless chosen).
     pub fn pipeline_count(&self) -> usize {
         self.inner.pipelines.lock().map_or(0, |p| p.len())
     }
@@ -424,15 +462,60 @@ impl Gpu {
         self.inner.f16 == Store::F16
     }
 
-    fn pipeline(&self, family: Family, entry: &'static str, st: Storage) -> Result<wgpu::ComputePipeline> {
+    /// The pipeline of `entry` with override `constants`, created once per device. A pipeline
+    /// the autotuner compiled for a trial is taken over rather than compiled again.
+    fn pipeline(
+        &self,
+        family: Family,
+        entry: &'static str,
+        st: Storage,
+        constants: &[(&'static str, u32)],
+    ) -> Result<wgpu::ComputePipeline> {
+        let key = (family, entry, st, constants.to_vec());
         let mut cache = self
             .inner
             .pipelines
             .lock()
             .map_err(|_| Error::Backend("pipeline cache poisoned".into()))?;
-        if let Some(p) = cache.get(&(family, entry, st)) {
+        if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
+        let trial = self.inner.trials.lock().ok().and_then(|mut t| t.remove(&key));
+        let p = match trial {
+            Some(p) => p,
+            None => self.compile(&key)?,
+        };
+        cache.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// A pipeline for the autotuner to time, kept apart from the program's (see `pipeline`).
+    fn trial_pipeline(
+        &self,
+        family: Family,
+        entry: &'static str,
+        st: Storage,
+        constants: &[(&'static str, u32)],
+    ) -> Result<wgpu::ComputePipeline> {
+        let key = (family, entry, st, constants.to_vec());
+        if let Some(p) = self.inner.pipelines.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(p);
+        }
+        let mut trials = self
+            .inner
+            .trials
+            .lock()
+            .map_err(|_| Error::Backend("pipeline cache poisoned".into()))?;
+        if let Some(p) = trials.get(&key) {
+            return Ok(p.clone());
+        }
+        let p = self.compile(&key)?;
+        trials.insert(key, p.clone());
+        Ok(p)
+    }
+
+    fn compile(&self, (family, entry, st, constants): &PipelineKey) -> Result<wgpu::ComputePipeline> {
+        let (family, entry, st) = (*family, *entry, *st);
         let d = &self.inner.device;
         let mut modules = self
             .inner
@@ -453,16 +536,18 @@ impl Gpu {
         } else {
             &self.inner.std_pipeline_layout
         };
-        let p = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        let values: Vec<(&str, f64)> = constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+        Ok(d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: Some(layout),
             module: &module,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &values,
+                ..Default::default()
+            },
             cache: None,
-        });
-        cache.insert((family, entry, st), p.clone());
-        Ok(p)
+        }))
     }
 
     fn groups(&self, grid: Grid) -> Result<[u32; 3]> {
@@ -763,6 +848,7 @@ impl Backend for Gpu {
             planned.extend(ds);
         }
         let raw: Vec<wgpu::Buffer> = buffers.iter().map(|b| b.buf.clone()).collect();
+        let planned = self.autotune(planned, &raw, &step)?;
         let mut dispatches = Vec::with_capacity(planned.len());
         for d in &planned {
             // Parameter structs are made of 4-byte fields, so their size is a multiple of 4.
@@ -780,9 +866,11 @@ impl Backend for Gpu {
                 .take(3)
                 .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
                 .collect();
+            let kind = profile::Kind::of(d);
             dispatches.push(Prepared {
-                label: format!("{} {groups:?} {words:?}", d.entry),
-                pipeline: self.pipeline(d.family, d.entry, self.storage(d.dtypes))?,
+                label: format!("{} {groups:?} {words:?}", kind.entry),
+                kind,
+                pipeline: self.pipeline(d.family, d.entry, self.storage(d.dtypes), &d.constants)?,
                 bind_group: self.bind(d, &params, &step, &raw),
                 groups,
             });
@@ -791,7 +879,7 @@ impl Backend for Gpu {
             return Err(Error::Backend(format!("preparing the program: {e}")));
         }
         self.check("prepare")?;
-        let profile = (std::env::var("KILN_PROFILE").as_deref() == Ok("1")).then(HashMap::new);
+        let profile = (std::env::var("KILN_PROFILE").as_deref() == Ok("1")).then(|| vec![(0.0, 0); dispatches.len()]);
         Ok(GpuProgram {
             dispatches,
             step,
@@ -820,7 +908,7 @@ impl Backend for Gpu {
             ));
         }
         if let Some(prof) = p.profile.as_mut() {
-            for d in &p.dispatches {
+            for (d, e) in p.dispatches.iter().zip(prof.iter_mut()) {
                 let t = std::time::Instant::now();
                 let mut enc = self.inner.device.create_command_encoder(&Default::default());
                 {
@@ -837,7 +925,6 @@ impl Backend for Gpu {
                         timeout: None,
                     })
                     .map_err(|e| Error::Backend(e.to_string()))?;
-                let e = prof.entry(d.label.clone()).or_default();
                 e.0 += t.elapsed().as_secs_f64();
                 e.1 += 1;
             }
