@@ -6,10 +6,13 @@
 //!   into a scratch buffer: at prepare time the output may be a slot of a ParamStore buffer that
 //!   another program shares (pending accumulated gradients, parameters), so writing it in place
 //!   would not be safe even before the first step. Wall time of submit + wait, best of three
-//!   submissions of enough repetitions to last about 2 ms (timestamp queries are optional in
-//!   wgpu and lavapipe lacks them).
+//!   submissions of enough repetitions to last about 2 ms, or of two runs of a long dispatch
+//!   (timestamp queries are optional in wgpu and lavapipe lacks them); a candidate must beat
+//!   the best so far by [`MARGIN`], so timing noise does not displace the default.
 //! - **What is skipped.** Products under [`MIN_FLOPS`] keep the default (no variant can win
-//!   much there, and LeNet's first step must stay short); variants the adapter's limits refuse
+//!   much there, and LeNet's first step must stay short); tiles at least half empty on the
+//!   shape ([`worth_trying`]); a candidate whose first run is twice the best's is not run
+//!   again; variants the adapter's limits refuse
 //!   (invocations, workgroup memory) or whose pipeline fails to build are not candidates; a
 //!   shape stops trying further candidates after [`BUDGET_S`].
 //! - **Same cache, same choice.** Choices live in one file per device fingerprint (adapter,
@@ -213,13 +216,28 @@ pub fn key(d: &Dispatch, st: Storage) -> String {
     )
 }
 
-/// The candidate with the smallest time (seconds; `None`: it could not run), the first of equal
-/// ones, so the defaults (listed first) win ties. `None` when no candidate ran.
+/// Whether a tiled variant is worth timing on an `m`×`n` product: not when its tile would be
+/// at least half empty along a dimension (the register-blocked variants always are).
+pub fn worth_trying(v: Variant, m: u32, n: u32) -> bool {
+    match v {
+        Variant::Tiled { tm, tn, .. } => 2 * m > tm && 2 * n > tn,
+        Variant::Small { .. } => true,
+    }
+}
+
+/// Fraction by which a candidate must beat the best so far to replace it: wall-clock timings
+/// on a shared machine wobble by a few percent, and a choice inside the noise would flip from
+/// run to run of a cold cache for no gain.
+pub const MARGIN: f64 = 0.05;
+
+/// The candidate with the smallest time (seconds; `None`: it could not run), where a later
+/// candidate must be [`MARGIN`] faster than the best so far, so the defaults (listed first)
+/// keep ties and near-ties. `None` when no candidate ran.
 pub fn choose<T: Copy>(candidates: &[T], mut time: impl FnMut(T) -> Option<f64>) -> Option<(T, f64)> {
     let mut best: Option<(T, f64)> = None;
     for &c in candidates {
         if let Some(t) = time(c) {
-            if best.is_none_or(|(_, b)| t < b) {
+            if best.is_none_or(|(_, b)| t < b * (1.0 - MARGIN)) {
                 best = Some((c, t));
             }
         }
@@ -297,16 +315,34 @@ impl Gpu {
         let mut bufs = buffers.to_vec();
         bufs.push(scratch);
         let start = Instant::now();
-        let candidates: Vec<Variant> = Variant::ALL.into_iter().filter(|&v| self.fits(v)).collect();
+        let candidates: Vec<Variant> = Variant::ALL
+            .into_iter()
+            .filter(|&v| v == fallback || (self.fits(v) && worth_trying(v, p.m, p.n)))
+            .collect();
+        let mut best = f64::INFINITY;
+        let mut log = Vec::new();
         let mut time = |v: Variant| -> Option<f64> {
             if start.elapsed().as_secs_f64() > BUDGET_S && v != fallback {
                 return None;
             }
             let mut dv = matmul::dispatch(&p, d.inputs[0], d.inputs[1], bufs.len() - 1, v).ok()?;
             dv.dtypes = d.dtypes;
-            self.time_dispatch(&dv, st, &bufs, step).ok().flatten()
+            let t = self.time_dispatch(&dv, st, &bufs, step, best).ok().flatten()?;
+            best = best.min(t);
+            log.push(format!("{} {:.0} µs", v.name(), t * 1e6));
+            Some(t)
         };
-        Ok(choose(&candidates, &mut time).map_or(fallback, |(v, _)| v))
+        let chosen = choose(&candidates, &mut time).map_or(fallback, |(v, _)| v);
+        if std::env::var("KILN_PROFILE").as_deref() == Ok("1") {
+            eprintln!(
+                "kiln autotune: {} → {} in {:.2}s ({})",
+                key(d, st),
+                chosen.name(),
+                start.elapsed().as_secs_f64(),
+                log.join(", ")
+            );
+        }
+        Ok(chosen)
     }
 
     /// Whether the adapter's limits allow `v`'s workgroup.
@@ -322,14 +358,17 @@ impl Gpu {
             }
     }
 
-    /// Seconds per dispatch of `d`, best of three timed submissions; `None` when its pipeline
-    /// or bind group does not build on this device.
+    /// Seconds per dispatch of `d`, best of three timed submissions (of one, when the first
+    /// run is already twice as slow as `best`, the best candidate's so far: it has lost, and a
+    /// slow variant on a software adapter may take a good part of a second per run); `None`
+    /// when its pipeline or bind group does not build on this device.
     fn time_dispatch(
         &self,
         d: &Dispatch,
         st: Storage,
         bufs: &[wgpu::Buffer],
         step: &wgpu::Buffer,
+        best: f64,
     ) -> Result<Option<f64>> {
         let i = &self.inner;
         let scope = i.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -367,13 +406,17 @@ impl Gpu {
             Ok(t.elapsed().as_secs_f64())
         };
         let first = run(1)?;
+        if first > 2.0 * best {
+            return Ok(Some(first));
+        }
+        // Short dispatches: best of three submissions of ~2 ms; long ones: of two runs.
         let reps = ((TARGET_S / first.max(1e-6)).ceil() as usize).clamp(1, 16);
-        let mut best = f64::INFINITY;
-        for _ in 0..3 {
-            best = best.min(run(reps)? / reps as f64);
+        let mut fastest = first;
+        for _ in 0..if first > 2.5 * TARGET_S { 1 } else { 3 } {
+            fastest = fastest.min(run(reps)? / reps as f64);
         }
         self.check("autotune")?;
-        Ok(Some(best))
+        Ok(Some(fastest))
     }
 }
 
@@ -383,14 +426,17 @@ mod tests {
 
     #[test]
     fn choose_keeps_the_fastest_and_the_first_of_equals() {
-        let c = [10, 20, 30, 40];
+        let c = [10, 20, 30, 40, 50];
         let times = |v: i32| match v {
             10 => Some(3.0),
             20 => Some(1.0),
             30 => None,
+            40 => Some(0.97),
             _ => Some(1.0),
         };
+        // 40 is faster than 20, but within the margin: 20 stays.
         assert_eq!(choose(&c, times), Some((20, 1.0)));
+        assert_eq!(choose(&c, |v| Some(if v == 50 { 0.9 } else { 1.0 })), Some((50, 0.9)));
         assert_eq!(choose(&c, |_| None::<f64>), None);
         assert_eq!(choose(&c, |_| Some(2.0)), Some((10, 2.0)));
     }

@@ -87,13 +87,13 @@ impl Variant {
     pub const ALL: [Variant; 9] = [
         Variant::TILED,
         Variant::SMALL,
+        Variant::Small { sm: 2, sn: 4 },
         tiled(32, 32, 16, 2, 2),
+        Variant::Small { sm: 8, sn: 4 },
         tiled(64, 32, 16, 4, 2),
+        Variant::Small { sm: 1, sn: 4 },
         tiled(128, 64, 16, 8, 4),
         tiled(128, 128, 8, 8, 8),
-        Variant::Small { sm: 2, sn: 4 },
-        Variant::Small { sm: 1, sn: 4 },
-        Variant::Small { sm: 8, sn: 4 },
     ];
 
     /// The entry point.
