@@ -20,10 +20,13 @@ fn gpu_with(mode: Mode) -> Option<kiln::Gpu> {
     Some(kiln::Gpu::with_autotune(std::env::var("KILN_ADAPTER").ok().as_deref(), mode).unwrap())
 }
 
+/// Named input data.
+type Feeds = Vec<(String, Vec<f32>)>;
+
 /// One graph of many products: every (m, k, n) from `DIMS`, the transposes cycling, plus
 /// batched ones (both operands batched, and either one shared); returns the products and their
 /// inputs' data.
-fn products() -> (Graph, Vec<NodeId>, Vec<(String, Vec<f32>)>) {
+fn products() -> (Graph, Vec<NodeId>, Feeds) {
     const DIMS: [usize; 6] = [1, 7, 33, 64, 65, 129];
     let mut g = Graph::new();
     let mut outs = Vec::new();
