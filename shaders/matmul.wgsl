@@ -1,14 +1,24 @@
 // matmul.wgsl — batched C = op(A) · op(B), transposes expressed as strides.
 //
-// Bindings: a = A, b = B, out = C. Dispatch (⌈N/64⌉, ⌈M/64⌉, batch). A 16×16 workgroup computes
-// a 64×64 tile of C; each invocation accumulates a 4×4 register block. K advances in steps of
-// 16 through tiles of A and B staged in workgroup memory; loads outside the matrix read zero,
-// so any M, N, K works.
+// Bindings: a = A, b = B, out = C. Two entry points, each in variants chosen by
+// pipeline-overridable constants (src/backend/wgpu/kernels/matmul.rs lists the variants, and the
+// autotuner picks one per product shape):
 //
-// When A is row-major with K, its offset and batch stride multiples of 4 (p.vec_a = 1), each
-// invocation stages its share of the A tile as one vec4 load through `a4`, the same buffer
-// viewed as vec4; likewise B through `b4` when B is row-major and N, offset and batch stride are
-// multiples of 4 (p.vec_b = 1). Otherwise it makes four scalar (coalesced) loads.
+// `matmul`: dispatch (⌈N/TN⌉, ⌈M/TM⌉, batch). A (TN/RN)×(TM/RM) workgroup computes a TM×TN
+// tile of C; each invocation accumulates an RM×RN register block. K advances in steps of TK
+// through tiles of A and B staged in workgroup memory; loads outside the matrix read zero, so
+// any M, N, K works. Today's default: 64×64×16 tiles, 4×4 blocks, 16×16 invocations.
+//
+// When A is row-major with K, its offset and batch stride multiples of 4 (p.vec_a = 1), the A
+// tile is staged in vec4 loads through `a4`, the same buffer viewed as vec4; likewise B through
+// `b4` when B is row-major and N, offset and batch stride are multiples of 4 (p.vec_b = 1).
+// Otherwise scalar (coalesced) loads. Every variant has TK and TN multiples of 4 for this.
+//
+// `matmul_small` (below): no workgroup memory; an SM×SN block per invocation.
+//
+// Every variant accumulates each element of C as fma(a[k], b[k], acc) for k = 0, 1, ..., K − 1
+// from acc = 0 (a tile's zero padding adds fma(0, 0, acc) = acc), so all variants give the
+// same bits and a tuned program's results do not depend on the choice.
 //
 // Parameter block (binding 0), mirrored by src/backend/wgpu/kernels/matmul.rs: rsa/csa and
 // rsb/csb are the row and column strides of op(A) and op(B); a_batch, b_batch the elements
@@ -36,14 +46,25 @@ struct Matmul {
 
 {{STORAGE}}
 
-const TM: u32 = 64u;
-const TN: u32 = 64u;
-const TK: u32 = 16u;
+// Tile of C (TM×TN), K step (TK) and register block (RM×RN, at most 8×8) of `matmul`. TM/RM and
+// TN/RN must divide exactly, and the workgroup (TN/RN)·(TM/RM) fit the adapter's limits.
+override TM: u32 = 64u;
+override TN: u32 = 64u;
+override TK: u32 = 16u;
+override RM: u32 = 4u;
+override RN: u32 = 4u;
+// Derived from the above; never set by the host. WGSL lets an override size a workgroup array
+// only at the outer level, so the tiles are flat arrays indexed [k·(TM + 1) + m] and [k·TN + n]
+// (A's rows padded by one against bank conflicts).
+override WX: u32 = TN / RN;
+override WY: u32 = TM / RM;
+override A_TILE: u32 = TK * (TM + 1u);
+override B_TILE: u32 = TK * TN;
 
-var<workgroup> As: array<array<f32, 65>, 16>; // [k][m], padded against bank conflicts
-var<workgroup> Bs: array<array<f32, 64>, 16>; // [k][n]
+var<workgroup> As: array<f32, A_TILE>;
+var<workgroup> Bs: array<f32, B_TILE>;
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(WX, WY)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
     let M = p.m;
     let N = p.n;
@@ -57,136 +78,151 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let csb = p.csb;
     let tx = lid3.x;
     let ty = lid3.y;
-    let t = ty * 16u + tx;
+    let t = ty * WX + tx;
+    let threads = WX * WY;
     let row0 = wid.y * TM;
     let col0 = wid.x * TN;
-    var acc: array<array<f32, 4>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            acc[i][j] = 0.0;
-        }
-    }
+    let AP = TM + 1u;
+    // Zero-initialised; only the first RM·RN are used (a constant size: function-scope arrays
+    // cannot be override-sized; the compiler drops the unused ones once the loops unroll).
+    var acc: array<f32, 64>;
     for (var k0 = 0u; k0 < K; k0 += TK) {
-        // Stage a 64×16 tile of A and a 16×64 tile of B: 4 elements of each per invocation.
+        // Stage a TM×TK tile of A and a TK×TN tile of B.
         if (p.vec_a != 0u) {
-            let am = t / 4u;
-            let ak = (t % 4u) * 4u;
-            let gm = row0 + am;
-            let gk = k0 + ak;
-            var v = vec4<f32>(0.0);
-            if (gm < M && gk < K) {
-                v = ld_a4((a0 + gm * rsa + gk) / 4u);
+            for (var e = t; e < TM * TK / 4u; e += threads) {
+                let am = e / (TK / 4u);
+                let ak = (e % (TK / 4u)) * 4u;
+                let gm = row0 + am;
+                let gk = k0 + ak;
+                var v = vec4<f32>(0.0);
+                if (gm < M && gk < K) {
+                    v = ld_a4((a0 + gm * rsa + gk) / 4u);
+                }
+                As[ak * AP + am] = v.x;
+                As[(ak + 1u) * AP + am] = v.y;
+                As[(ak + 2u) * AP + am] = v.z;
+                As[(ak + 3u) * AP + am] = v.w;
             }
-            As[ak][am] = v.x;
-            As[ak + 1u][am] = v.y;
-            As[ak + 2u][am] = v.z;
-            As[ak + 3u][am] = v.w;
         } else {
-            for (var l = 0u; l < 4u; l++) {
-                let e = t + l * 256u;
+            for (var e = t; e < TM * TK; e += threads) {
                 let am = e / TK;
                 let ak = e % TK;
                 let gm = row0 + am;
                 let gk = k0 + ak;
-                As[ak][am] = select(0.0, ld_a(a0 + gm * rsa + gk * csa), gm < M && gk < K);
+                As[ak * AP + am] = select(0.0, ld_a(a0 + gm * rsa + gk * csa), gm < M && gk < K);
             }
         }
         if (p.vec_b != 0u) {
-            let bk = t / 16u;
-            let bn = (t % 16u) * 4u;
-            let gk = k0 + bk;
-            let gn = col0 + bn;
-            var v = vec4<f32>(0.0);
-            if (gk < K && gn < N) {
-                v = ld_b4((b0 + gk * rsb + gn) / 4u);
+            for (var e = t; e < TK * TN / 4u; e += threads) {
+                let bk = e / (TN / 4u);
+                let bn = (e % (TN / 4u)) * 4u;
+                let gk = k0 + bk;
+                let gn = col0 + bn;
+                var v = vec4<f32>(0.0);
+                if (gk < K && gn < N) {
+                    v = ld_b4((b0 + gk * rsb + gn) / 4u);
+                }
+                Bs[bk * TN + bn] = v.x;
+                Bs[bk * TN + bn + 1u] = v.y;
+                Bs[bk * TN + bn + 2u] = v.z;
+                Bs[bk * TN + bn + 3u] = v.w;
             }
-            Bs[bk][bn] = v.x;
-            Bs[bk][bn + 1u] = v.y;
-            Bs[bk][bn + 2u] = v.z;
-            Bs[bk][bn + 3u] = v.w;
         } else {
-            for (var l = 0u; l < 4u; l++) {
-                let e = t + l * 256u;
+            for (var e = t; e < TK * TN; e += threads) {
                 let bk = e / TN;
                 let bn = e % TN;
-                let gk2 = k0 + bk;
+                let gk = k0 + bk;
                 let gn = col0 + bn;
-                Bs[bk][bn] = select(0.0, ld_b(b0 + gk2 * rsb + gn * csb), gk2 < K && gn < N);
+                Bs[bk * TN + bn] = select(0.0, ld_b(b0 + gk * rsb + gn * csb), gk < K && gn < N);
             }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = As[kk][ty + 16u * i];
-                bv[i] = Bs[kk][tx + 16u * i];
+            var av: array<f32, 8>;
+            var bv: array<f32, 8>;
+            for (var i = 0u; i < RM; i++) {
+                av[i] = As[kk * AP + ty + WY * i];
             }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+            for (var j = 0u; j < RN; j++) {
+                bv[j] = Bs[kk * TN + tx + WX * j];
+            }
+            for (var i = 0u; i < RM; i++) {
+                for (var j = 0u; j < RN; j++) {
+                    acc[i * RN + j] = fma(av[i], bv[j], acc[i * RN + j]);
                 }
             }
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + ty + 16u * i;
-        for (var j = 0u; j < 4u; j++) {
-            let cidx = col0 + tx + 16u * j;
+    for (var i = 0u; i < RM; i++) {
+        let r = row0 + ty + WY * i;
+        for (var j = 0u; j < RN; j++) {
+            let cidx = col0 + tx + WX * j;
             if (r < M && cidx < N) {
-                st_out(c0 + r * N + cidx, acc[i][j]);
+                st_out(c0 + r * N + cidx, acc[i * RN + j]);
             }
         }
     }
 }
 
+// Rows (SM) and columns (SN) of C per invocation of `matmul_small`, each at most 8, SM·SN ≤ 32.
+override SM: u32 = 4u;
+override SN: u32 = 4u;
+
 // The same product for skinny shapes (M or N below one tile, or a short K): no workgroup
-// memory or barriers; each invocation accumulates a 4×4 block of C in registers, reading 8
-// elements per 16 multiply-adds. Its rows are 4 consecutive rows of C; its columns are
-// cb, cb + NB, cb + 2·NB, cb + 3·NB (NB = ⌈N/4⌉), so neighbouring invocations read and write
+// memory or barriers; each invocation accumulates an SM×SN block of C in registers, reading
+// SM + SN elements per SM·SN multiply-adds. Its rows are SM consecutive rows of C; its columns
+// are cb, cb + NB, cb + 2·NB, ... (NB = ⌈N/SN⌉), so neighbouring invocations read and write
 // neighbouring columns. Indices past the edge are clamped for loads and skipped for stores.
-// Dispatched 1-D over batch·⌈M/4⌉·NB; parameters as above (vec_a and vec_b unused).
+// Dispatched 1-D over batch·⌈M/SM⌉·NB; parameters as above (vec_a and vec_b unused).
 @compute @workgroup_size(256)
 fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
     let M = p.m;
     let N = p.n;
     let K = p.k;
-    let MB = (M + 3u) / 4u;
-    let NB = (N + 3u) / 4u;
+    let MB = (M + SM - 1u) / SM;
+    let NB = (N + SN - 1u) / SN;
     if (e >= p.batch * MB * NB) { return; }
     let cb = e % NB;
     let rest = e / NB;
-    let r0 = (rest % MB) * 4u;
+    let r0 = (rest % MB) * SM;
     let z = rest / MB;
-    let rows = vec4<u32>(r0, r0 + 1u, r0 + 2u, r0 + 3u);
-    let cols = vec4<u32>(cb, cb + NB, cb + 2u * NB, cb + 3u * NB);
-    var pa = p.a_off + z * p.a_batch + min(rows, vec4<u32>(M - 1u)) * p.rsa;
-    var pb = p.b_off + z * p.b_batch + min(cols, vec4<u32>(N - 1u)) * p.csb;
+    var pa: array<u32, 8>;
+    var pb: array<u32, 8>;
+    for (var i = 0u; i < SM; i++) {
+        pa[i] = p.a_off + z * p.a_batch + min(r0 + i, M - 1u) * p.rsa;
+    }
+    for (var j = 0u; j < SN; j++) {
+        pb[j] = p.b_off + z * p.b_batch + min(cb + j * NB, N - 1u) * p.csb;
+    }
     let sa = p.csa;
     let sb = p.rsb;
-    var c0 = vec4<f32>(0.0);
-    var c1 = vec4<f32>(0.0);
-    var c2 = vec4<f32>(0.0);
-    var c3 = vec4<f32>(0.0);
+    var acc: array<f32, 32>;
     for (var k = 0u; k < K; k++) {
-        let av = vec4<f32>(ld_a(pa.x), ld_a(pa.y), ld_a(pa.z), ld_a(pa.w));
-        let bv = vec4<f32>(ld_b(pb.x), ld_b(pb.y), ld_b(pb.z), ld_b(pb.w));
-        c0 = fma(vec4<f32>(av.x), bv, c0);
-        c1 = fma(vec4<f32>(av.y), bv, c1);
-        c2 = fma(vec4<f32>(av.z), bv, c2);
-        c3 = fma(vec4<f32>(av.w), bv, c3);
-        pa += vec4<u32>(sa);
-        pb += vec4<u32>(sb);
+        var av: array<f32, 8>;
+        var bv: array<f32, 8>;
+        for (var i = 0u; i < SM; i++) {
+            av[i] = ld_a(pa[i]);
+            pa[i] += sa;
+        }
+        for (var j = 0u; j < SN; j++) {
+            bv[j] = ld_b(pb[j]);
+            pb[j] += sb;
+        }
+        for (var i = 0u; i < SM; i++) {
+            for (var j = 0u; j < SN; j++) {
+                acc[i * SN + j] = fma(av[i], bv[j], acc[i * SN + j]);
+            }
+        }
     }
     let base = p.c_off + z * M * N;
-    let acc = array<vec4<f32>, 4>(c0, c1, c2, c3);
-    for (var i = 0u; i < 4u; i++) {
-        if (rows[i] >= M) { break; }
-        for (var j = 0u; j < 4u; j++) {
-            if (cols[j] < N) {
-                st_out(base + rows[i] * N + cols[j], acc[i][j]);
+    for (var i = 0u; i < SM; i++) {
+        if (r0 + i >= M) { break; }
+        for (var j = 0u; j < SN; j++) {
+            let c = cb + j * NB;
+            if (c < N) {
+                st_out(base + (r0 + i) * N + c, acc[i * SN + j]);
             }
         }
     }

@@ -7,8 +7,10 @@
 //! copies the fetched views to a staging buffer in the same encoder, and submits once. Nothing
 //! is created on the hot path except the command encoder.
 
+pub mod autotune;
 pub mod kernels;
 pub mod lower;
+mod profile;
 
 use super::{Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
 use crate::error::{Error, Result};
@@ -40,7 +42,10 @@ struct Inner {
     std_pipeline_layout: wgpu::PipelineLayout,
     update_pipeline_layout: wgpu::PipelineLayout,
     modules: Mutex<HashMap<(Family, Storage), wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<(Family, &'static str, Storage), wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    /// Pipelines compiled only to be timed by the autotuner; moved to `pipelines` if chosen.
+    trials: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    tuner: autotune::Tuner,
     /// Pipelines of generated sources (fused kernels), by source.
     generated: Mutex<HashMap<Arc<str>, wgpu::ComputePipeline>>,
     /// How f16 tensors are stored: natively with `SHADER_F16`, else packed in u32 words.
@@ -50,6 +55,9 @@ struct Inner {
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
+
+/// A pipeline: its family, entry point, tensor storage and override constants.
+type PipelineKey = (Family, &'static str, Storage, Vec<(&'static str, u32)>);
 
 /// A device buffer (a multiple of 4 bytes).
 #[derive(Clone, Debug)]
@@ -61,6 +69,8 @@ pub struct GpuBuffer {
 struct Prepared {
     /// Entry point, launch size and leading parameter fields (sizes), for the profile.
     label: String,
+    /// Family, entry point (with its variant) and cost, for the profile's roofline.
+    kind: profile::Kind,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
@@ -73,28 +83,34 @@ pub struct GpuProgram {
     rule: Option<OptimizerKind>,
     buffers: Vec<GpuBuffer>,
     staging: Option<(wgpu::Buffer, usize)>,
-    /// With `KILN_PROFILE=1`: seconds and count per dispatch label (each dispatch submitted and
-    /// waited for on its own, so only for finding hot kernels, never for throughput).
-    profile: Option<HashMap<String, (f64, usize)>>,
+    /// With `KILN_PROFILE=1`: seconds and runs of each dispatch (each submitted and waited for
+    /// on its own, so only for finding hot kernels and their roofline, never for throughput).
+    profile: Option<Vec<(f64, usize)>>,
+}
+
+impl GpuProgram {
+    /// Each dispatch's entry point, with its variant where it has one (`matmul [tiled 64x64x16
+    /// r4x4]`), in order.
+    pub fn entries(&self) -> Vec<String> {
+        self.dispatches.iter().map(|d| d.kind.entry.clone()).collect()
+    }
 }
 
 impl Drop for GpuProgram {
     fn drop(&mut self) {
         if let Some(p) = &self.profile {
-            let mut v: Vec<_> = p.iter().collect();
-            v.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-            let total: f64 = v.iter().map(|x| x.1 .0).sum();
-            eprintln!(
-                "kiln profile ({} dispatches/step): {:.3}s in kernels",
-                self.dispatches.len(),
-                total
-            );
-            for (name, (t, n)) in v.into_iter().take(30) {
-                eprintln!(
-                    "  {name:<60} {t:>9.3}s {n:>6} dispatches {:>6.1}%",
-                    100.0 * t / total.max(1e-12)
-                );
-            }
+            let rows: Vec<profile::Row> = self
+                .dispatches
+                .iter()
+                .zip(p)
+                .map(|(d, &(seconds, runs))| profile::Row {
+                    label: &d.label,
+                    kind: &d.kind,
+                    seconds,
+                    runs,
+                })
+                .collect();
+            eprint!("{}", profile::report(&rows));
         }
     }
 }
@@ -269,7 +285,17 @@ impl Gpu {
         Self::new_with(name, true)
     }
 
+    /// Like [`Gpu::new`], with matmul variants chosen by `mode` instead of `KILN_AUTOTUNE`.
+    pub fn with_autotune(name: Option<&str>, mode: autotune::Mode) -> Result<Gpu> {
+        let packed = std::env::var("KILN_F16").as_deref() == Ok("packed");
+        Self::find(name, packed, mode)
+    }
+
     fn new_with(name: Option<&str>, packed_f16: bool) -> Result<Gpu> {
+        Self::find(name, packed_f16, autotune::Mode::from_env())
+    }
+
+    fn find(name: Option<&str>, packed_f16: bool, mode: autotune::Mode) -> Result<Gpu> {
         let inst = instance();
         let mut all = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
         all.sort_by_key(|a| rank(a.get_info().device_type));
@@ -300,10 +326,10 @@ impl Gpu {
                 }
             })
         })?;
-        Self::open(adapter, packed_f16)
+        Self::open(adapter, packed_f16, mode)
     }
 
-    fn open(adapter: wgpu::Adapter, packed_f16: bool) -> Result<Gpu> {
+    fn open(adapter: wgpu::Adapter, packed_f16: bool, mode: autotune::Mode) -> Result<Gpu> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         // f16 tensors: WGSL's f16 where the adapter has it, unless KILN_F16=packed asks for the
@@ -364,6 +390,10 @@ impl Gpu {
         };
         let dummy_ro = small("dummy ro");
         let dummy_rw = [small("dummy rw 0"), small("dummy rw 1"), small("dummy rw 2")];
+        let fingerprint = format!(
+            "{} | {} | {} | {:?}",
+            info.name, info.driver, info.driver_info, info.backend
+        );
         Ok(Gpu {
             inner: Arc::new(Inner {
                 device,
@@ -377,6 +407,8 @@ impl Gpu {
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
                 generated: Mutex::default(),
+                trials: Mutex::default(),
+                tuner: autotune::Tuner::new(mode, &fingerprint),
                 f16,
                 dummy_ro,
                 dummy_rw,
@@ -386,12 +418,18 @@ impl Gpu {
         })
     }
 
+    /// The autotuner: its mode, cache file and choices (see [`autotune`]).
+    pub fn tuner(&self) -> &autotune::Tuner {
+        &self.inner.tuner
+    }
+
     /// Whether this is a software adapter (lavapipe, WARP).
     pub fn is_software(&self) -> bool {
         self.inner.info.device_type == wgpu::DeviceType::Cpu
     }
 
-    /// Distinct pipelines created so far (each one is a shader compile).
+    /// Distinct pipelines that prepared programs use (each one is a shader compile; the
+    /// autotuner's trial compiles are not counted unless chosen).
     pub fn pipeline_count(&self) -> usize {
         self.inner.pipelines.lock().map_or(0, |p| p.len()) + self.inner.generated.lock().map_or(0, |p| p.len())
     }
@@ -455,15 +493,60 @@ impl Gpu {
         Ok(p)
     }
 
-    fn pipeline(&self, family: Family, entry: &'static str, st: Storage) -> Result<wgpu::ComputePipeline> {
+    /// The pipeline of `entry` with override `constants`, created once per device. A pipeline
+    /// the autotuner compiled for a trial is taken over rather than compiled again.
+    fn pipeline(
+        &self,
+        family: Family,
+        entry: &'static str,
+        st: Storage,
+        constants: &[(&'static str, u32)],
+    ) -> Result<wgpu::ComputePipeline> {
+        let key = (family, entry, st, constants.to_vec());
         let mut cache = self
             .inner
             .pipelines
             .lock()
             .map_err(|_| Error::Backend("pipeline cache poisoned".into()))?;
-        if let Some(p) = cache.get(&(family, entry, st)) {
+        if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
+        let trial = self.inner.trials.lock().ok().and_then(|mut t| t.remove(&key));
+        let p = match trial {
+            Some(p) => p,
+            None => self.compile(&key)?,
+        };
+        cache.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// A pipeline for the autotuner to time, kept apart from the program's (see `pipeline`).
+    fn trial_pipeline(
+        &self,
+        family: Family,
+        entry: &'static str,
+        st: Storage,
+        constants: &[(&'static str, u32)],
+    ) -> Result<wgpu::ComputePipeline> {
+        let key = (family, entry, st, constants.to_vec());
+        if let Some(p) = self.inner.pipelines.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(p);
+        }
+        let mut trials = self
+            .inner
+            .trials
+            .lock()
+            .map_err(|_| Error::Backend("pipeline cache poisoned".into()))?;
+        if let Some(p) = trials.get(&key) {
+            return Ok(p.clone());
+        }
+        let p = self.compile(&key)?;
+        trials.insert(key, p.clone());
+        Ok(p)
+    }
+
+    fn compile(&self, (family, entry, st, constants): &PipelineKey) -> Result<wgpu::ComputePipeline> {
+        let (family, entry, st) = (*family, *entry, *st);
         let d = &self.inner.device;
         let mut modules = self
             .inner
@@ -484,16 +567,18 @@ impl Gpu {
         } else {
             &self.inner.std_pipeline_layout
         };
-        let p = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        let values: Vec<(&str, f64)> = constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+        Ok(d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: Some(layout),
             module: &module,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &values,
+                ..Default::default()
+            },
             cache: None,
-        });
-        cache.insert((family, entry, st), p.clone());
-        Ok(p)
+        }))
     }
 
     fn groups(&self, grid: Grid) -> Result<[u32; 3]> {
@@ -834,6 +919,7 @@ impl Backend for Gpu {
             planned.extend(ds);
         }
         let raw: Vec<wgpu::Buffer> = buffers.iter().map(|b| b.buf.clone()).collect();
+        let planned = self.autotune(planned, &raw, &step)?;
         let mut dispatches = Vec::with_capacity(planned.len());
         for d in &planned {
             // Parameter structs are made of 4-byte fields, so their size is a multiple of 4.
@@ -851,6 +937,7 @@ impl Backend for Gpu {
                 .take(3)
                 .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
                 .collect();
+            let kind = profile::Kind::of(d);
             let (pipeline, bind_group) = match &d.source {
                 Some(src) => {
                     let p = self.generated_pipeline(src, d.entry)?;
@@ -858,12 +945,13 @@ impl Backend for Gpu {
                     (p, b)
                 }
                 None => (
-                    self.pipeline(d.family, d.entry, self.storage(d.dtypes))?,
+                    self.pipeline(d.family, d.entry, self.storage(d.dtypes), &d.constants)?,
                     self.bind(d, &params, &step, &raw),
                 ),
             };
             dispatches.push(Prepared {
-                label: format!("{} {groups:?} {words:?}", d.entry),
+                label: format!("{} {groups:?} {words:?}", kind.entry),
+                kind,
                 pipeline,
                 bind_group,
                 groups,
@@ -873,7 +961,7 @@ impl Backend for Gpu {
             return Err(Error::Backend(format!("preparing the program: {e}")));
         }
         self.check("prepare")?;
-        let profile = (std::env::var("KILN_PROFILE").as_deref() == Ok("1")).then(HashMap::new);
+        let profile = (std::env::var("KILN_PROFILE").as_deref() == Ok("1")).then(|| vec![(0.0, 0); dispatches.len()]);
         Ok(GpuProgram {
             dispatches,
             step,
@@ -902,7 +990,7 @@ impl Backend for Gpu {
             ));
         }
         if let Some(prof) = p.profile.as_mut() {
-            for d in &p.dispatches {
+            for (d, e) in p.dispatches.iter().zip(prof.iter_mut()) {
                 let t = std::time::Instant::now();
                 let mut enc = self.inner.device.create_command_encoder(&Default::default());
                 {
@@ -919,7 +1007,6 @@ impl Backend for Gpu {
                         timeout: None,
                     })
                     .map_err(|e| Error::Backend(e.to_string()))?;
-                let e = prof.entry(d.label.clone()).or_default();
                 e.0 += t.elapsed().as_secs_f64();
                 e.1 += 1;
             }

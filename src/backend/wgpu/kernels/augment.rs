@@ -1,7 +1,7 @@
 //! augment.wgsl's parameter struct and lowering: random augmentation of image batches
 //! (issue 11, part 2; see [`crate::graph::Op::Augment`] for what is drawn).
 
-use super::{u, Dispatch, Family, Grid};
+use super::{u, Cost, Dispatch, Family, Grid};
 use crate::backend::View;
 use crate::graph::Augment as Aug;
 use crate::shape::Shape;
@@ -64,6 +64,8 @@ pub fn augment(a: &Aug, key: u32, img: &Shape, x: View, out: View) -> Dispatch {
         fill: a.fill,
         center: a.center,
     };
+    // Per output pixel: the inverse transform and bilinear sample (about 40 operations), four
+    // taps read (counted once: neighbours share them), one written.
     Dispatch::new(
         Family::Augment,
         "augment",
@@ -72,4 +74,5 @@ pub fn augment(a: &Aug, key: u32, img: &Shape, x: View, out: View) -> Dispatch {
         vec![out.buf],
         Grid::Elements(n),
     )
+    .with_cost(Cost::new(40 * n, &[n], n))
 }

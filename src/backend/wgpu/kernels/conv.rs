@@ -1,7 +1,7 @@
 //! conv.wgsl's parameter struct and lowering: im2col / col2im, max and average pooling with
 //! their gradients, on (N, C, H, W) planes.
 
-use super::{u, Dispatch, Family, Grid};
+use super::{u, Cost, Dispatch, Family, Grid};
 use crate::backend::View;
 use crate::graph::Window;
 use crate::shape::Shape;
@@ -114,6 +114,21 @@ pub fn conv(
         out_off: u(out.offset),
         b_off: x.get(1).map_or(0, |v| u(v.offset)),
     };
+    // Images of n·c planes of h×w, outputs of n·c planes of oh×ow, windows of kh·kw taps.
+    let (planes, taps) = (d[0] * d[1], w.k[0] * w.k[1]);
+    let (img_px, out_px) = (planes * d[2] * d[3], planes * oh * ow);
+    let cost = match entry {
+        // Pure data movement: the image read once, every (pixel, tap) column element written.
+        Entry::Im2Col => Cost::new(0, &[img_px], out_px * taps),
+        // Each image pixel sums the columns that hold it: one add per column element.
+        Entry::Col2Im => Cost::new(out_px * taps, &[out_px * taps], img_px),
+        // Max pooling: a comparison per tap; value and index written.
+        Entry::PoolArgmax => Cost::new(out_px * taps, &[img_px], 2 * out_px),
+        Entry::AvgPool => Cost::new(out_px * taps, &[img_px], out_px),
+        Entry::AvgPoolGrad => Cost::new(out_px * taps, &[out_px], img_px),
+        Entry::GatherPlanes => Cost::new(0, &[invocations, invocations], invocations),
+        Entry::ScatterPlanes => Cost::new(invocations, &[out_px, out_px], invocations),
+    };
     Dispatch::new(
         Family::Conv,
         entry.name(),
@@ -122,4 +137,5 @@ pub fn conv(
         vec![out.buf],
         Grid::Elements(invocations),
     )
+    .with_cost(cost)
 }

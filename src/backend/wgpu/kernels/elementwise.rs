@@ -3,7 +3,7 @@
 //! binary ops, where, strided copies (reshape, broadcast, permute, slice, pad, concat), fill,
 //! one-hot, dropout masks and Bernoulli samples.
 
-use super::{fill, padded, u, variant_name, Dispatch, Family, Grid, MAX_RANK};
+use super::{fill, padded, u, variant_name, Cost, Dispatch, Family, Grid, MAX_RANK};
 use crate::backend::View;
 use crate::graph::{BinaryOp, UnaryOp};
 use crate::shape::DType;
@@ -294,8 +294,11 @@ pub fn source() -> String {
     format!("{t}\n{}", include_str!("../../../../shaders/math.wgsl"))
 }
 
+/// Cost: one operation per element, each operand read once per element (a broadcast operand is
+/// counted at the output's size: an upper bound on its traffic), the output written once.
 fn ew<P: Pod>(entry: &'static str, p: &P, inputs: Vec<usize>, out: usize, n: usize) -> Dispatch {
-    Dispatch::new(Family::Elementwise, entry, p, inputs, vec![out], Grid::Elements(n))
+    let cost = Cost::new(n, &vec![n; inputs.len()], n);
+    Dispatch::new(Family::Elementwise, entry, p, inputs, vec![out], Grid::Elements(n)).with_cost(cost)
 }
 
 /// `out = f(x)` over `n` elements.

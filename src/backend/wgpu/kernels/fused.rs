@@ -154,6 +154,10 @@ fn fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let mut d = Dispatch::new(Family::Fused, "fused", &0u32, read, written, Grid::Elements(n));
     d.params = bytemuck::cast_slice(&words).to_vec();
     d.source = Some(Arc::from(src));
+    // One operation per op and element; every operand read and every stored value written once
+    // (a broadcast operand is counted at its own size).
+    let operand_reads: usize = f.inputs.iter().map(|(v, _)| v.len).sum();
+    d.cost = super::Cost::new(n * f.body.len(), &[operand_reads], n * f.outputs.len());
     Ok(d)
 }
 

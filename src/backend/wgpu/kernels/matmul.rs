@@ -1,8 +1,10 @@
-//! matmul.wgsl's parameter struct and lowering: batched `C = op(A) · op(B)`, transposes
-//! expressed as strides; a tiled kernel for large products and a register-blocked one for
-//! skinny ones.
+//! matmul.wgsl's parameter struct, its variants and lowering: batched `C = op(A) · op(B)`,
+//! transposes expressed as strides; a tiled kernel for large products and a register-blocked
+//! one for skinny ones, each with tile sizes set through pipeline-overridable constants. The
+//! lowering picks today's default variant by shape; `super::super::autotune` may replace it
+//! with the fastest of [`Variant::ALL`] on the adapter at hand.
 
-use super::{u, Dispatch, Family, Grid};
+use super::{u, Cost, Dispatch, Family, Grid};
 use crate::backend::View;
 use crate::shape::Shape;
 use bytemuck::{Pod, Zeroable};
@@ -43,7 +45,115 @@ pub struct Matmul {
     pub vec_b: u32,
 }
 
-/// `out = op(a) · op(b)` for operand shapes `sa`, `sb` and output shape `os`.
+/// One way to compute a product: an entry point of matmul.wgsl and its override constants.
+/// Every variant accumulates each element of C in the same order (k = 0, 1, ...; see the
+/// shader's header), so all give the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// `matmul`: a `tm`×`tn` tile of C per workgroup of (tn/rn)×(tm/rm) invocations, K in
+    /// steps of `tk` through workgroup memory, an `rm`×`rn` register block per invocation.
+    Tiled {
+        /// Rows of the tile.
+        tm: u32,
+        /// Columns of the tile.
+        tn: u32,
+        /// K step.
+        tk: u32,
+        /// Rows per invocation.
+        rm: u32,
+        /// Columns per invocation.
+        rn: u32,
+    },
+    /// `matmul_small`: an `sm`×`sn` block of C per invocation, no workgroup memory.
+    Small {
+        /// Rows per invocation.
+        sm: u32,
+        /// Columns per invocation.
+        sn: u32,
+    },
+}
+
+const fn tiled(tm: u32, tn: u32, tk: u32, rm: u32, rn: u32) -> Variant {
+    Variant::Tiled { tm, tn, tk, rm, rn }
+}
+
+impl Variant {
+    /// Today's tiled kernel: 64×64×16, 4×4 per invocation, 16×16 invocations.
+    pub const TILED: Variant = tiled(64, 64, 16, 4, 4);
+    /// Today's skinny kernel: 4×4 per invocation.
+    pub const SMALL: Variant = Variant::Small { sm: 4, sn: 4 };
+
+    /// The candidates the autotuner times, defaults first (a tie keeps the default).
+    pub const ALL: [Variant; 9] = [
+        Variant::TILED,
+        Variant::SMALL,
+        Variant::Small { sm: 2, sn: 4 },
+        tiled(32, 32, 16, 2, 2),
+        Variant::Small { sm: 8, sn: 4 },
+        tiled(64, 32, 16, 4, 2),
+        Variant::Small { sm: 1, sn: 4 },
+        tiled(128, 64, 16, 8, 4),
+        tiled(128, 128, 8, 8, 8),
+    ];
+
+    /// The entry point.
+    pub fn entry(self) -> &'static str {
+        match self {
+            Variant::Tiled { .. } => "matmul",
+            Variant::Small { .. } => "matmul_small",
+        }
+    }
+
+    /// The override constants that select it.
+    pub fn constants(self) -> Vec<(&'static str, u32)> {
+        match self {
+            Variant::Tiled { tm, tn, tk, rm, rn } => vec![("TM", tm), ("TN", tn), ("TK", tk), ("RM", rm), ("RN", rn)],
+            Variant::Small { sm, sn } => vec![("SM", sm), ("SN", sn)],
+        }
+    }
+
+    /// Invocations per workgroup.
+    pub fn invocations(self) -> u32 {
+        match self {
+            Variant::Tiled { tm, tn, rm, rn, .. } => (tm / rm) * (tn / rn),
+            Variant::Small { .. } => 256,
+        }
+    }
+
+    /// Workgroup memory, bytes.
+    pub fn workgroup_bytes(self) -> u32 {
+        match self {
+            Variant::Tiled { tm, tn, tk, .. } => 4 * tk * (tm + 1 + tn),
+            Variant::Small { .. } => 0,
+        }
+    }
+
+    /// Its name in the autotune cache and the profile: `tiled 64x64x16 r4x4`, `small r4x4`.
+    pub fn name(self) -> String {
+        match self {
+            Variant::Tiled { tm, tn, tk, rm, rn } => format!("tiled {tm}x{tn}x{tk} r{rm}x{rn}"),
+            Variant::Small { sm, sn } => format!("small r{sm}x{sn}"),
+        }
+    }
+
+    /// The variant of [`Variant::ALL`] called `name`.
+    pub fn parse(name: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    /// Today's choice by shape: skinny products waste most of a 64×64 tile, and a short K
+    /// never repays staging tiles through workgroup memory.
+    pub fn default_for(m: usize, n: usize, k: usize) -> Variant {
+        if m < 64 || n < 64 || k < 32 {
+            Variant::SMALL
+        } else {
+            Variant::TILED
+        }
+    }
+}
+
+/// `out = op(a) · op(b)` for operand shapes `sa`, `sb` and output shape `os`, in the default
+/// variant for its shape.
 #[allow(clippy::too_many_arguments)] // the two operands, their transposes and shapes, the output
 pub fn matmul(
     ta: bool,
@@ -63,7 +173,11 @@ pub fn matmul(
     let (rsb, csb) = if tb { (1, kk) } else { (nn, 1) };
     let ab = if ra == 2 { 0 } else { m * kk };
     let bb = if rb == 2 { 0 } else { kk * nn };
-    let mut p = Matmul {
+    // vec4 staging (the tiled kernel) needs the contiguous dimension, offsets and batch strides
+    // 4-aligned; `matmul_small` ignores the flags.
+    let vec_a = !ta && kk.is_multiple_of(4) && a.offset.is_multiple_of(4) && ab.is_multiple_of(4);
+    let vec_b = !tb && nn.is_multiple_of(4) && b.offset.is_multiple_of(4) && bb.is_multiple_of(4);
+    let p = Matmul {
         m: u(m),
         n: u(nn),
         k: u(kk),
@@ -77,31 +191,51 @@ pub fn matmul(
         a_batch: u(ab),
         b_batch: u(bb),
         batch: u(batch),
-        vec_a: 0,
-        vec_b: 0,
+        vec_a: vec_a as u32,
+        vec_b: vec_b as u32,
     };
-    let io = (vec![a.buf, b.buf], vec![out.buf]);
-    if m < 64 || nn < 64 || kk < 32 {
-        // Skinny products waste most of a 64×64 tile, and a short K never repays staging
-        // tiles through workgroup memory: one invocation per 4×4 block of C instead.
-        let grid = Grid::Elements(batch * m.div_ceil(4) * nn.div_ceil(4));
-        return Ok(Dispatch::new(Family::Matmul, "matmul_small", &p, io.0, io.1, grid));
-    }
-    // vec4 staging needs the contiguous dimension, offsets and batch strides 4-aligned.
-    p.vec_a = (!ta && kk.is_multiple_of(4) && a.offset.is_multiple_of(4) && ab.is_multiple_of(4)) as u32;
-    p.vec_b = (!tb && nn.is_multiple_of(4) && b.offset.is_multiple_of(4) && bb.is_multiple_of(4)) as u32;
-    let grid = [nn.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32];
-    if grid.iter().any(|&g| g > 65535) {
-        return Err(format!(
-            "matmul of {batch}×{m}×{nn} needs more than 65535 workgroups in one dimension"
-        ));
-    }
-    Ok(Dispatch::new(
-        Family::Matmul,
-        "matmul",
-        &p,
-        io.0,
-        io.1,
-        Grid::Fixed(grid),
-    ))
+    dispatch(&p, a.buf, b.buf, out.buf, Variant::default_for(m, nn, kk))
+}
+
+/// The dispatch computing `p` in variant `v`.
+pub fn dispatch(p: &Matmul, a: usize, b: usize, out: usize, v: Variant) -> Result<Dispatch, String> {
+    let (m, n, k, batch) = (p.m as usize, p.n as usize, p.k as usize, p.batch as usize);
+    let grid = match v {
+        Variant::Small { sm, sn } => Grid::Elements(batch * m.div_ceil(sm as usize) * n.div_ceil(sn as usize)),
+        Variant::Tiled { tm, tn, .. } => {
+            let g = [n.div_ceil(tn as usize), m.div_ceil(tm as usize), batch];
+            if g.iter().any(|&x| x > 65535) {
+                return Err(format!(
+                    "matmul of {batch}×{m}×{n} needs more than 65535 workgroups in one dimension"
+                ));
+            }
+            Grid::Fixed(g.map(|x| x as u32))
+        }
+    };
+    // A and B once each (or once per batch when not shared), C once.
+    let a_elems = m * k * if p.a_batch == 0 { 1 } else { batch };
+    let b_elems = k * n * if p.b_batch == 0 { 1 } else { batch };
+    let cost = Cost::new(2 * m * n * k * batch, &[a_elems, b_elems], m * n * batch);
+    let mut d = Dispatch::new(Family::Matmul, v.entry(), p, vec![a, b], vec![out], grid).with_cost(cost);
+    d.constants = v.constants();
+    Ok(d)
+}
+
+/// The parameter block of a matmul dispatch.
+pub fn params(d: &Dispatch) -> Matmul {
+    bytemuck::pod_read_unaligned(&d.params[..std::mem::size_of::<Matmul>()])
+}
+
+/// `d` (a matmul dispatch) recomputed in variant `v`, its buffers, types and parameters kept.
+pub fn with_variant(d: &Dispatch, v: Variant) -> Result<Dispatch, String> {
+    let mut out = dispatch(&params(d), d.inputs[0], d.inputs[1], d.outputs[0], v)?;
+    out.dtypes = d.dtypes;
+    Ok(out)
+}
+
+/// Which variant `d` (a matmul dispatch) is.
+pub fn variant_of(d: &Dispatch) -> Option<Variant> {
+    Variant::ALL
+        .into_iter()
+        .find(|v| v.entry() == d.entry && v.constants() == d.constants)
 }

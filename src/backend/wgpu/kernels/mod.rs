@@ -224,6 +224,42 @@ pub struct Dispatch {
     /// A generated source of its own (fused kernels), bound as that source declares: the
     /// parameters at 0, then `inputs` (read-only), then `outputs`.
     pub source: Option<std::sync::Arc<str>>,
+    /// Values of the entry point's pipeline-overridable constants (tile sizes), by name; empty:
+    /// the WGSL defaults. Part of the pipeline cache's key.
+    pub constants: Vec<(&'static str, u32)>,
+    /// What the dispatch computes and moves, for `KILN_PROFILE`'s roofline.
+    pub cost: Cost,
+}
+
+/// An honest estimate of one dispatch's work, set by each family's lowering: floating-point
+/// operations (a multiply-add is two; a transcendental, a comparison or a select is one), and
+/// the elements read through bindings a, b, c and written through out. The bytes are those
+/// elements at their bindings' element types ([`Dispatch::bytes`]): the compulsory traffic
+/// (every tensor element touched once), so a kernel that rereads through caches moves more and
+/// the GB/s the profile prints is a lower bound on what the memory system delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cost {
+    /// Floating-point operations.
+    pub flops: f64,
+    /// Elements read through bindings a, b and c (the update layout counts every read here).
+    pub reads: [f64; 3],
+    /// Elements written through out (the update layout: every write).
+    pub writes: f64,
+}
+
+impl Cost {
+    /// `flops` operations reading `reads` elements of a, b, c and writing `writes`.
+    pub fn new(flops: usize, reads: &[usize], writes: usize) -> Cost {
+        let mut r = [0.0; 3];
+        for (slot, &x) in r.iter_mut().zip(reads) {
+            *slot = x as f64;
+        }
+        Cost {
+            flops: flops as f64,
+            reads: r,
+            writes: writes as f64,
+        }
+    }
 }
 
 impl Dispatch {
@@ -245,7 +281,22 @@ impl Dispatch {
             grid,
             dtypes: [DType::F32; 4],
             source: None,
+            constants: Vec::new(),
+            cost: Cost::default(),
         }
+    }
+
+    /// The same dispatch with its [`Cost`] estimate.
+    pub fn with_cost(mut self, cost: Cost) -> Dispatch {
+        self.cost = cost;
+        self
+    }
+
+    /// Bytes moved by the cost estimate, at the bindings' element types.
+    pub fn bytes(&self) -> f64 {
+        let c = &self.cost;
+        let size = |d: DType| d.size() as f64;
+        c.reads.iter().zip(&self.dtypes).map(|(r, &d)| r * size(d)).sum::<f64>() + c.writes * size(self.dtypes[3])
     }
 
     /// Append a runtime-sized table after the fixed header. WGSL sizes a runtime array's

@@ -3,7 +3,7 @@
 //! whose body comes from [`rule_wgsl`]'s exhaustive match; a program compiles only its own
 //! rule's pipeline.
 
-use super::{fill, u, Dispatch, Family, Grid};
+use super::{fill, u, Cost, Dispatch, Family, Grid};
 use crate::backend::UpdateKernel;
 use crate::optim::OptimizerKind;
 use bytemuck::{Pod, Zeroable};
@@ -244,5 +244,15 @@ pub fn update(up: &UpdateKernel) -> Option<Dispatch> {
     let mut outputs = vec![up.params];
     outputs.extend(&up.state);
     let entry = rule_wgsl(&up.rule).entry;
-    Some(Dispatch::new(Family::Optim, entry, &p, inputs, outputs, Grid::Elements(n)).with_table(&segs))
+    // Per trained element: the gradient, the parameter and each state slot read, the parameter
+    // and each state slot written; about ten operations (Adam's moments, bias corrections,
+    // square root, division, decay and clipping), fewer for SGD: an estimate, not a count.
+    let trained: usize = up.segments.iter().map(|s| s.len).sum();
+    let slots = 1 + up.state.len();
+    let cost = Cost::new(10 * trained, &[trained * (1 + slots)], trained * slots);
+    Some(
+        Dispatch::new(Family::Optim, entry, &p, inputs, outputs, Grid::Elements(n))
+            .with_table(&segs)
+            .with_cost(cost),
+    )
 }

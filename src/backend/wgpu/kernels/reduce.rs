@@ -1,7 +1,7 @@
 //! reduce.wgsl's parameter structs and lowering: sum / mean / max over any set of axes, and the
 //! gradient statistics the update reads (Σg² and the count of non-finite values).
 
-use super::{coalesce, padded, u, Dispatch, Family, Grid, MAX_RANK};
+use super::{coalesce, padded, u, Cost, Dispatch, Family, Grid, MAX_RANK};
 use crate::backend::View;
 use crate::graph::ReduceOp;
 use crate::shape::Shape;
@@ -114,7 +114,9 @@ pub fn reduce(op: ReduceOp, axes: &[usize], shape: &Shape, n: usize, x: View, ou
     } else {
         ("reduce", Grid::Groups(n))
     };
-    Dispatch::new(Family::Reduce, entry, &p, vec![x.buf], vec![out.buf], grid)
+    // One operation per input element (the mean's division is noise), each read once.
+    let cost = Cost::new(n * r, &[n * r], n);
+    Dispatch::new(Family::Reduce, entry, &p, vec![x.buf], vec![out.buf], grid).with_cost(cost)
 }
 
 /// `out[0] = Σ_src Σ_i v[i]²` and `out[1]` = the non-finite elements of `src` and `check`, each
@@ -146,6 +148,8 @@ pub fn grad_stats(src: &[View], check: &[View], out: View) -> Result<Vec<Dispatc
             nsum: u(grads.len()),
             accumulate: (i > 0) as u32,
         };
+        // Σg²: two operations per gradient; the finiteness test: one per checked value.
+        let (g, c): (usize, usize) = (grads.iter().map(|v| v.len).sum(), checked.iter().map(|v| v.len).sum());
         let spans: Vec<Span> = grads.iter().chain(checked).map(span).collect();
         out_ds.push(
             Dispatch::new(
@@ -156,7 +160,8 @@ pub fn grad_stats(src: &[View], check: &[View], out: View) -> Result<Vec<Dispatc
                 vec![out.buf],
                 Grid::Fixed([1, 1, 1]),
             )
-            .with_table(&spans),
+            .with_table(&spans)
+            .with_cost(Cost::new(2 * g + c, &[g, c], 2)),
         );
     }
     Ok(out_ds)

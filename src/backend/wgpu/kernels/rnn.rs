@@ -1,7 +1,7 @@
 //! rnn.wgsl's parameter struct and lowering: embedding gather and its deterministic
 //! scatter-add, and the fused LSTM and GRU cells (forward and backward).
 
-use super::{u, Dispatch, Family, Grid};
+use super::{u, Cost, Dispatch, Family, Grid};
 use crate::backend::View;
 use bytemuck::{Pod, Zeroable};
 
@@ -73,6 +73,18 @@ pub fn rnn(entry: Entry, n: usize, h: usize, v: usize, x: &[View], out: View) ->
         c_off: off(2),
         out_off: u(out.offset),
     };
+    // (flops, elements of a, b, c read, written) for n rows of h units (v: vocabulary rows):
+    // gathers move rows; the scatter-add scans every id per output; a cell's gates cost about
+    // 30 operations per unit forward (four sigmoids or tanhs, products, sums) and 40 backward.
+    let nh = n * h;
+    let cost = match entry {
+        Entry::GatherRows => Cost::new(0, &[nh, n], nh),
+        Entry::ScatterAddRows => Cost::new(nh, &[nh, v * n], v * h),
+        Entry::LstmCell => Cost::new(30 * nh, &[4 * nh, nh], 2 * nh),
+        Entry::LstmCellGrad => Cost::new(40 * nh, &[4 * nh, nh, 2 * nh], 6 * nh),
+        Entry::GruCell => Cost::new(30 * nh, &[3 * nh, 3 * nh, nh], nh),
+        Entry::GruCellGrad => Cost::new(40 * nh, &[3 * nh, 3 * nh, 2 * nh], 7 * nh),
+    };
     Dispatch::new(
         Family::Rnn,
         entry.name(),
@@ -81,4 +93,5 @@ pub fn rnn(entry: Entry, n: usize, h: usize, v: usize, x: &[View], out: View) ->
         vec![out.buf],
         Grid::Elements(invocations),
     )
+    .with_cost(cost)
 }

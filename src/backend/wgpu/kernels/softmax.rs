@@ -1,7 +1,7 @@
 //! softmax.wgsl's parameter struct and lowering: softmax, log-softmax and the fused softmax
 //! cross-entropy (forward and gradient) over rows of the last axis.
 
-use super::{u, Dispatch, Family, Grid};
+use super::{u, Cost, Dispatch, Family, Grid};
 use crate::backend::View;
 use bytemuck::{Pod, Zeroable};
 
@@ -56,6 +56,16 @@ pub fn rows(kind: Rows, rows: usize, classes: usize, x: &[View], out: View) -> D
         out_off: u(out.offset),
         smoothing,
     };
+    // Per element: the max, the subtraction, exp, the sum and the scaling (five operations,
+    // the transcendental counted as one); the logits read, the labels or targets per row, and
+    // per element (or per row, for the loss) written.
+    let n = rows * classes;
+    let (second, written) = match kind {
+        Rows::Softmax | Rows::LogSoftmax => (0, n),
+        Rows::Sce(_) => (rows, rows),
+        Rows::SceGrad(_) => (rows, n),
+    };
+    let cost = Cost::new(5 * n, &[n, second, (x.len() > 2) as usize * rows], written);
     Dispatch::new(
         Family::Softmax,
         entry,
@@ -64,4 +74,5 @@ pub fn rows(kind: Rows, rows: usize, classes: usize, x: &[View], out: View) -> D
         vec![out.buf],
         Grid::Groups(rows),
     )
+    .with_cost(cost)
 }
