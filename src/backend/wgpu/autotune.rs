@@ -360,8 +360,9 @@ impl Gpu {
 
     /// Seconds per dispatch of `d`, best of three timed submissions (of one, when the first
     /// run is already twice as slow as `best`, the best candidate's so far: it has lost, and a
-    /// slow variant on a software adapter may take a good part of a second per run); `None`
-    /// when its pipeline or bind group does not build on this device.
+    /// slow variant on a software adapter may take a good part of a second per run; or when it
+    /// alone exceeds the shape's budget); `None` when its pipeline or bind group does not build
+    /// on this device.
     fn time_dispatch(
         &self,
         d: &Dispatch,
@@ -406,7 +407,7 @@ impl Gpu {
             Ok(t.elapsed().as_secs_f64())
         };
         let first = run(1)?;
-        if first > 2.0 * best {
+        if first > 2.0 * best || first > BUDGET_S {
             return Ok(Some(first));
         }
         // Short dispatches: best of three submissions of ~2 ms; long ones: of two runs.

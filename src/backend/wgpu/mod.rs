@@ -98,7 +98,7 @@ impl GpuProgram {
 
 impl Drop for GpuProgram {
     fn drop(&mut self) {
-        if let Some(p) = &self.profile {
+        if let Some(p) = self.profile.as_ref().filter(|p| p.iter().any(|&(_, runs)| runs > 0)) {
             let rows: Vec<profile::Row> = self
                 .dispatches
                 .iter()
