@@ -244,8 +244,18 @@ const CHUNK: usize = 256;
 /// storage an operand frees), which is sound because a chunk's operands are loaded before any
 /// of its values are stored, and each element is stored only where it was read.
 pub fn fused(f: &Fused, bufs: &[&[Cell<f32>]]) {
+    thread_local! {
+        /// The chunk-sized values, kept between kernels so a step allocates nothing here.
+        static VALS: std::cell::RefCell<Vec<[f32; CHUNK]>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    VALS.with_borrow_mut(|vals| {
+        vals.resize(f.inputs.len() + f.body.len(), [0.0; CHUNK]);
+        fused_with(f, bufs, vals);
+    });
+}
+
+fn fused_with(f: &Fused, bufs: &[&[Cell<f32>]], vals: &mut [[f32; CHUNK]]) {
     let n_in = f.inputs.len();
-    let mut vals = vec![[0f32; CHUNK]; n_in + f.body.len()];
     let strides: Vec<&[usize]> = f.inputs.iter().map(|(_, s)| s.as_slice()).collect();
     for_each_row_dyn(&f.shape.0, &strides, |lin, base, step, len| {
         let mut at = 0;
