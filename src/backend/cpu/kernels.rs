@@ -47,6 +47,7 @@ pub fn tanh(x: f32) -> f32 {
 }
 
 /// `f(x)` for each unary op.
+#[inline(always)]
 pub fn unary(op: UnaryOp, x: f32) -> f32 {
     match op {
         UnaryOp::Neg => -x,
@@ -94,6 +95,7 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
 }
 
 /// `f'(x)` for each unary op.
+#[inline(always)]
 pub fn unary_deriv(op: UnaryOp, x: f32) -> f32 {
     match op {
         UnaryOp::Neg => -1.0,
@@ -142,6 +144,7 @@ pub fn unary_deriv(op: UnaryOp, x: f32) -> f32 {
     }
 }
 
+#[inline(always)]
 fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
     match op {
         BinaryOp::Add => a + b,
@@ -154,6 +157,113 @@ fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
         BinaryOp::Greater => (a > b) as u8 as f32,
         BinaryOp::GreaterEqual => (a >= b) as u8 as f32,
         BinaryOp::Equal => (a == b) as u8 as f32,
+    }
+}
+
+/// `$body` with `$op` bound to a copy of the unary op `$u` that the compiler sees as a constant
+/// for the common parameterless activations, so that a loop calling [`unary`] or
+/// [`unary_deriv`] loses its per-element `match` (and vectorises); the definitions stay in
+/// those two functions.
+macro_rules! with_unary {
+    ($u:expr, |$op:ident| $body:expr) => {
+        match $u {
+            UnaryOp::Relu => {
+                let $op = UnaryOp::Relu;
+                $body
+            }
+            UnaryOp::Step => {
+                let $op = UnaryOp::Step;
+                $body
+            }
+            UnaryOp::Sigmoid => {
+                let $op = UnaryOp::Sigmoid;
+                $body
+            }
+            UnaryOp::Tanh => {
+                let $op = UnaryOp::Tanh;
+                $body
+            }
+            UnaryOp::Neg => {
+                let $op = UnaryOp::Neg;
+                $body
+            }
+            UnaryOp::Square => {
+                let $op = UnaryOp::Square;
+                $body
+            }
+            other => {
+                let $op = other;
+                $body
+            }
+        }
+    };
+}
+
+/// The same for binary ops: the arithmetic ones become constants.
+macro_rules! with_binary {
+    ($b:expr, |$op:ident| $body:expr) => {
+        match $b {
+            BinaryOp::Add => {
+                let $op = BinaryOp::Add;
+                $body
+            }
+            BinaryOp::Sub => {
+                let $op = BinaryOp::Sub;
+                $body
+            }
+            BinaryOp::Mul => {
+                let $op = BinaryOp::Mul;
+                $body
+            }
+            BinaryOp::Div => {
+                let $op = BinaryOp::Div;
+                $body
+            }
+            other => {
+                let $op = other;
+                $body
+            }
+        }
+    };
+}
+
+/// Elements below which an element-wise kernel stays on the calling thread: a fork-join costs
+/// a few microseconds, what about 16K elements of a simple op take.
+const PAR_MIN: usize = 1 << 15;
+/// Elements per parallel task of an element-wise kernel.
+const PAR_CHUNK: usize = 1 << 13;
+
+/// `out[i] = f(a[i])`, across the cores when large.
+fn map1(out: &mut [f32], a: &[f32], f: impl Fn(f32) -> f32 + Sync) {
+    use rayon::prelude::*;
+    let run = |o: &mut [f32], a: &[f32]| {
+        for (o, &v) in o.iter_mut().zip(a) {
+            *o = f(v);
+        }
+    };
+    if out.len() < PAR_MIN {
+        run(out, a);
+    } else {
+        out.par_chunks_mut(PAR_CHUNK)
+            .zip(a.par_chunks(PAR_CHUNK))
+            .for_each(|(o, a)| run(o, a));
+    }
+}
+
+/// `out[i] = f(a[i], b[i])`, across the cores when large.
+fn map2(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    use rayon::prelude::*;
+    let run = |o: &mut [f32], a: &[f32], b: &[f32]| {
+        for ((o, &p), &q) in o.iter_mut().zip(a).zip(b) {
+            *o = f(p, q);
+        }
+    };
+    if out.len() < PAR_MIN {
+        run(out, a, b);
+    } else {
+        out.par_chunks_mut(PAR_CHUNK)
+            .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
+            .for_each(|(o, (a, b))| run(o, a, b));
     }
 }
 
@@ -204,19 +314,42 @@ fn for_each_row<const N: usize>(
     }
 }
 
-/// [`for_each_row`] for a number of operands known only at run time.
-fn for_each_row_dyn(dims: &[usize], strides: &[&[usize]], mut f: impl FnMut(usize, &[usize], &[usize], usize)) {
+/// [`for_each_row`] for a number of operands known only at run time, over the linear indices
+/// `span` only (a row cut by the span's ends is passed as its part inside).
+fn for_each_row_dyn(
+    dims: &[usize],
+    strides: &[&[usize]],
+    span: std::ops::Range<usize>,
+    mut f: impl FnMut(usize, &[usize], &[usize], usize),
+) {
     let (d, s) = crate::shape::coalesce_dyn(dims, strides);
     let r = d.len();
     let inner = d[r - 1];
+    if inner == 0 || span.is_empty() {
+        return;
+    }
     let step: Vec<usize> = s.iter().map(|sk| sk[r - 1]).collect();
-    let outer: usize = d[..r - 1].iter().product();
+    // The odometer over the outer axes, started at the span's first row.
     let mut idx = vec![0usize; r - 1];
-    let mut base = vec![0usize; s.len()];
-    let mut lin = 0;
-    for _ in 0..outer {
-        f(lin, &base, &step, inner);
-        lin += inner;
+    let mut rest = span.start / inner;
+    for ax in (0..r - 1).rev() {
+        idx[ax] = rest % d[ax];
+        rest /= d[ax];
+    }
+    let mut base: Vec<usize> = s
+        .iter()
+        .map(|sk| idx.iter().zip(sk).map(|(i, st)| i * st).sum())
+        .collect();
+    let mut at = base.clone();
+    let (mut lin, mut col) = (span.start, span.start % inner);
+    while lin < span.end {
+        let len = (inner - col).min(span.end - lin);
+        for ((a, b), st) in at.iter_mut().zip(&base).zip(&step) {
+            *a = b + col * st;
+        }
+        f(lin, &at, &step, len);
+        lin += len;
+        col = 0;
         for ax in (0..r - 1).rev() {
             idx[ax] += 1;
             for (b, sk) in base.iter_mut().zip(&s) {
@@ -248,16 +381,39 @@ pub fn fused(f: &Fused, bufs: &[&[Cell<f32>]]) {
         /// The chunk-sized values, kept between kernels so a step allocates nothing here.
         static VALS: std::cell::RefCell<Vec<[f32; CHUNK]>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    VALS.with_borrow_mut(|vals| {
-        vals.resize(f.inputs.len() + f.body.len(), [0.0; CHUNK]);
-        fused_with(f, bufs, vals);
+    let run = |span: std::ops::Range<usize>| {
+        VALS.with_borrow_mut(|vals| {
+            vals.resize(f.inputs.len() + f.body.len(), [0.0; CHUNK]);
+            fused_with(f, bufs, vals, span);
+        })
+    };
+    let total = f.shape.numel();
+    if total < PAR_MIN {
+        return run(0..total);
+    }
+    /// The buffer table, shared by the tasks of one fused kernel.
+    struct Shared<'a>(&'a [&'a [Cell<f32>]]);
+    // SAFETY: the tasks below run disjoint spans of the index space. Each stores only the
+    // output elements of its own span, and reads either storage that no output of the run
+    // covers or, in place, the very elements of its span that it then overwrites (the fusion
+    // pass's hazard rule): no element is touched by two tasks.
+    unsafe impl Sync for Shared<'_> {}
+    let shared = Shared(bufs);
+    use rayon::prelude::*;
+    (0..total.div_ceil(PAR_CHUNK)).into_par_iter().for_each(|t| {
+        let shared = &shared;
+        let span = t * PAR_CHUNK..((t + 1) * PAR_CHUNK).min(total);
+        VALS.with_borrow_mut(|vals| {
+            vals.resize(f.inputs.len() + f.body.len(), [0.0; CHUNK]);
+            fused_with(f, shared.0, vals, span);
+        })
     });
 }
 
-fn fused_with(f: &Fused, bufs: &[&[Cell<f32>]], vals: &mut [[f32; CHUNK]]) {
+fn fused_with(f: &Fused, bufs: &[&[Cell<f32>]], vals: &mut [[f32; CHUNK]], span: std::ops::Range<usize>) {
     let n_in = f.inputs.len();
     let strides: Vec<&[usize]> = f.inputs.iter().map(|(_, s)| s.as_slice()).collect();
-    for_each_row_dyn(&f.shape.0, &strides, |lin, base, step, len| {
+    for_each_row_dyn(&f.shape.0, &strides, span, |lin, base, step, len| {
         let mut at = 0;
         while at < len {
             let c = (len - at).min(CHUNK);
@@ -283,21 +439,21 @@ fn fused_with(f: &Fused, bufs: &[&[Cell<f32>]], vals: &mut [[f32; CHUNK]]) {
                 let o = &mut rest[0][..c];
                 let a = |i: usize| &done[args[i]][..c];
                 match op {
-                    Op::Unary(u) => {
+                    Op::Unary(u) => with_unary!(*u, |u| {
                         for (o, &v) in o.iter_mut().zip(a(0)) {
-                            *o = unary(*u, v);
+                            *o = unary(u, v);
                         }
-                    }
-                    Op::UnaryGrad(u) => {
+                    }),
+                    Op::UnaryGrad(u) => with_unary!(*u, |u| {
                         for ((o, &v), &d) in o.iter_mut().zip(a(0)).zip(a(1)) {
-                            *o = d * unary_deriv(*u, v);
+                            *o = d * unary_deriv(u, v);
                         }
-                    }
-                    Op::Binary(b) => {
+                    }),
+                    Op::Binary(b) => with_binary!(*b, |b| {
                         for ((o, &p), &q) in o.iter_mut().zip(a(0)).zip(a(1)) {
-                            *o = binary(*b, p, q);
+                            *o = binary(b, p, q);
                         }
-                    }
+                    }),
                     Op::Where => {
                         for (((o, &w), &p), &q) in o.iter_mut().zip(a(0)).zip(a(1)).zip(a(2)) {
                             *o = if w != 0.0 { p } else { q };
@@ -318,6 +474,27 @@ fn fused_with(f: &Fused, bufs: &[&[Cell<f32>]], vals: &mut [[f32; CHUNK]]) {
     });
 }
 
+/// Σ x² in f64, in eight interleaved partial sums (which vectorise) added pairwise at the end.
+pub fn sum_squares(x: &[f32]) -> f64 {
+    lane_sum(x, |v| (v as f64) * (v as f64))
+}
+
+/// Σ f(x) in f64 over eight interleaved partial sums, added pairwise at the end; the summation
+/// order is fixed by the length alone, so results are reproducible.
+#[inline]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let mut blocks = x.chunks_exact(8);
+    for b in &mut blocks {
+        for (l, &v) in lanes.iter_mut().zip(b) {
+            *l += f(v);
+        }
+    }
+    let tail: f64 = blocks.remainder().iter().map(|&v| f(v)).sum();
+    let [a, b, c, d, e, g, h, i] = lanes;
+    (((a + b) + (c + d)) + ((e + g) + (h + i))) + tail
+}
+
 /// `(outer, n, inner)` around `axis`.
 fn split3(s: &Shape, axis: usize) -> (usize, usize, usize) {
     (
@@ -335,53 +512,43 @@ pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape, u: &
         // caller, so a conversion is a copy here.
         Op::Cast(_) => out.copy_from_slice(x[0]),
         Op::Const { value } => out.fill(*value),
-        Op::Unary(u) => {
-            for (o, &v) in out.iter_mut().zip(x[0]) {
-                *o = unary(*u, v);
-            }
-        }
-        Op::UnaryGrad(u) => {
-            for ((o, &v), &d) in out.iter_mut().zip(x[0]).zip(x[1]) {
-                *o = d * unary_deriv(*u, v);
-            }
-        }
+        Op::Unary(u) => with_unary!(*u, |u| map1(out, x[0], |v| unary(u, v))),
+        Op::UnaryGrad(u) => with_unary!(*u, |u| map2(out, x[0], x[1], |v, d| d * unary_deriv(u, v))),
         Op::Binary(b) => {
             if xs[0] == *os && xs[1] == *os {
-                for ((o, &p), &q) in out.iter_mut().zip(x[0]).zip(x[1]) {
-                    *o = binary(*b, p, q);
-                }
+                with_binary!(*b, |b| map2(out, x[0], x[1], |p, q| binary(b, p, q)));
             } else {
                 let (sa, sb) = (broadcast_strides(&xs[0], os), broadcast_strides(&xs[1], os));
                 // Row by row, with the common layouts (contiguous, or one side broadcast along
                 // the row) as plain slice loops.
                 let (p, q) = (x[0], x[1]);
-                for_each_row(&os.0, [&sa, &sb], |i, [ia, ib], [ja, jb], len| {
+                with_binary!(*b, |b| for_each_row(&os.0, [&sa, &sb], |i, [ia, ib], [ja, jb], len| {
                     let o = &mut out[i..i + len];
                     match (ja, jb) {
                         (1, 1) => {
                             for ((o, &u), &v) in o.iter_mut().zip(&p[ia..ia + len]).zip(&q[ib..ib + len]) {
-                                *o = binary(*b, u, v);
+                                *o = binary(b, u, v);
                             }
                         }
                         (1, 0) => {
                             let v = q[ib];
                             for (o, &u) in o.iter_mut().zip(&p[ia..ia + len]) {
-                                *o = binary(*b, u, v);
+                                *o = binary(b, u, v);
                             }
                         }
                         (0, 1) => {
                             let u = p[ia];
                             for (o, &v) in o.iter_mut().zip(&q[ib..ib + len]) {
-                                *o = binary(*b, u, v);
+                                *o = binary(b, u, v);
                             }
                         }
                         _ => {
                             for (j, o) in o.iter_mut().enumerate() {
-                                *o = binary(*b, p[ia + j * ja], q[ib + j * jb]);
+                                *o = binary(b, p[ia + j * ja], q[ib + j * jb]);
                             }
                         }
                     }
-                });
+                }));
             }
         }
         Op::Where => {
@@ -523,20 +690,32 @@ pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape, u: &
         }
         Op::Augment { aug, key } => augment(aug, *key, x[0], &xs[0], out, u),
         Op::GatherPlanes => {
+            // x (N, C, H, W), idx (N, C, OH, OW) → out (N, C, OH, OW); planes across the cores.
+            use rayon::prelude::*;
             let (plane_in, plane_out) = (xs[0].0[2] * xs[0].0[3], os.0[2] * os.0[3]);
-            for (p, (o, idx)) in out.chunks_mut(plane_out).zip(x[1].chunks(plane_out)).enumerate() {
-                for (o, &i) in o.iter_mut().zip(idx) {
-                    *o = x[0][p * plane_in + i as usize];
-                }
+            if plane_in > 0 && plane_out > 0 {
+                out.par_chunks_mut(plane_out)
+                    .zip(x[1].par_chunks(plane_out).zip(x[0].par_chunks(plane_in)))
+                    .for_each(|(o, (idx, plane))| {
+                        for (o, &i) in o.iter_mut().zip(idx) {
+                            *o = plane[i as usize];
+                        }
+                    });
             }
         }
         Op::ScatterPlanes(_) => {
+            // dy (N, C, OH, OW), idx (N, C, OH, OW) → out (N, C, H, W), summed in index order.
+            use rayon::prelude::*;
             let (plane_in, plane_out) = (os.0[2] * os.0[3], xs[0].0[2] * xs[0].0[3]);
-            out.fill(0.0);
-            for (p, (dy, idx)) in x[0].chunks(plane_out).zip(x[1].chunks(plane_out)).enumerate() {
-                for (&d, &i) in dy.iter().zip(idx) {
-                    out[p * plane_in + i as usize] += d;
-                }
+            if plane_in > 0 && plane_out > 0 {
+                out.par_chunks_mut(plane_in)
+                    .zip(x[0].par_chunks(plane_out).zip(x[1].par_chunks(plane_out)))
+                    .for_each(|(o, (dy, idx))| {
+                        o.fill(0.0);
+                        for (&d, &i) in dy.iter().zip(idx) {
+                            o[i as usize] += d;
+                        }
+                    });
             }
         }
         Op::DropoutMask { p, key } => {
@@ -690,6 +869,7 @@ fn pool(w: &Window, x: &[f32], xs: &Shape, out: &mut [f32], os: &Shape, kind: Po
     };
     let rows = along(h, oh, w.k[0], w.stride[0], w.pad[0], w.dilation[0]);
     let cols = along(wd, ow, w.k[1], w.stride[1], w.pad[1], w.dilation[1]);
+    let full = rows.iter().all(|r| r.len() == w.k[0]) && cols.iter().all(|c| c.len() == w.k[1]);
     use rayon::prelude::*;
     let (img_plane, small_plane) = (h * wd, oh * ow);
     if img_plane == 0 || small_plane == 0 {
@@ -703,26 +883,90 @@ fn pool(w: &Window, x: &[f32], xs: &Shape, out: &mut [f32], os: &Shape, kind: Po
     out.par_chunks_mut(out_plane)
         .zip(x.par_chunks(in_plane))
         .try_for_each(|(out, x)| -> KResult {
+            if full && matches!(kind, PoolKind::Argmax) {
+                // Every window inside the image (the usual unpadded pooling): the taps of output
+                // column `ox` are `first(ox) + i·DH·W + j·DW`. The same rule as below, with the
+                // window loops outside a loop over a block of output columns, so the block's
+                // running maxima are independent (no compare-select chain per window).
+                const B: usize = 64;
+                let (kh, kw, dy, dx) = (w.k[0], w.k[1], w.dilation[0] * wd, w.dilation[1]);
+                // Indices inside a plane as u32 (a plane's index is exact in f32, so < 2²⁴).
+                let mut first = [0u32; B];
+                let (mut bi, mut bv, mut tv) = ([0u32; B], [0f32; B], [0f32; B]);
+                for (oy, ry) in rows.iter().enumerate() {
+                    for ox0 in (0..ow).step_by(B) {
+                        let cs = &cols[ox0..(ox0 + B).min(ow)];
+                        let n = cs.len();
+                        let (first, bi, bv, tv) = (&mut first[..n], &mut bi[..n], &mut bv[..n], &mut tv[..n]);
+                        for (((f, i), v), cx) in first.iter_mut().zip(bi.iter_mut()).zip(bv.iter_mut()).zip(cs) {
+                            *f = (ry[0] * wd + cx[0]) as u32;
+                            (*i, *v) = (*f, x[*f as usize]);
+                        }
+                        for ti in 0..kh {
+                            for tj in 0..kw {
+                                let off = ti * dy + tj * dx;
+                                if off == 0 {
+                                    continue;
+                                }
+                                // Gather the tap, then compare and select over contiguous
+                                // arrays: a loop that vectorises (a branch per comparison
+                                // would mispredict on real data).
+                                for (t, &f) in tv.iter_mut().zip(first.iter()) {
+                                    *t = x[f as usize + off];
+                                }
+                                let off = off as u32;
+                                for (((i, b), &t), &f) in
+                                    bi.iter_mut().zip(bv.iter_mut()).zip(tv.iter()).zip(first.iter())
+                                {
+                                    let take = (t > *b) | (t.is_nan() & !b.is_nan());
+                                    *i = if take { f + off } else { *i };
+                                    *b = if take { t } else { *b };
+                                }
+                            }
+                        }
+                        for (o, &i) in out[oy * ow + ox0..].iter_mut().zip(bi.iter()) {
+                            *o = i as f32;
+                        }
+                    }
+                }
+                return Ok(());
+            }
             for (oy, ry) in rows.iter().enumerate() {
                 for (ox, cx) in cols.iter().enumerate() {
                     let o = oy * ow + ox;
-                    let taps = ry.iter().flat_map(|&iy| cx.iter().map(move |&ix| iy * wd + ix));
                     match kind {
                         PoolKind::Argmax => {
                             // The first maximum in row-major window order wins; NaN wins (propagates).
-                            let mut best: Option<(usize, f32)> = None;
-                            for t in taps {
-                                let v = x[t];
-                                if best.is_none_or(|(_, b)| v > b || (v.is_nan() && !b.is_nan())) {
-                                    best = Some((t, v));
+                            let (Some(&y0), Some(&x0)) = (ry.first(), cx.first()) else {
+                                return Err("a pooling window lies entirely in the padding".into());
+                            };
+                            let (mut best, mut bv) = (y0 * wd + x0, x[y0 * wd + x0]);
+                            for &iy in ry {
+                                let row = &x[iy * wd..(iy + 1) * wd];
+                                for &ix in cx {
+                                    let v = row[ix];
+                                    // Non-short-circuit `|`, `&`: a select, not a branch.
+                                    if (v > bv) | (v.is_nan() & !bv.is_nan()) {
+                                        (best, bv) = (iy * wd + ix, v);
+                                    }
                                 }
                             }
-                            out[o] = best.ok_or("a pooling window lies entirely in the padding")?.0 as f32;
+                            out[o] = best as f32;
                         }
-                        PoolKind::Avg => out[o] = taps.map(|t| x[t]).sum::<f32>() / area,
+                        PoolKind::Avg => {
+                            let mut sum = 0.0f32;
+                            for &iy in ry {
+                                for &ix in cx {
+                                    sum += x[iy * wd + ix];
+                                }
+                            }
+                            out[o] = sum / area;
+                        }
                         PoolKind::AvgGrad => {
-                            for t in taps {
-                                out[t] += x[o] / area;
+                            for &iy in ry {
+                                for &ix in cx {
+                                    out[iy * wd + ix] += x[o] / area;
+                                }
                             }
                         }
                     }
@@ -749,8 +993,10 @@ fn reduce(op: ReduceOp, axes: &[usize], x: &[f32], xs: &Shape, out: &mut [f32]) 
         ReduceOp::Sum | ReduceOp::Mean => {
             let mut acc = vec![0f64; out.len()];
             for_each_row(&xs.0, [&ins, &to_out], |_, [i, o], [ji, jo], len| {
-                if jo == 0 {
+                if jo == 0 && ji == 1 {
                     // The whole row sums into one output (a reduced innermost axis).
+                    acc[o] += lane_sum(&x[i..i + len], |v| v as f64);
+                } else if jo == 0 {
                     acc[o] += (0..len).map(|j| x[i + j * ji] as f64).sum::<f64>();
                 } else {
                     for j in 0..len {
@@ -800,11 +1046,11 @@ fn matmul(ta: bool, tb: bool, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, c: &
             "operand buffers too small for a {batch}×({m}×{k})·({k}×{n}) product"
         ));
     }
-    for i in 0..batch {
-        let (ap, bp, cp) = (&a[i * a_step..], &b[i * b_step..], &mut c[i * m * n..(i + 1) * m * n]);
+    let one = |i: usize, cp: &mut [f32]| {
+        let (ap, bp) = (&a[i * a_step..], &b[i * b_step..]);
         if k == 0 {
             cp.fill(0.0);
-            continue;
+            return;
         }
         // SAFETY: the check above guarantees `ap` holds M·K, `bp` K·N and `cp` M·N elements,
         // which is exactly what these strides reach; `cp` is a unique borrow disjoint from both.
@@ -825,6 +1071,18 @@ fn matmul(ta: bool, tb: bool, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, c: &
                 n as isize,
                 1,
             );
+        }
+    };
+    let c = &mut c[..batch * m * n];
+    // matrixmultiply threads a product only from (M·K + K·N) ≥ 2¹⁵ on; smaller products of a
+    // batch (a convolution's images) run one task each across the cores instead, so the two
+    // thread pools never nest.
+    if batch > 1 && m * n > 0 && m * k + k * n < 1 << 15 {
+        use rayon::prelude::*;
+        c.par_chunks_mut(m * n).enumerate().for_each(|(i, cp)| one(i, cp));
+    } else if m * n > 0 {
+        for (i, cp) in c.chunks_mut(m * n).enumerate() {
+            one(i, cp);
         }
     }
     Ok(())
@@ -1178,6 +1436,57 @@ mod tests {
             let mut folded = vec![0f32; x.len()];
             im2col(&w, &cols, &xs, &mut folded, true).unwrap();
             assert_eq!(folded, folded_want, "fold {w:?}");
+        }
+    }
+
+    /// Max pooling's argmax against its definition (the first maximum in row-major window
+    /// order; NaN wins), on windows that fit the image (the blocked path, including rows wider
+    /// than its 64-column block) and windows that overlap the padding, with ties and NaNs.
+    #[test]
+    fn max_pool_argmax_matches_its_definition() {
+        for (h, wd) in [(7, 9), (6, 150)] {
+            let xs = Shape(vec![2, 3, h, wd]);
+            // Few distinct values (ties), and a NaN every 17 elements.
+            let x: Vec<f32> = (0..xs.numel())
+                .map(|v| if v % 17 == 5 { f32::NAN } else { ((v * 7919) % 5) as f32 })
+                .collect();
+            for (k, s, p, d) in [(2, 2, 0, 1), (3, 1, 1, 1), (3, 2, 0, 2), (2, 1, 1, 1), (3, 3, 0, 1)] {
+                let w = Window {
+                    k: [k, k + 1],
+                    stride: [s, s],
+                    pad: [p, p],
+                    dilation: [d, d],
+                };
+                let Some((oh, ow)) = w.output(h, wd) else { continue };
+                let os = Shape(vec![2, 3, oh, ow]);
+                let mut out = vec![-1f32; os.numel()];
+                pool(&w, &x, &xs, &mut out, &os, PoolKind::Argmax).unwrap();
+                for plane in 0..6 {
+                    let x = &x[plane * h * wd..(plane + 1) * h * wd];
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut best: Option<usize> = None;
+                            for i in 0..k {
+                                for j in 0..k + 1 {
+                                    if let Some(t) = tap(&w, h, wd, oy, ox, i, j) {
+                                        let better =
+                                            best.is_none_or(|b| x[t] > x[b] || (x[t].is_nan() && !x[b].is_nan()));
+                                        if better {
+                                            best = Some(t);
+                                        }
+                                    }
+                                }
+                            }
+                            let got = out[(plane * oh + oy) * ow + ox];
+                            assert_eq!(
+                                got,
+                                best.unwrap() as f32,
+                                "{w:?} on {h}×{wd}, plane {plane}, ({oy}, {ox})"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -267,11 +267,7 @@ fn compute(k: &Kernel, x: &[&[f32]], o: &mut [f32], u: &StepUniforms) -> Result<
         }
         Kernel::GradStats { src, .. } => {
             let (grads, checked) = x.split_at(src.len());
-            let s: f64 = grads
-                .iter()
-                .flat_map(|s| s.iter())
-                .map(|&v| (v as f64) * (v as f64))
-                .sum();
+            let s: f64 = grads.iter().map(|g| kernels::sum_squares(g)).sum();
             let bad = grads
                 .iter()
                 .chain(checked)
