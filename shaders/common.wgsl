@@ -32,6 +32,23 @@ fn gid(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid;
 }
 
+// n / d for d > 0, exactly, through an f32 quotient corrected to the integer one. A division
+// by a run-time value is a long instruction sequence on GPUs, and on llvmpipe scalar code for
+// each lane; a float division vectorises. For n < 2^22 both operands' conversions keep n
+// exact and the f32 quotient (WGSL allows 2.5 ULP, at most 0.5 each below 2^22) lies within
+// 1.25 of n/d, so after truncation it is off by at most −2 or +1, which the three steps below
+// undo; larger n take the integer division. No product below overflows: q + 1 ≤ n/d + 2.
+fn udiv(n: u32, d: u32) -> u32 {
+    if (n >= 0x400000u) {
+        return n / d;
+    }
+    var q = u32(f32(n) / f32(d));
+    if (q * d > n) { q -= 1u; }
+    if ((q + 1u) * d <= n) { q += 1u; }
+    if ((q + 1u) * d <= n) { q += 1u; }
+    return q;
+}
+
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
 }

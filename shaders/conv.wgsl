@@ -51,7 +51,7 @@ fn covering(p: u32, k: u32, s: u32, pad: u32, d: u32, on: u32) -> i32 {
     }
     var o = num;
     if (s != 1u) { // uniform: stride-1 windows need no division
-        o = num / i32(s);
+        o = i32(udiv(u32(num), s));
         if (o * i32(s) != num) {
             return -1;
         }
@@ -61,8 +61,8 @@ fn covering(p: u32, k: u32, s: u32, pad: u32, d: u32, on: u32) -> i32 {
 
 // (plane, row, column) of element e of a stack of rows×cols planes, with two divisions.
 fn coords(e: u32, rows: u32, cols: u32) -> vec3<u32> {
-    let q = e / cols;
-    let plane = q / rows;
+    let q = udiv(e, cols);
+    let plane = udiv(q, rows);
     return vec3<u32>(plane, q - plane * rows, e - q * cols);
 }
 
@@ -77,9 +77,9 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let H = i32(p.h);
     let W = i32(p.w);
     let L = p.oh * p.ow;
-    let plane = e / L; // n·C + c
+    let plane = udiv(e, L); // n·C + c
     let l = e - plane * L;
-    let oy = l / p.ow;
+    let oy = udiv(l, p.ow);
     let ox = l - oy * p.ow;
     let src = p.a_off + plane * p.h * p.w;
     var dst = p.out_off + plane * p.kh * p.kw * L + l;
@@ -204,7 +204,7 @@ fn gather_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let e = gid(wid, nwg, lid);
     if (e >= p.invocations) { return; }
     let L = p.oh * p.ow;
-    let plane = e / L;
+    let plane = udiv(e, L);
     st_out(p.out_off + e, ld_a(p.a_off + plane * p.h * p.w + bitcast<u32>(ld_b(p.b_off + e))));
 }
 
@@ -221,10 +221,10 @@ fn scatter_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let pix = y * p.w + x;
     let L = p.oh * p.ow;
     // Windows covering (y, x): oy with oy·S − P ≤ y < oy·S − P + K.
-    let oy_lo = select(0u, (y + p.ph + 1u - p.kh + p.sh - 1u) / p.sh, y + p.ph + 1u > p.kh);
-    let oy_hi = min((y + p.ph) / p.sh + 1u, p.oh);
-    let ox_lo = select(0u, (x + p.pw + 1u - p.kw + p.sw - 1u) / p.sw, x + p.pw + 1u > p.kw);
-    let ox_hi = min((x + p.pw) / p.sw + 1u, p.ow);
+    let oy_lo = select(0u, udiv(y + p.ph + 1u - p.kh + p.sh - 1u, p.sh), y + p.ph + 1u > p.kh);
+    let oy_hi = min(udiv(y + p.ph, p.sh) + 1u, p.oh);
+    let ox_lo = select(0u, udiv(x + p.pw + 1u - p.kw + p.sw - 1u, p.sw), x + p.pw + 1u > p.kw);
+    let ox_hi = min(udiv(x + p.pw, p.sw) + 1u, p.ow);
     var s = 0.0;
     for (var oy = oy_lo; oy < oy_hi; oy++) {
         for (var ox = ox_lo; ox < ox_hi; ox++) {

@@ -99,6 +99,10 @@ struct AddInto {
 // PI, erf_, sigmoid_ and sign_ are in math.wgsl, appended by the generator (the fused
 // kernels use them too).
 
+// The op of `unary`, `unary_grad` and `binary`, set by the host for each pipeline (the same
+// code as the parameter block's `op`), so the switch below is on a constant.
+override OP: u32 = 0xffffffffu;
+
 fn unary_f(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
     switch op {
 {{UNARY_F}}
@@ -117,7 +121,7 @@ fn unary_d(op: u32, x: f32, p0: f32, p1: f32) -> f32 {
 fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= pu.n) { return; }
-    st_out(pu.out_off + i, unary_f(pu.op, ld_a(pu.a_off + i), pu.p0, pu.p1));
+    st_out(pu.out_off + i, unary_f(OP, ld_a(pu.a_off + i), pu.p0, pu.p1));
 }
 
 // dy · f'(x): x in a, dy in b.
@@ -125,7 +129,7 @@ fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 fn unary_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= pu.n) { return; }
-    st_out(pu.out_off + i, ld_b(pu.b_off + i) * unary_d(pu.op, ld_a(pu.a_off + i), pu.p0, pu.p1));
+    st_out(pu.out_off + i, ld_b(pu.b_off + i) * unary_d(OP, ld_a(pu.a_off + i), pu.p0, pu.p1));
 }
 
 fn binary_f(op: u32, x: f32, y: f32) -> f32 {
@@ -170,7 +174,7 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let o = offsets(i, 2u, false);
     let x = ld_a(ps.a_off + o.x);
     let y = ld_b(ps.b_off + o.y);
-    st_out(ps.out_off + i, binary_f(ps.op, x, y));
+    st_out(ps.out_off + i, binary_f(OP, x, y));
 }
 
 // out = cond ≠ 0 ? b : c, with cond in a.

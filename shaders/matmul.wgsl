@@ -227,3 +227,117 @@ fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         }
     }
 }
+
+// Rows (VM, at most 8) and vec4 column groups (VN, at most 2) of C per invocation of
+// `matmul_vec4`.
+override VM: u32 = 4u;
+override VN: u32 = 1u;
+
+// The product with B read four columns at a time: each invocation accumulates VM rows × VN
+// groups of four consecutive columns of C as vec4 registers, with no workgroup memory. A row of
+// op(B) at step k is one vec4 load per group when B is row-major with 4-aligned N, offset and
+// batch stride (p.vec_b, then through `b4`), else four clamped scalar loads; A is read one
+// element per row and step. Per step: VM + VN loads for 4·VM·VN multiply-adds, and on
+// adapters that run invocations as SIMD lanes (llvmpipe, and GPUs alike) a vec4 load moves four
+// elements per lane where `matmul_small` moves one. The column groups of an invocation are
+// cb, cb + NB, ... (NB = ⌈⌈N/4⌉/VN⌉), so neighbouring invocations read neighbouring vec4s.
+// Each element of C is still fma(a[k], b[k], acc) over k = 0, 1, ... from 0, as in every variant.
+@compute @workgroup_size(256)
+fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = gid(wid, nwg, lid);
+    let M = p.m;
+    let N = p.n;
+    let K = p.k;
+    let NV = (N + 3u) / 4u;
+    let MB = (M + VM - 1u) / VM;
+    let NB = (NV + VN - 1u) / VN;
+    if (e >= p.batch * MB * NB) { return; }
+    let cb = e % NB;
+    let rest = e / NB;
+    let r0 = (rest % MB) * VM;
+    let z = rest / MB;
+    let b0 = p.b_off + z * p.b_batch;
+    var pa: array<u32, 8>;
+    for (var i = 0u; i < VM; i++) {
+        pa[i] = p.a_off + z * p.a_batch + min(r0 + i, M - 1u) * p.rsa;
+    }
+    // First column of each group (clamped for loads; stores check the true column).
+    var col: array<u32, 2>;
+    for (var j = 0u; j < VN; j++) {
+        col[j] = min(cb + j * NB, NV - 1u) * 4u;
+    }
+    let sa = p.csa;
+    var acc: array<vec4<f32>, 16>;
+    var k0 = 0u;
+    if (p.vec_a != 0u) {
+        // A row-major with 4-aligned K, offset and batch stride: four steps of k per vec4 load
+        // of each row, then the four steps in order (the same fma sequence as one at a time).
+        for (; k0 < K; k0 += 4u) {
+            var av: array<vec4<f32>, 8>;
+            for (var i = 0u; i < VM; i++) {
+                av[i] = ld_a4((pa[i] + k0) / 4u);
+            }
+            for (var t = 0u; t < 4u; t++) {
+                var bv: array<vec4<f32>, 2>;
+                let brow = b0 + (k0 + t) * p.rsb;
+                for (var j = 0u; j < VN; j++) {
+                    if (p.vec_b != 0u) {
+                        bv[j] = ld_b4((brow + col[j]) / 4u);
+                    } else {
+                        let c = col[j];
+                        let cs = p.csb;
+                        bv[j] = vec4<f32>(
+                            ld_b(brow + c * cs),
+                            ld_b(brow + min(c + 1u, N - 1u) * cs),
+                            ld_b(brow + min(c + 2u, N - 1u) * cs),
+                            ld_b(brow + min(c + 3u, N - 1u) * cs),
+                        );
+                    }
+                }
+                for (var i = 0u; i < VM; i++) {
+                    let a = vec4<f32>(av[i][t]);
+                    for (var j = 0u; j < VN; j++) {
+                        acc[i * VN + j] = fma(a, bv[j], acc[i * VN + j]);
+                    }
+                }
+            }
+        }
+    }
+    for (var k = k0; k < K; k++) {
+        var bv: array<vec4<f32>, 2>;
+        let brow = b0 + k * p.rsb;
+        for (var j = 0u; j < VN; j++) {
+            if (p.vec_b != 0u) {
+                bv[j] = ld_b4((brow + col[j]) / 4u);
+            } else {
+                let c = col[j];
+                let cs = p.csb;
+                bv[j] = vec4<f32>(
+                    ld_b(brow + c * cs),
+                    ld_b(brow + min(c + 1u, N - 1u) * cs),
+                    ld_b(brow + min(c + 2u, N - 1u) * cs),
+                    ld_b(brow + min(c + 3u, N - 1u) * cs),
+                );
+            }
+        }
+        for (var i = 0u; i < VM; i++) {
+            let av = vec4<f32>(ld_a(pa[i] + k * sa));
+            for (var j = 0u; j < VN; j++) {
+                acc[i * VN + j] = fma(av, bv[j], acc[i * VN + j]);
+            }
+        }
+    }
+    let base = p.c_off + z * M * N;
+    for (var i = 0u; i < VM; i++) {
+        if (r0 + i >= M) { break; }
+        for (var j = 0u; j < VN; j++) {
+            let c = (cb + j * NB) * 4u;
+            let v = acc[i * VN + j];
+            for (var t = 0u; t < 4u; t++) {
+                if (c + t < N) {
+                    st_out(base + (r0 + i) * N + c + t, v[t]);
+                }
+            }
+        }
+    }
+}

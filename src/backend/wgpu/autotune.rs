@@ -221,7 +221,7 @@ pub fn key(d: &Dispatch, st: Storage) -> String {
 pub fn worth_trying(v: Variant, m: u32, n: u32) -> bool {
     match v {
         Variant::Tiled { tm, tn, .. } => 2 * m > tm && 2 * n > tn,
-        Variant::Small { .. } => true,
+        Variant::Small { .. } | Variant::Vec4 { .. } => true,
     }
 }
 
@@ -354,7 +354,7 @@ impl Gpu {
                 Variant::Tiled { tm, tn, rm, rn, .. } => {
                     tn / rn <= l.max_compute_workgroup_size_x && tm / rm <= l.max_compute_workgroup_size_y
                 }
-                Variant::Small { .. } => 256 <= l.max_compute_workgroup_size_x,
+                Variant::Small { .. } | Variant::Vec4 { .. } => 256 <= l.max_compute_workgroup_size_x,
             }
     }
 
@@ -531,6 +531,9 @@ mod tests {
             }
             if let Variant::Small { sm, sn } = v {
                 assert!(sm <= 8 && sn <= 8 && sm * sn <= 32, "{v:?}");
+            }
+            if let Variant::Vec4 { vm, vn } = v {
+                assert!(vm <= 8 && vn <= 2, "{v:?}");
             }
         }
         let names: std::collections::HashSet<_> = Variant::ALL.iter().map(|v| v.name()).collect();

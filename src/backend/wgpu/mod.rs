@@ -477,10 +477,7 @@ impl Gpu {
             return Ok(p.clone());
         }
         let d = &self.inner.device;
-        let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(entry),
-            source: wgpu::ShaderSource::Wgsl(src.to_string().into()),
-        });
+        let module = shader_module(d, entry, src.to_string());
         let p = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: None,
@@ -555,12 +552,7 @@ impl Gpu {
             .map_err(|_| Error::Backend("module cache poisoned".into()))?;
         let module = modules
             .entry((family, st))
-            .or_insert_with(|| {
-                d.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(entry),
-                    source: wgpu::ShaderSource::Wgsl(family.source_with(st).into()),
-                })
-            })
+            .or_insert_with(|| shader_module(d, entry, family.source_with(st)))
             .clone();
         let layout = if family == Family::Optim {
             &self.inner.update_pipeline_layout
@@ -1055,4 +1047,23 @@ impl Backend for Gpu {
         }
         Ok(out)
     }
+}
+
+/// A shader module of Kiln's own WGSL, with wgpu's bounds checks and integer-division guards
+/// kept but without its loop bounding: wgpu would otherwise add a counter and an exit test to
+/// every loop (in case a loop never ends), which keeps drivers from unrolling the short
+/// constant-trip loops of the register-blocked kernels (their accumulators then live in
+/// memory instead of registers).
+fn shader_module(d: &wgpu::Device, label: &str, wgsl: String) -> wgpu::ShaderModule {
+    let mut checks = wgpu::ShaderRuntimeChecks::checked();
+    checks.force_loop_bounding = false;
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+    };
+    // SAFETY: the one requirement of turning loop bounding off is that no loop runs forever.
+    // Every loop in Kiln's shaders (shaders/*.wgsl and the generated fused kernels) counts
+    // an index up to a bound fixed before the loop starts (a parameter, an override constant
+    // or a literal) by a positive step, or halves a positive stride down to zero.
+    unsafe { d.create_shader_module_trusted(desc, checks) }
 }

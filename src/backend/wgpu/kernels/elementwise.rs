@@ -301,6 +301,15 @@ fn ew<P: Pod>(entry: &'static str, p: &P, inputs: Vec<usize>, out: usize, n: usi
     Dispatch::new(Family::Elementwise, entry, p, inputs, vec![out], Grid::Elements(n)).with_cost(cost)
 }
 
+/// `d` with its op code also as the override constant `OP`: the kernel switches on the
+/// constant, so the pipeline keeps only that op's code (a switch on a parameter costs a
+/// compare per case; on SIMD-lane adapters such as llvmpipe, where the parameter's value is
+/// not known to be uniform, every case may run).
+fn with_op(mut d: Dispatch, op: u32) -> Dispatch {
+    d.constants = vec![("OP", op)];
+    d
+}
+
 /// `out = f(x)` over `n` elements.
 pub fn unary(op: UnaryOp, n: usize, x: View, out: View) -> Result<Dispatch, String> {
     let w = unary_wgsl(op);
@@ -313,7 +322,7 @@ pub fn unary(op: UnaryOp, n: usize, x: View, out: View) -> Result<Dispatch, Stri
         p0: w.p[0],
         p1: w.p[1],
     };
-    Ok(ew("unary", &p, vec![x.buf], out.buf, n))
+    Ok(with_op(ew("unary", &p, vec![x.buf], out.buf, n), p.op))
 }
 
 /// `out = dy · f'(x)` over `n` elements.
@@ -328,7 +337,7 @@ pub fn unary_grad(op: UnaryOp, n: usize, x: View, dy: View, out: View) -> Result
         p0: w.p[0],
         p1: w.p[1],
     };
-    Ok(ew("unary_grad", &p, vec![x.buf, dy.buf], out.buf, n))
+    Ok(with_op(ew("unary_grad", &p, vec![x.buf, dy.buf], out.buf, n), p.op))
 }
 
 /// The strided parameter block over `dims` with up to three operand stride lists.
@@ -366,7 +375,7 @@ pub fn binary(
         [a.offset, b.offset, 0, out.offset],
         &[sa, sb],
     );
-    Ok(ew("binary", &p, vec![a.buf, b.buf], out.buf, n))
+    Ok(with_op(ew("binary", &p, vec![a.buf, b.buf], out.buf, n), p.op))
 }
 
 /// `out = cond ≠ 0 ? a : b` over coalesced `dims`; `x` is `[cond, a, b]`.

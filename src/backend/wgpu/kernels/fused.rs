@@ -3,12 +3,15 @@
 //! Each run becomes one WGSL source: one invocation per element of the index space loads the
 //! external operands it needs, computes every op of the run in registers with the same formulas
 //! as the element-wise family ([`unary_wgsl`], [`binary_wgsl`]), and stores the values the rest
-//! of the program reads. The source depends only on the run's structure (its ops and their
-//! constants, how each operand is addressed, which buffers are bound); sizes, offsets and
-//! strides are in the parameter words, so runs of the same structure share one pipeline.
+//! of the program reads. The source depends on the run's structure (its ops and their
+//! constants, how each operand is addressed, which buffers are bound) and, for operands
+//! addressed through strides, on the coalesced sizes and strides, which are literals (integer
+//! division by a constant is a multiply and a shift); offsets and the element count are in the
+//! parameter words, so runs of the same structure and shape share one pipeline.
 //!
 //! Parameter words (`p`, binding 0): `[n, rank, dims[6]]`, then for each external operand
-//! `[offset, strides[6]]`, then one offset per stored value — all in elements.
+//! `[offset, strides[6]]`, then one offset per stored value — all in elements (the generated
+//! code reads the counts and offsets; the sizes and strides are kept there for inspection).
 //! Bindings: 0 the parameters, then each distinct buffer once (read-only unless a value is
 //! stored in it), so a run may read and write different tensors of one pooled buffer.
 
@@ -103,22 +106,32 @@ pub fn lower(f: &Fused) -> Result<Dispatch, String> {
         );
     }
     src.push_str(include_str!("../../../../shaders/math.wgsl"));
-    src.push_str(
-        "
-// Offset of element e of an operand whose offset and strides start at word `base`.
-fn at(e: u32, base: u32) -> u32 {
-    var rem = e;
-    var idx = p[base];
-    for (var a = p[1u]; a > 0u; a -= 1u) {
-        let d = p[1u + a];
-        let q = rem / d;
-        idx += (rem - q * d) * p[base + a];
-        rem = q;
+    // The offset of a strided operand at element e, with the sizes and strides written into
+    // the source: a division by a constant compiles to a multiply and a shift, where one by a
+    // run-time value is a long sequence on most GPUs (and scalar code per lane on llvmpipe).
+    for (k, a) in addr.iter().enumerate() {
+        if *a != Addr::Strided {
+            continue;
+        }
+        let base = HEADER + k * PER_INPUT;
+        let _ = writeln!(
+            src,
+            "\nfn at{k}(e: u32) -> u32 {{\n    var rem = e;\n    var idx = p[{base}u];"
+        );
+        let s = &strides[k];
+        for ax in (1..dims.len()).rev() {
+            let _ = writeln!(src, "    {{\n        let q = rem / {}u;", dims[ax]);
+            if s[ax] != 0 {
+                let _ = writeln!(src, "        idx += (rem - q * {}u) * {}u;", dims[ax], s[ax]);
+            }
+            let _ = writeln!(src, "        rem = q;\n    }}");
+        }
+        // The outermost coordinate is what remains (e < n).
+        if s[0] != 0 {
+            let _ = writeln!(src, "    idx += rem * {}u;", s[0]);
+        }
+        let _ = writeln!(src, "    return idx;\n}}");
     }
-    return idx;
-}
-",
-    );
     // One function per op, with its constants as exact literals.
     for (j, (op, _)) in f.body.iter().enumerate() {
         let (params, body) = op_wgsl(op)?;
@@ -137,7 +150,7 @@ fn fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         let index = match a {
             Addr::Contiguous => format!("p[{base}u] + e"),
             Addr::Scalar => format!("p[{base}u]"),
-            Addr::Strided => format!("at(e, {base}u)"),
+            Addr::Strided => format!("at{k}(e)"),
         };
         let _ = writeln!(src, "    let v{k} = t{}[{index}];", binding(v.buf));
     }

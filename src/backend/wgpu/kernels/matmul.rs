@@ -71,6 +71,14 @@ pub enum Variant {
         /// Columns per invocation.
         sn: u32,
     },
+    /// `matmul_vec4`: `vm` rows × `vn` groups of four consecutive columns of C per invocation,
+    /// B read as vec4 where its layout allows, no workgroup memory.
+    Vec4 {
+        /// Rows per invocation.
+        vm: u32,
+        /// vec4 column groups per invocation.
+        vn: u32,
+    },
 }
 
 const fn tiled(tm: u32, tn: u32, tk: u32, rm: u32, rn: u32) -> Variant {
@@ -83,17 +91,23 @@ impl Variant {
     /// Today's skinny kernel: 4×4 per invocation.
     pub const SMALL: Variant = Variant::Small { sm: 4, sn: 4 };
 
-    /// The candidates the autotuner times, defaults first (a tie keeps the default).
-    pub const ALL: [Variant; 9] = [
+    /// The candidates the autotuner times, defaults first (a tie keeps the default), then the
+    /// rest roughly from the most to the least often fastest (on llvmpipe), since a shape's
+    /// time budget may run out before the last are timed.
+    pub const ALL: [Variant; 13] = [
         Variant::TILED,
         Variant::SMALL,
+        Variant::Vec4 { vm: 8, vn: 2 },
+        Variant::Small { sm: 8, sn: 4 },
+        Variant::Vec4 { vm: 8, vn: 1 },
+        Variant::Vec4 { vm: 4, vn: 2 },
+        tiled(128, 128, 8, 8, 8),
+        Variant::Vec4 { vm: 4, vn: 1 },
         Variant::Small { sm: 2, sn: 4 },
         tiled(32, 32, 16, 2, 2),
-        Variant::Small { sm: 8, sn: 4 },
         tiled(64, 32, 16, 4, 2),
         Variant::Small { sm: 1, sn: 4 },
         tiled(128, 64, 16, 8, 4),
-        tiled(128, 128, 8, 8, 8),
     ];
 
     /// The entry point.
@@ -101,6 +115,7 @@ impl Variant {
         match self {
             Variant::Tiled { .. } => "matmul",
             Variant::Small { .. } => "matmul_small",
+            Variant::Vec4 { .. } => "matmul_vec4",
         }
     }
 
@@ -109,6 +124,7 @@ impl Variant {
         match self {
             Variant::Tiled { tm, tn, tk, rm, rn } => vec![("TM", tm), ("TN", tn), ("TK", tk), ("RM", rm), ("RN", rn)],
             Variant::Small { sm, sn } => vec![("SM", sm), ("SN", sn)],
+            Variant::Vec4 { vm, vn } => vec![("VM", vm), ("VN", vn)],
         }
     }
 
@@ -116,7 +132,7 @@ impl Variant {
     pub fn invocations(self) -> u32 {
         match self {
             Variant::Tiled { tm, tn, rm, rn, .. } => (tm / rm) * (tn / rn),
-            Variant::Small { .. } => 256,
+            Variant::Small { .. } | Variant::Vec4 { .. } => 256,
         }
     }
 
@@ -124,7 +140,7 @@ impl Variant {
     pub fn workgroup_bytes(self) -> u32 {
         match self {
             Variant::Tiled { tm, tn, tk, .. } => 4 * tk * (tm + 1 + tn),
-            Variant::Small { .. } => 0,
+            Variant::Small { .. } | Variant::Vec4 { .. } => 0,
         }
     }
 
@@ -133,6 +149,7 @@ impl Variant {
         match self {
             Variant::Tiled { tm, tn, tk, rm, rn } => format!("tiled {tm}x{tn}x{tk} r{rm}x{rn}"),
             Variant::Small { sm, sn } => format!("small r{sm}x{sn}"),
+            Variant::Vec4 { vm, vn } => format!("vec4 r{vm}x{}", 4 * vn),
         }
     }
 
@@ -202,6 +219,9 @@ pub fn dispatch(p: &Matmul, a: usize, b: usize, out: usize, v: Variant) -> Resul
     let (m, n, k, batch) = (p.m as usize, p.n as usize, p.k as usize, p.batch as usize);
     let grid = match v {
         Variant::Small { sm, sn } => Grid::Elements(batch * m.div_ceil(sm as usize) * n.div_ceil(sn as usize)),
+        Variant::Vec4 { vm, vn } => {
+            Grid::Elements(batch * m.div_ceil(vm as usize) * n.div_ceil(4).div_ceil(vn as usize))
+        }
         Variant::Tiled { tm, tn, .. } => {
             let g = [n.div_ceil(tn as usize), m.div_ceil(tm as usize), batch];
             if g.iter().any(|&x| x > 65535) {
