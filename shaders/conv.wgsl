@@ -31,12 +31,20 @@ struct Conv {
 
 @group(0) @binding(0) var<storage, read> p: Conv;
 
+// The window's size and stride, also set as override constants by the host (the same values as
+// p.kh, p.kw, p.sh, p.sw): the tap loops then have constant trip counts, which compilers unroll,
+// and the divisions by the stride are by constants.
+override KH: u32 = 1u;
+override KW: u32 = 1u;
+override SH: u32 = 1u;
+override SW: u32 = 1u;
+
 {{STORAGE}}
 
 // Input position (or -1) read by tap (i, j) of output (oy, ox).
 fn tap(oy: u32, ox: u32, i: u32, j: u32) -> i32 {
-    let iy = i32(oy * p.sh + i * p.dh) - i32(p.ph);
-    let ix = i32(ox * p.sw + j * p.dw) - i32(p.pw);
+    let iy = i32(oy * SH + i * p.dh) - i32(p.ph);
+    let ix = i32(ox * SW + j * p.dw) - i32(p.pw);
     if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) {
         return -1;
     }
@@ -82,13 +90,13 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let oy = udiv(l, p.ow);
     let ox = l - oy * p.ow;
     let src = p.a_off + plane * p.h * p.w;
-    var dst = p.out_off + plane * p.kh * p.kw * L + l;
-    let y0 = i32(oy * p.sh) - i32(p.ph);
-    let x0 = i32(ox * p.sw) - i32(p.pw);
-    for (var i = 0u; i < p.kh; i++) {
+    var dst = p.out_off + plane * KH * KW * L + l;
+    let y0 = i32(oy * SH) - i32(p.ph);
+    let x0 = i32(ox * SW) - i32(p.pw);
+    for (var i = 0u; i < KH; i++) {
         let iy = y0 + i32(i * p.dh);
         let row_in = iy >= 0 && iy < H;
-        for (var j = 0u; j < p.kw; j++) {
+        for (var j = 0u; j < KW; j++) {
             let ix = x0 + i32(j * p.dw);
             var v = 0.0;
             if (row_in && ix >= 0 && ix < W) {
@@ -111,13 +119,13 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let x = co.z;
     let L = p.oh * p.ow;
     var s = 0.0;
-    for (var i = 0u; i < p.kh; i++) {
-        let oy = covering(y, i, p.sh, p.ph, p.dh, p.oh);
+    for (var i = 0u; i < KH; i++) {
+        let oy = covering(y, i, SH, p.ph, p.dh, p.oh);
         if (oy < 0) { continue; }
-        for (var j = 0u; j < p.kw; j++) {
-            let ox = covering(x, j, p.sw, p.pw, p.dw, p.ow);
+        for (var j = 0u; j < KW; j++) {
+            let ox = covering(x, j, SW, p.pw, p.dw, p.ow);
             if (ox < 0) { continue; }
-            let row = (plane * p.kh + i) * p.kw + j;
+            let row = (plane * KH + i) * KW + j;
             s += ld_a(p.a_off + row * L + u32(oy) * p.ow + u32(ox));
         }
     }
@@ -136,8 +144,8 @@ fn pool_argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let base = p.a_off + plane * p.h * p.w;
     var best = -1;
     var bv = 0.0;
-    for (var i = 0u; i < p.kh; i++) {
-        for (var j = 0u; j < p.kw; j++) {
+    for (var i = 0u; i < KH; i++) {
+        for (var j = 0u; j < KW; j++) {
             let pos = tap(oy, ox, i, j);
             if (pos < 0) { continue; }
             let v = ld_a(base + u32(pos));
@@ -163,15 +171,15 @@ fn avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let ox = co.z;
     let base = p.a_off + plane * p.h * p.w;
     var s = 0.0;
-    for (var i = 0u; i < p.kh; i++) {
-        for (var j = 0u; j < p.kw; j++) {
+    for (var i = 0u; i < KH; i++) {
+        for (var j = 0u; j < KW; j++) {
             let pos = tap(oy, ox, i, j);
             if (pos >= 0) {
                 s += ld_a(base + u32(pos));
             }
         }
     }
-    st_out(p.out_off + e, s / f32(p.kh * p.kw));
+    st_out(p.out_off + e, s / f32(KH * KW));
 }
 
 // dx pixel = Σ over covering windows of dy / (KH·KW); a = dy (N, C, OH, OW).
@@ -184,13 +192,13 @@ fn avg_pool_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let y = co.y;
     let x = co.z;
     let L = p.oh * p.ow;
-    let area = f32(p.kh * p.kw);
+    let area = f32(KH * KW);
     var s = 0.0;
-    for (var i = 0u; i < p.kh; i++) {
-        let oy = covering(y, i, p.sh, p.ph, p.dh, p.oh);
+    for (var i = 0u; i < KH; i++) {
+        let oy = covering(y, i, SH, p.ph, p.dh, p.oh);
         if (oy < 0) { continue; }
-        for (var j = 0u; j < p.kw; j++) {
-            let ox = covering(x, j, p.sw, p.pw, p.dw, p.ow);
+        for (var j = 0u; j < KW; j++) {
+            let ox = covering(x, j, SW, p.pw, p.dw, p.ow);
             if (ox < 0) { continue; }
             s += ld_a(p.a_off + plane * L + u32(oy) * p.ow + u32(ox)) / area;
         }
@@ -221,10 +229,10 @@ fn scatter_planes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let pix = y * p.w + x;
     let L = p.oh * p.ow;
     // Windows covering (y, x): oy with oy·S − P ≤ y < oy·S − P + K.
-    let oy_lo = select(0u, udiv(y + p.ph + 1u - p.kh + p.sh - 1u, p.sh), y + p.ph + 1u > p.kh);
-    let oy_hi = min(udiv(y + p.ph, p.sh) + 1u, p.oh);
-    let ox_lo = select(0u, udiv(x + p.pw + 1u - p.kw + p.sw - 1u, p.sw), x + p.pw + 1u > p.kw);
-    let ox_hi = min(udiv(x + p.pw, p.sw) + 1u, p.ow);
+    let oy_lo = select(0u, udiv(y + p.ph + 1u - KH + SH - 1u, SH), y + p.ph + 1u > KH);
+    let oy_hi = min(udiv(y + p.ph, SH) + 1u, p.oh);
+    let ox_lo = select(0u, udiv(x + p.pw + 1u - KW + SW - 1u, SW), x + p.pw + 1u > KW);
+    let ox_hi = min(udiv(x + p.pw, SW) + 1u, p.ow);
     var s = 0.0;
     for (var oy = oy_lo; oy < oy_hi; oy++) {
         for (var ox = ox_lo; ox < ox_hi; ox++) {

@@ -14,7 +14,9 @@
 //!   shape ([`worth_trying`]); a candidate whose first run is twice the best's is not run
 //!   again; variants the adapter's limits refuse
 //!   (invocations, workgroup memory) or whose pipeline fails to build are not candidates; a
-//!   shape stops trying further candidates after [`BUDGET_S`].
+//!   shape stops trying further candidates after [`BUDGET_S`] plus [`BUDGET_RUNS`] times its
+//!   default's time (so a product that takes the default a second on a slow adapter still
+//!   gets its first few alternatives timed).
 //! - **Same cache, same choice.** Choices live in one file per device fingerprint (adapter,
 //!   driver, backend, Kiln's version, a hash of matmul.wgsl and the variant table), keyed by
 //!   the dispatch's shape, strides and storage. Every variant computes the same bits
@@ -34,8 +36,11 @@ use std::time::Instant;
 
 /// Products below this many floating-point operations keep the default variant.
 pub const MIN_FLOPS: f64 = (1 << 22) as f64;
-/// Seconds one shape may spend (compiles included) before its remaining candidates are skipped.
+/// Seconds one shape may spend (compiles included) before its remaining candidates are skipped,
+/// plus [`BUDGET_RUNS`] times one run of the default variant.
 pub const BUDGET_S: f64 = 0.5;
+/// Runs of the default variant added to a shape's [`BUDGET_S`].
+pub const BUDGET_RUNS: f64 = 6.0;
 /// Each timed submission repeats the dispatch until it lasts about this long.
 const TARGET_S: f64 = 2e-3;
 
@@ -320,14 +325,18 @@ impl Gpu {
             .filter(|&v| v == fallback || (self.fits(v) && worth_trying(v, p.m, p.n)))
             .collect();
         let mut best = f64::INFINITY;
+        let mut budget = BUDGET_S;
         let mut log = Vec::new();
         let mut time = |v: Variant| -> Option<f64> {
-            if start.elapsed().as_secs_f64() > BUDGET_S && v != fallback {
+            if start.elapsed().as_secs_f64() > budget && v != fallback {
                 return None;
             }
             let mut dv = matmul::dispatch(&p, d.inputs[0], d.inputs[1], bufs.len() - 1, v).ok()?;
             dv.dtypes = d.dtypes;
             let t = self.time_dispatch(&dv, st, &bufs, step, best).ok().flatten()?;
+            if v == fallback {
+                budget = BUDGET_S + BUDGET_RUNS * t;
+            }
             best = best.min(t);
             log.push(format!("{} {:.0} µs", v.name(), t * 1e6));
             Some(t)

@@ -129,7 +129,7 @@ pub fn conv(
         Entry::GatherPlanes => Cost::new(0, &[invocations, invocations], invocations),
         Entry::ScatterPlanes => Cost::new(invocations, &[out_px, out_px], invocations),
     };
-    Dispatch::new(
+    let mut dispatch = Dispatch::new(
         Family::Conv,
         entry.name(),
         &p,
@@ -137,5 +137,8 @@ pub fn conv(
         vec![out.buf],
         Grid::Elements(invocations),
     )
-    .with_cost(cost)
+    .with_cost(cost);
+    // The window as override constants too (conv.wgsl): constant loop bounds and divisors.
+    dispatch.constants = vec![("KH", p.kh), ("KW", p.kw), ("SH", p.sh), ("SW", p.sw)];
+    dispatch
 }
