@@ -232,6 +232,9 @@ fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // `matmul_vec4`.
 override VM: u32 = 4u;
 override VN: u32 = 1u;
+// Row blocks per workgroup of `matmul_vec4`'s 2-D tiles (a power of two up to 256), or 0 for the
+// 1-D order (every column group of a row block, then the next row block).
+override WR: u32 = 0u;
 
 // The product with B read four columns at a time: each invocation accumulates VM rows × VN
 // groups of four consecutive columns of C as vec4 registers, with no workgroup memory. A row of
@@ -251,11 +254,37 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let NV = (N + 3u) / 4u;
     let MB = (M + VM - 1u) / VM;
     let NB = (NV + VN - 1u) / VN;
-    if (e >= p.batch * MB * NB) { return; }
-    let cb = e % NB;
-    let rest = e / NB;
-    let r0 = (rest % MB) * VM;
-    let z = rest / MB;
+    // The invocation's row block `rb`, its first column group `g0` and the step `gs` between its
+    // groups, and its batch `z`.
+    var rb: u32;
+    var g0: u32;
+    var gs: u32;
+    var z: u32;
+    if (WR == 0u) {
+        // Row blocks one after another, NB invocations each.
+        if (e >= p.batch * MB * NB) { return; }
+        g0 = e % NB;
+        gs = NB;
+        let rest = e / NB;
+        rb = rest % MB;
+        z = rest / MB;
+    } else {
+        // A workgroup takes a tile of WR row blocks × WC·VN column groups, so the rows of A and
+        // the columns of B it streams over k stay in cache for the whole tile.
+        let R = max(WR, 1u); // WR itself, in a form naga need not prove nonzero
+        let WC = 256u / R;
+        let TR = (MB + R - 1u) / R;
+        let TC = (NV + WC * VN - 1u) / (WC * VN);
+        let g = e / 256u;
+        let l = e % 256u;
+        if (g >= p.batch * TR * TC) { return; }
+        g0 = (g % TC) * WC * VN + l % WC;
+        gs = WC;
+        let rest = g / TC;
+        rb = (rest % TR) * R + l / WC;
+        z = rest / TR;
+    }
+    let r0 = rb * VM;
     let b0 = p.b_off + z * p.b_batch;
     var pa: array<u32, 8>;
     for (var i = 0u; i < VM; i++) {
@@ -264,7 +293,7 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     // First column of each group (clamped for loads; stores check the true column).
     var col: array<u32, 2>;
     for (var j = 0u; j < VN; j++) {
-        col[j] = min(cb + j * NB, NV - 1u) * 4u;
+        col[j] = min(g0 + j * gs, NV - 1u) * 4u;
     }
     let sa = p.csa;
     var acc: array<vec4<f32>, 16>;
@@ -331,7 +360,7 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     for (var i = 0u; i < VM; i++) {
         if (r0 + i >= M) { break; }
         for (var j = 0u; j < VN; j++) {
-            let c = (cb + j * NB) * 4u;
+            let c = (g0 + j * gs) * 4u;
             let v = acc[i * VN + j];
             for (var t = 0u; t < 4u; t++) {
                 if (c + t < N) {

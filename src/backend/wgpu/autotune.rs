@@ -541,8 +541,11 @@ mod tests {
             if let Variant::Small { sm, sn } = v {
                 assert!(sm <= 8 && sn <= 8 && sm * sn <= 32, "{v:?}");
             }
-            if let Variant::Vec4 { vm, vn } = v {
-                assert!(vm <= 8 && vn <= 2, "{v:?}");
+            if let Variant::Vec4 { vm, vn, wr } = v {
+                assert!(
+                    vm <= 8 && vn <= 2 && wr <= 256 && (wr == 0 || wr.is_power_of_two()),
+                    "{v:?}"
+                );
             }
         }
         let names: std::collections::HashSet<_> = Variant::ALL.iter().map(|v| v.name()).collect();

@@ -78,6 +78,8 @@ pub enum Variant {
         vm: u32,
         /// vec4 column groups per invocation.
         vn: u32,
+        /// Row blocks per workgroup tile (0: the 1-D order; see matmul.wgsl's `WR`).
+        wr: u32,
     },
 }
 
@@ -94,15 +96,17 @@ impl Variant {
     /// The candidates the autotuner times, defaults first (a tie keeps the default), then the
     /// rest roughly from the most to the least often fastest (on llvmpipe), since a shape's
     /// time budget may run out before the last are timed.
-    pub const ALL: [Variant; 13] = [
+    pub const ALL: [Variant; 15] = [
         Variant::TILED,
         Variant::SMALL,
-        Variant::Vec4 { vm: 8, vn: 2 },
+        Variant::Vec4 { vm: 8, vn: 2, wr: 0 },
         Variant::Small { sm: 8, sn: 4 },
-        Variant::Vec4 { vm: 8, vn: 1 },
-        Variant::Vec4 { vm: 4, vn: 2 },
+        Variant::Vec4 { vm: 8, vn: 1, wr: 0 },
+        Variant::Vec4 { vm: 4, vn: 2, wr: 0 },
+        Variant::Vec4 { vm: 8, vn: 2, wr: 16 },
+        Variant::Vec4 { vm: 8, vn: 2, wr: 8 },
         tiled(128, 128, 8, 8, 8),
-        Variant::Vec4 { vm: 4, vn: 1 },
+        Variant::Vec4 { vm: 4, vn: 1, wr: 0 },
         Variant::Small { sm: 2, sn: 4 },
         tiled(32, 32, 16, 2, 2),
         tiled(64, 32, 16, 4, 2),
@@ -124,7 +128,7 @@ impl Variant {
         match self {
             Variant::Tiled { tm, tn, tk, rm, rn } => vec![("TM", tm), ("TN", tn), ("TK", tk), ("RM", rm), ("RN", rn)],
             Variant::Small { sm, sn } => vec![("SM", sm), ("SN", sn)],
-            Variant::Vec4 { vm, vn } => vec![("VM", vm), ("VN", vn)],
+            Variant::Vec4 { vm, vn, wr } => vec![("VM", vm), ("VN", vn), ("WR", wr)],
         }
     }
 
@@ -149,7 +153,8 @@ impl Variant {
         match self {
             Variant::Tiled { tm, tn, tk, rm, rn } => format!("tiled {tm}x{tn}x{tk} r{rm}x{rn}"),
             Variant::Small { sm, sn } => format!("small r{sm}x{sn}"),
-            Variant::Vec4 { vm, vn } => format!("vec4 r{vm}x{}", 4 * vn),
+            Variant::Vec4 { vm, vn, wr: 0 } => format!("vec4 r{vm}x{}", 4 * vn),
+            Variant::Vec4 { vm, vn, wr } => format!("vec4 r{vm}x{} t{wr}", 4 * vn),
         }
     }
 
@@ -219,8 +224,14 @@ pub fn dispatch(p: &Matmul, a: usize, b: usize, out: usize, v: Variant) -> Resul
     let (m, n, k, batch) = (p.m as usize, p.n as usize, p.k as usize, p.batch as usize);
     let grid = match v {
         Variant::Small { sm, sn } => Grid::Elements(batch * m.div_ceil(sm as usize) * n.div_ceil(sn as usize)),
-        Variant::Vec4 { vm, vn } => {
+        Variant::Vec4 { vm, vn, wr: 0 } => {
             Grid::Elements(batch * m.div_ceil(vm as usize) * n.div_ceil(4).div_ceil(vn as usize))
+        }
+        Variant::Vec4 { vm, vn, wr } => {
+            let (wr, wc) = (wr as usize, 256 / wr as usize);
+            let tiles_r = m.div_ceil(vm as usize).div_ceil(wr);
+            let tiles_c = n.div_ceil(4).div_ceil(wc * vn as usize);
+            Grid::Elements(batch * tiles_r * tiles_c * 256)
         }
         Variant::Tiled { tm, tn, .. } => {
             let g = [n.div_ceil(tn as usize), m.div_ceil(tm as usize), batch];
