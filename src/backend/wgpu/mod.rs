@@ -1064,6 +1064,8 @@ fn shader_module(d: &wgpu::Device, label: &str, wgsl: String) -> wgpu::ShaderMod
     // SAFETY: the one requirement of turning loop bounding off is that no loop runs forever.
     // Every loop in Kiln's shaders (shaders/*.wgsl and the generated fused kernels) counts
     // an index up to a bound fixed before the loop starts (a parameter, an override constant
-    // or a literal) by a positive step, or halves a positive stride down to zero.
+    // or a literal) by a positive step (the variant table's tile steps are checked nonzero by
+    // a test), halves a positive stride down to zero, or bisects an interval that shrinks on
+    // every pass (the optimiser's segment search).
     unsafe { d.create_shader_module_trusted(desc, checks) }
 }
