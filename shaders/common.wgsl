@@ -34,10 +34,11 @@ fn gid(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 
 // n / d for d > 0, exactly, through an f32 quotient corrected to the integer one. A division
 // by a run-time value is a long instruction sequence on GPUs, and on llvmpipe scalar code for
-// each lane; a float division vectorises. For n < 2^22 both operands' conversions keep n
-// exact and the f32 quotient (WGSL allows 2.5 ULP, at most 0.5 each below 2^22) lies within
-// 1.25 of n/d, so after truncation it is off by at most −2 or +1, which the three steps below
-// undo; larger n take the integer division. No product below overflows: q + 1 ≤ n/d + 2.
+// each lane; a float division vectorises. For n < 2^22 the conversion keeps n exact (and d
+// where d ≤ n; a larger d gives 0 either way), and the f32 quotient (WGSL allows 2.5 ULP, an
+// ULP being at most 0.25 below 2^22) lies within 0.625 of n/d, so after truncation it is off
+// by at most one either way, which the steps below undo (one spare); larger n take the
+// integer division. No product below overflows: q·d ≤ n + d.
 fn udiv(n: u32, d: u32) -> u32 {
     if (n >= 0x400000u) {
         return n / d;
