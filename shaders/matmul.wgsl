@@ -245,6 +245,22 @@ override WR: u32 = 0u;
 // elements per lane where `matmul_small` moves one. The column groups of an invocation are
 // cb, cb + NB, ... (NB = ⌈⌈N/4⌉/VN⌉), so neighbouring invocations read neighbouring vec4s.
 // Each element of C is still fma(a[k], b[k], acc) over k = 0, 1, ... from 0, as in every variant.
+// Four consecutive elements c, c + 1, ... of op(B)'s row starting at `brow`: one vec4 load when
+// B is row-major and aligned (p.vec_b), else four scalar loads clamped at column N − 1.
+fn b_row4(brow: u32, c: u32) -> vec4<f32> {
+    if (p.vec_b != 0u) {
+        return ld_b4((brow + c) / 4u);
+    }
+    let cs = p.csb;
+    let last = p.n - 1u;
+    return vec4<f32>(
+        ld_b(brow + c * cs),
+        ld_b(brow + min(c + 1u, last) * cs),
+        ld_b(brow + min(c + 2u, last) * cs),
+        ld_b(brow + min(c + 3u, last) * cs),
+    );
+}
+
 @compute @workgroup_size(256)
 fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e = gid(wid, nwg, lid);
@@ -310,18 +326,7 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                 var bv: array<vec4<f32>, 2>;
                 let brow = b0 + (k0 + t) * p.rsb;
                 for (var j = 0u; j < VN; j++) {
-                    if (p.vec_b != 0u) {
-                        bv[j] = ld_b4((brow + col[j]) / 4u);
-                    } else {
-                        let c = col[j];
-                        let cs = p.csb;
-                        bv[j] = vec4<f32>(
-                            ld_b(brow + c * cs),
-                            ld_b(brow + min(c + 1u, N - 1u) * cs),
-                            ld_b(brow + min(c + 2u, N - 1u) * cs),
-                            ld_b(brow + min(c + 3u, N - 1u) * cs),
-                        );
-                    }
+                    bv[j] = b_row4(brow, col[j]);
                 }
                 for (var i = 0u; i < VM; i++) {
                     let a = vec4<f32>(av[i][t]);
@@ -336,18 +341,7 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         var bv: array<vec4<f32>, 2>;
         let brow = b0 + k * p.rsb;
         for (var j = 0u; j < VN; j++) {
-            if (p.vec_b != 0u) {
-                bv[j] = ld_b4((brow + col[j]) / 4u);
-            } else {
-                let c = col[j];
-                let cs = p.csb;
-                bv[j] = vec4<f32>(
-                    ld_b(brow + c * cs),
-                    ld_b(brow + min(c + 1u, N - 1u) * cs),
-                    ld_b(brow + min(c + 2u, N - 1u) * cs),
-                    ld_b(brow + min(c + 3u, N - 1u) * cs),
-                );
-            }
+            bv[j] = b_row4(brow, col[j]);
         }
         for (var i = 0u; i < VM; i++) {
             let av = vec4<f32>(ld_a(pa[i] + k * sa));
