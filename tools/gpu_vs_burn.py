@@ -53,6 +53,8 @@ def main():
     ap.add_argument("--matmul", type=int, nargs="*", default=[256, 512, 1024])
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
+    if not os.access(a.burn, os.X_OK):
+        sys.exit(f"--burn {a.burn}: not an executable (build the pinned burn-lenet harness first)")
     exe = os.path.join(ROOT, "target", "release", "examples", "mnist")
     if not os.path.exists(exe):
         sys.exit(f"{exe} is missing: run `cargo build --release --example mnist` first")
