@@ -377,19 +377,9 @@ const CHUNK: usize = 256;
 /// storage an operand frees), which is sound because a chunk's operands are loaded before any
 /// of its values are stored, and each element is stored only where it was read.
 pub fn fused(f: &Fused, bufs: &[&[Cell<f32>]]) {
-    thread_local! {
-        /// The chunk-sized values, kept between kernels so a step allocates nothing here.
-        static VALS: std::cell::RefCell<Vec<[f32; CHUNK]>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let run = |span: std::ops::Range<usize>| {
-        VALS.with_borrow_mut(|vals| {
-            vals.resize(f.inputs.len() + f.body.len(), [0.0; CHUNK]);
-            fused_with(f, bufs, vals, span);
-        })
-    };
     let total = f.shape.numel();
     if total < PAR_MIN {
-        return run(0..total);
+        return fused_span(f, bufs, 0..total);
     }
     /// The buffer table, shared by the tasks of one fused kernel.
     struct Shared<'a>(&'a [&'a [Cell<f32>]]);
@@ -402,12 +392,20 @@ pub fn fused(f: &Fused, bufs: &[&[Cell<f32>]]) {
     use rayon::prelude::*;
     (0..total.div_ceil(PAR_CHUNK)).into_par_iter().for_each(|t| {
         let shared = &shared;
-        let span = t * PAR_CHUNK..((t + 1) * PAR_CHUNK).min(total);
-        VALS.with_borrow_mut(|vals| {
-            vals.resize(f.inputs.len() + f.body.len(), [0.0; CHUNK]);
-            fused_with(f, shared.0, vals, span);
-        })
+        fused_span(f, shared.0, t * PAR_CHUNK..((t + 1) * PAR_CHUNK).min(total));
     });
+}
+
+/// [`fused`] over the linear indices `span`, with this thread's chunk values.
+fn fused_span(f: &Fused, bufs: &[&[Cell<f32>]], span: std::ops::Range<usize>) {
+    thread_local! {
+        /// The chunk-sized values, kept between kernels so a step allocates nothing here.
+        static VALS: std::cell::RefCell<Vec<[f32; CHUNK]>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    VALS.with_borrow_mut(|vals| {
+        vals.resize(f.inputs.len() + f.body.len(), [0.0; CHUNK]);
+        fused_with(f, bufs, vals, span);
+    })
 }
 
 fn fused_with(f: &Fused, bufs: &[&[Cell<f32>]], vals: &mut [[f32; CHUNK]], span: std::ops::Range<usize>) {
