@@ -182,3 +182,103 @@ fn grad_stats(@builtin(local_invocation_index) lid: u32) {
         st_out(sq.out_off + 1u, select(sh[0], ld_out(sq.out_off + 1u) + sh[0], more));
     }
 }
+
+// ----- batch normalisation -----
+//
+// `channel_moments` (a x → out [means; variances]) and `batch_norm_sums` (a x, b moments,
+// c dy → out [Σ dy; Σ dy·(x − mean)]) reduce each channel of a channel-first x (N, C, S) in one
+// 256-invocation workgroup, by strided shares and a tree, as `reduce`; the variance is taken
+// about the mean in a second pass over the channel. `batch_norm` (a x, b moments, c affine
+// [γ; β] → out) is element-wise, one invocation per element.
+
+struct Norm {
+    n: u32,
+    c: u32,
+    s: u32,
+    eps: f32,
+    a_off: u32,
+    b_off: u32,
+    c_off: u32,
+    out_off: u32,
+}
+
+@group(0) @binding(0) var<storage, read> nm: Norm;
+
+var<workgroup> sh2: array<f32, 256>;
+
+// Offset of element r (of the N·S) of channel ch.
+fn chan_at(ch: u32, r: u32) -> u32 {
+    let i = udiv(r, nm.s);
+    return (i * nm.c + ch) * nm.s + (r - i * nm.s);
+}
+
+// `tree` over sh and sh2 at once (sums).
+fn tree2(lid: u32) {
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        workgroupBarrier();
+        if (lid < s) {
+            sh[lid] += sh[lid + s];
+            sh2[lid] += sh2[lid + s];
+        }
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(256)
+fn channel_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = group_index(wid, nwg);
+    if (ch >= nm.c) { return; }
+    let total = nm.n * nm.s;
+    var acc = 0.0;
+    for (var r = lid; r < total; r += 256u) {
+        acc += ld_a(nm.a_off + chan_at(ch, r));
+    }
+    sh[lid] = acc;
+    tree(lid, false);
+    let mean = sh[0] / f32(total);
+    workgroupBarrier();
+    var sq = 0.0;
+    for (var r = lid; r < total; r += 256u) {
+        let d = ld_a(nm.a_off + chan_at(ch, r)) - mean;
+        sq += d * d;
+    }
+    sh[lid] = sq;
+    tree(lid, false);
+    if (lid == 0u) {
+        st_out(nm.out_off + ch, mean);
+        st_out(nm.out_off + nm.c + ch, sh[0] / f32(total));
+    }
+}
+
+@compute @workgroup_size(256)
+fn batch_norm_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = group_index(wid, nwg);
+    if (ch >= nm.c) { return; }
+    let total = nm.n * nm.s;
+    let mean = ld_b(nm.b_off + ch);
+    var s0 = 0.0;
+    var s1 = 0.0;
+    for (var r = lid; r < total; r += 256u) {
+        let o = chan_at(ch, r);
+        let d = ld_c(nm.c_off + o);
+        s0 += d;
+        s1 += d * (ld_a(nm.a_off + o) - mean);
+    }
+    sh[lid] = s0;
+    sh2[lid] = s1;
+    tree2(lid);
+    if (lid == 0u) {
+        st_out(nm.out_off + ch, sh[0]);
+        st_out(nm.out_off + nm.c + ch, sh2[0]);
+    }
+}
+
+@compute @workgroup_size(256)
+fn batch_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= nm.n * nm.c * nm.s) { return; }
+    let ch = udiv(i, nm.s) % nm.c;
+    let r = 1.0 / sqrt(ld_b(nm.b_off + nm.c + ch) + nm.eps);
+    let a = ld_c(nm.c_off + ch) * r;
+    st_out(nm.out_off + i, (ld_a(nm.a_off + i) - ld_b(nm.b_off + ch)) * a + ld_c(nm.c_off + nm.c + ch));
+}

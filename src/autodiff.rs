@@ -251,6 +251,14 @@ fn zeros_like_along(g: &mut Graph, d: NodeId, axis: usize, len: usize) -> NodeId
     g.constant_typed(0.0, s, g.dtype(d))
 }
 
+/// `(1, C, 1, …)`: a per-channel value's shape broadcast against channel-first `x (N, C, …)`.
+fn channel_shape(g: &Graph, x: NodeId) -> Shape {
+    let d = g.shape(x).dims();
+    let mut s = vec![1; d.len()];
+    s[1] = d[1];
+    Shape(s)
+}
+
 /// The gradient rule of node `y` given its adjoint `dy`: one entry per operand, `None` for
 /// operands that need none (`wanted[i]` false) or that the op is not differentiable in.
 fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Option<NodeId>>> {
@@ -515,6 +523,57 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
                 Some(g.reshape(dp, [n, h])?),
             ]
         }
+        Op::ChannelMoments => {
+            // mean = Σx/n and var = Σ(x − mean)²/n per channel: ∂x = (dmean + 2·(x − mean)·dvar)/n
+            // (the mean's own gradient in var is Σ(x − mean) = 0). All element-wise, one fused kernel.
+            let (b, _, s) = g.channel_dims("channel_moments", x[0])?;
+            let per = channel_shape(g, x[0]);
+            let row = |g: &mut Graph, t: NodeId, r: usize| -> Result<NodeId> {
+                let t = g.slice(t, 0, r, r + 1)?;
+                g.reshape(t, per.clone())
+            };
+            let (mean, dmean, dvar) = (row(g, y, 0)?, row(g, dy, 0)?, row(g, dy, 1)?);
+            let xc = g.sub(x[0], mean)?;
+            let t = g.mul(xc, dvar)?;
+            let t = g.mul_scalar(t, 2.0)?;
+            let t = g.add(t, dmean)?;
+            vec![Some(g.mul_scalar(t, 1.0 / (b * s) as f32)?)]
+        }
+        Op::BatchNorm { eps } => {
+            // y = (x − mean)·a + β with a = γ·r, r = 1/√(var + ε). From the two sums
+            // s₀ = Σ dy and s₁ = Σ dy·(x − mean) per channel: ∂β = s₀, ∂γ = r·s₁, ∂mean = −a·s₀,
+            // ∂var = −½·a·r²·s₁ (all (1, C)), and the direct ∂x = dy·a; the rest of ∂x comes
+            // through the statistics' own rule. The per-channel work comes first, so that the
+            // full-size ∂x sits next to the statistics' element-wise gradient for the fusion pass.
+            let sums = g.batch_norm_sums(x[0], x[1], dy)?;
+            let row = |g: &mut Graph, t: NodeId, r: usize| g.slice(t, 0, r, r + 1);
+            let (var, gamma) = (row(g, x[1], 1)?, row(g, x[2], 0)?);
+            let (s0, s1) = (row(g, sums, 0)?, row(g, sums, 1)?);
+            let r = g.add_scalar(var, *eps)?;
+            let r = g.sqrt(r)?;
+            let r = g.recip(r)?;
+            let a = g.mul(gamma, r)?;
+            let dm = if wanted[1] {
+                let dmean = g.mul(a, s0)?;
+                let dmean = g.neg(dmean)?;
+                let r2 = g.mul(r, r)?;
+                let dvar = g.mul(a, r2)?;
+                let dvar = g.mul(dvar, s1)?;
+                let dvar = g.mul_scalar(dvar, -0.5)?;
+                Some(g.concat(&[dmean, dvar], 0)?)
+            } else {
+                None
+            };
+            let daff = if wanted[2] {
+                let dgamma = g.mul(r, s1)?;
+                Some(g.concat(&[dgamma, s0], 0)?)
+            } else {
+                None
+            };
+            let per = channel_shape(g, x[0]);
+            let a = g.reshape(a, per)?;
+            vec![Some(g.mul(dy, a)?), dm, daff]
+        }
         // The gradient of a conversion is the conversion back; integers carry none.
         Op::Cast(_) => {
             let from = g.dtype(x[0]);
@@ -529,7 +588,8 @@ fn rule(g: &mut Graph, y: NodeId, dy: NodeId, wanted: &[bool]) -> Result<Vec<Opt
         | Op::SoftmaxCrossEntropyGrad { .. }
         | Op::OneHot { .. }
         | Op::LstmCellGrad
-        | Op::GruCellGrad => {
+        | Op::GruCellGrad
+        | Op::BatchNormSums => {
             return Err(Error::NotDifferentiable(format!(
                 "{} ({}) has no gradient rule; second derivatives are not supported",
                 g.describe(y),

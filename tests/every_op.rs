@@ -73,7 +73,7 @@ const WIN: Window = Window {
 };
 
 /// How many `Op` variants there are; [`op_case`] numbers them `0..OP_VARIANTS`.
-const OP_VARIANTS: usize = 38;
+const OP_VARIANTS: usize = 41;
 
 /// The case that exercises `op`'s variant (for unary, binary, reduce and matmul ops, `op`'s
 /// own attributes). No wildcard: a new `Op` variant does not compile until it has a case.
@@ -210,6 +210,9 @@ fn op_case(op: &Op) -> Case {
         Op::ScatterAddRows => case(30, Domain::Mixed, gather),
         Op::LstmCell => case(31, Domain::Mixed, lstm),
         Op::LstmCellGrad => case(32, Domain::Mixed, lstm),
+        Op::ChannelMoments => case(38, Domain::Mixed, batch_norm),
+        Op::BatchNorm { .. } => case(39, Domain::Mixed, batch_norm),
+        Op::BatchNormSums => case(40, Domain::Mixed, batch_norm),
         Op::GruCell => case(33, Domain::Mixed, gru),
         Op::GruCellGrad => case(34, Domain::Mixed, gru),
         // x ⊙ stop(x): the gradient reaches x through the first factor only.
@@ -270,6 +273,20 @@ fn lstm(g: &mut Graph) -> kiln::Result<Vec<NodeId>> {
     let c = g.param("c", [5, 33], Init::Zeros)?;
     let cell = g.lstm_cell(gates, c)?;
     Ok(vec![g.cell_part(cell, 0)?, g.cell_part(cell, 1)?])
+}
+
+/// Batch normalisation in training of (5, 33, 7) and, through its own statistics, of (7, 3)
+/// with variances of 1 and 0.5 (γ and β are parameters too, so all three gradients run).
+fn batch_norm(g: &mut Graph) -> kiln::Result<Vec<NodeId>> {
+    let x = g.param("x", [5, 33, 7], Init::Zeros)?;
+    let m = g.channel_moments(x)?;
+    let aff = g.param("affine", [2, 33], Init::Zeros)?;
+    let y = g.batch_norm(x, m, aff, 1e-5)?;
+    let x2 = g.param("x2", [7, 3], Init::Zeros)?;
+    let m2 = g.channel_moments(x2)?;
+    let aff2 = g.param("affine2", [2, 3], Init::Zeros)?;
+    let y2 = g.batch_norm(x2, m2, aff2, 0.5)?;
+    Ok(vec![y, m, y2])
 }
 
 /// A GRU cell, N = 5, H = 33, its whole output (state and saved activations) used.
@@ -428,6 +445,9 @@ fn samples() -> Vec<Op> {
         Op::ScatterAddRows,
         Op::LstmCell,
         Op::LstmCellGrad,
+        Op::ChannelMoments,
+        Op::BatchNorm { eps: 1e-5 },
+        Op::BatchNormSums,
         Op::GruCell,
         Op::GruCellGrad,
     ];

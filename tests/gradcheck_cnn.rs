@@ -174,6 +174,42 @@ fn max_pool_forward_matches_a_hand_computation() {
 }
 
 #[test]
+fn batch_norm_ops_each_alone() {
+    // The statistics alone (a 3-d and a 2-d input): both rows of the output matter.
+    gradcheck(
+        &|g: &mut Graph, v: &[NodeId]| {
+            let m = g.channel_moments(v[0])?;
+            g.mul(m, v[1])
+        },
+        &[
+            arg("x", &[3, 4, 5], away_from_zero(410, 60)),
+            arg("w", &[2, 4], away_from_zero(411, 8)),
+        ],
+        &[],
+    );
+    gradcheck(
+        &|g: &mut Graph, v: &[NodeId]| g.channel_moments(v[0]),
+        &[arg("x", &[6, 2], away_from_zero(412, 12))],
+        &[],
+    );
+    // The normalisation with statistics that are not the batch's own (as at evaluation): the
+    // gradients reaching the means and variances are checked on their own.
+    gradcheck(
+        &|g: &mut Graph, v: &[NodeId]| g.batch_norm(v[0], v[1], v[2], 0.1),
+        &[
+            arg("x", &[2, 3, 5], away_from_zero(413, 30)),
+            arg(
+                "moments",
+                &[2, 3],
+                vec![0.3, -0.4, 0.1, 0.8, 1.5, 0.6], // means, then positive variances
+            ),
+            arg("affine", &[2, 3], away_from_zero(414, 6)),
+        ],
+        &[],
+    );
+}
+
+#[test]
 fn batch_norm_in_training_mode() {
     // Gradients flow through the batch mean and variance, not just the affine part.
     gradcheck(

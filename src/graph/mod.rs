@@ -4,6 +4,7 @@
 mod augment;
 mod conv;
 mod dot;
+mod norm;
 mod op;
 mod random;
 mod rnn;
@@ -313,6 +314,9 @@ impl Graph {
             | Op::LstmCellGrad
             | Op::GruCell
             | Op::GruCellGrad
+            | Op::ChannelMoments
+            | Op::BatchNorm { .. }
+            | Op::BatchNormSums
             | Op::Bernoulli { .. } => float(&d),
         }
     }

@@ -228,6 +228,19 @@ pub enum Op {
     /// The adjoint of [`Op::GatherPlanes`]: inputs `[dy (N, C, OH, OW), idx]` → `(N, C, H, W)`,
     /// each input position summing the `dy` of the windows whose argmax it is.
     ScatterPlanes(Window),
+    /// Each channel's mean and biased variance over every axis but axis 1: x `(N, C, …)` →
+    /// `(2, C)`, row 0 the means, row 1 `Σ(x − mean)²/count` (from the mean, in a second pass).
+    ChannelMoments,
+    /// Batch normalisation with given statistics: inputs `[x (N, C, …), moments (2, C) (means,
+    /// variances), affine (2, C) (γ, β)]` → `y = (x − mean)·(γ·r) + β` per channel, with
+    /// `r = 1/√(var + ε)`.
+    BatchNorm {
+        /// ε, added to the variance.
+        eps: f32,
+    },
+    /// What [`Op::BatchNorm`]'s gradient reads of the batch: inputs `[x (N, C, …), moments
+    /// (2, C), dy (N, C, …)]` → `(2, C)`, per channel Σ dy and Σ dy·(x − mean).
+    BatchNormSums,
     /// Average pooling, padding counted in the divisor (PyTorch's default):
     /// `(N, C, H, W)` → `(N, C, OH, OW)`.
     AvgPool(Window),
@@ -329,6 +342,9 @@ impl Op {
             Op::MaxPoolArgmax(_) => "max_pool_argmax",
             Op::GatherPlanes => "gather_planes",
             Op::ScatterPlanes(_) => "scatter_planes",
+            Op::ChannelMoments => "channel_moments",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::BatchNormSums => "batch_norm_sums",
             Op::AvgPool(_) => "avg_pool",
             Op::AvgPoolGrad(_) => "avg_pool_grad",
             Op::Augment { .. } => "augment",

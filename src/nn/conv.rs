@@ -240,45 +240,36 @@ impl BatchNorm {
     fn forward_f32(&self, g: &mut Graph, x: NodeId, train: bool) -> Result<NodeId> {
         let d = g.shape(x).dims().to_vec();
         let c = g.shape(self.gamma).dims()[0];
-        let (axes, bshape): (Vec<isize>, Vec<usize>) = match d.len() {
-            2 => (vec![0], vec![1, c]),
-            4 => (vec![0, 2, 3], vec![1, c, 1, 1]),
-            _ => return invalid("batch_norm", format!("expected (N, C) or (N, C, H, W), got {d:?}")),
-        };
+        if d.len() != 2 && d.len() != 4 {
+            return invalid("batch_norm", format!("expected (N, C) or (N, C, H, W), got {d:?}"));
+        }
         if d[1] != c {
             return invalid("batch_norm", format!("input has {} channels, the layer {c}", d[1]));
         }
-        let count: usize = axes.iter().map(|&a| d[a as usize]).product();
-        let (mean, var) = if train {
-            let mean = g.mean(x, &axes, true)?;
-            let xc = g.sub(x, mean)?;
-            let sq = g.square(xc)?;
-            let var = g.mean(sq, &axes, true)?;
+        // Elements per channel: every axis but the channels'.
+        let count: usize = d[0] * d[2..].iter().product::<usize>();
+        let row = |g: &mut Graph, t: NodeId| g.reshape(t, [1, c]);
+        let moments = if train {
+            let moments = g.channel_moments(x)?;
             // Running averages: (1 − m)·running + m·batch, with the unbiased batch variance.
             let m = self.momentum;
             let unbias = count as f32 / (count.max(2) - 1) as f32;
-            for (run, stat, scale) in [(self.running_mean, mean, 1.0), (self.running_var, var, unbias)] {
-                let s = g.reshape(stat, [c])?;
+            for (run, r, scale) in [(self.running_mean, 0, 1.0), (self.running_var, 1, unbias)] {
+                let s = g.slice(moments, 0, r, r + 1)?;
+                let s = g.reshape(s, [c])?;
                 let s = g.mul_scalar(s, m * scale)?;
                 let r = g.mul_scalar(run, 1.0 - m)?;
                 let new = g.add(r, s)?;
                 g.assign(run, new)?;
             }
-            (mean, var)
+            moments
         } else {
-            (
-                g.reshape(self.running_mean, bshape.clone())?,
-                g.reshape(self.running_var, bshape.clone())?,
-            )
+            let (mean, var) = (row(g, self.running_mean)?, row(g, self.running_var)?);
+            g.concat(&[mean, var], 0)?
         };
-        let xc = g.sub(x, mean)?;
-        let ve = g.add_scalar(var, self.eps)?;
-        let sd = g.sqrt(ve)?;
-        let xhat = g.div(xc, sd)?;
-        let gamma = g.reshape(self.gamma, bshape.clone())?;
-        let beta = g.reshape(self.beta, bshape)?;
-        let y = g.mul(xhat, gamma)?;
-        g.add(y, beta)
+        let (gamma, beta) = (row(g, self.gamma)?, row(g, self.beta)?);
+        let affine = g.concat(&[gamma, beta], 0)?;
+        g.batch_norm(x, moments, affine, self.eps)
     }
 }
 

@@ -493,6 +493,105 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     (((a + b) + (c + d)) + ((e + g) + (h + i))) + tail
 }
 
+/// Σ f(a, b) over two slices of one length, in the eight f64 lanes of [`lane_sum`].
+#[inline]
+fn lane_sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let (mut ba, mut bb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ba).zip(&mut bb) {
+        for ((l, &p), &q) in lanes.iter_mut().zip(x).zip(y) {
+            *l += f(p, q);
+        }
+    }
+    let tail: f64 = ba.remainder().iter().zip(bb.remainder()).map(|(&p, &q)| f(p, q)).sum();
+    let [a, b, c, d, e, g, h, i] = lanes;
+    (((a + b) + (c + d)) + ((e + g) + (h + i))) + tail
+}
+
+/// `(N, C, S)` of a channel-first shape: `S` the product of the axes after the channels.
+fn ncs(s: &Shape) -> (usize, usize, usize) {
+    (s.0[0], s.0[1], s.0[2..].iter().product())
+}
+
+/// `f(channel)` for every channel, in order, across the cores when the tensor is large.
+fn per_channel(c: usize, numel: usize, f: impl Fn(usize) -> [f32; 2] + Sync) -> Vec<[f32; 2]> {
+    use rayon::prelude::*;
+    if numel < PAR_MIN {
+        (0..c).map(f).collect()
+    } else {
+        (0..c).into_par_iter().map(&f).collect()
+    }
+}
+
+/// [`Op::ChannelMoments`]: x `(N, C, S)` → `[means; variances]`, each channel's sums over its
+/// N planes in f64 lanes, the variance from the mean in a second pass.
+fn channel_moments(x: &[f32], xs: &Shape, out: &mut [f32]) {
+    let (n, c, s) = ncs(xs);
+    let count = (n * s) as f64;
+    let m = per_channel(c, x.len(), |ch| {
+        let plane = |i: usize| &x[(i * c + ch) * s..(i * c + ch + 1) * s];
+        let mean = (0..n).map(|i| lane_sum(plane(i), |v| v as f64)).sum::<f64>() / count;
+        let var = (0..n)
+            .map(|i| {
+                lane_sum(plane(i), |v| {
+                    let d = v as f64 - mean;
+                    d * d
+                })
+            })
+            .sum::<f64>()
+            / count;
+        [mean as f32, var as f32]
+    });
+    for (ch, [mean, var]) in m.into_iter().enumerate() {
+        out[ch] = mean;
+        out[c + ch] = var;
+    }
+}
+
+/// [`Op::BatchNorm`]: `y = (x − mean)·(γ·r) + β`, `r = 1/√(var + ε)`, one sample at a time
+/// across the cores.
+fn batch_norm(x: &[f32], m: &[f32], affine: &[f32], xs: &Shape, eps: f32, out: &mut [f32]) {
+    use rayon::prelude::*;
+    let (_, c, s) = ncs(xs);
+    let a: Vec<f32> = (0..c).map(|ch| affine[ch] * (1.0 / (m[c + ch] + eps).sqrt())).collect();
+    let run = |o: &mut [f32], x: &[f32]| {
+        for (ch, (o, x)) in o.chunks_mut(s).zip(x.chunks(s)).enumerate() {
+            let (mean, a, b) = (m[ch], a[ch], affine[c + ch]);
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = (v - mean) * a + b;
+            }
+        }
+    };
+    if out.len() < PAR_MIN {
+        for (o, x) in out.chunks_mut(c * s).zip(x.chunks(c * s)) {
+            run(o, x);
+        }
+    } else {
+        out.par_chunks_mut(c * s)
+            .zip(x.par_chunks(c * s))
+            .for_each(|(o, x)| run(o, x));
+    }
+}
+
+/// [`Op::BatchNormSums`]: `[Σ dy; Σ dy·(x − mean)]` per channel, in f64 lanes.
+fn batch_norm_sums(x: &[f32], m: &[f32], dy: &[f32], xs: &Shape, out: &mut [f32]) {
+    let (n, c, s) = ncs(xs);
+    let sums = per_channel(c, x.len(), |ch| {
+        let mean = m[ch] as f64;
+        let (mut s0, mut s1) = (0.0, 0.0);
+        for i in 0..n {
+            let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+            s0 += lane_sum(&dy[r.clone()], |d| d as f64);
+            s1 += lane_sum2(&x[r.clone()], &dy[r], |v, d| d as f64 * (v as f64 - mean));
+        }
+        [s0 as f32, s1 as f32]
+    });
+    for (ch, [s0, s1]) in sums.into_iter().enumerate() {
+        out[ch] = s0;
+        out[c + ch] = s1;
+    }
+}
+
 /// `(outer, n, inner)` around `axis`.
 fn split3(s: &Shape, axis: usize) -> (usize, usize, usize) {
     (
@@ -671,6 +770,9 @@ pub fn op(op: &Op, x: &[&[f32]], xs: &[Shape], out: &mut [f32], os: &Shape, u: &
                 }
             }
         }
+        Op::ChannelMoments => channel_moments(x[0], &xs[0], out),
+        Op::BatchNorm { eps } => batch_norm(x[0], x[1], x[2], &xs[0], *eps, out),
+        Op::BatchNormSums => batch_norm_sums(x[0], x[1], x[2], &xs[0], out),
         Op::LstmCell => lstm_cell(x[0], x[1], &xs[1], out),
         Op::LstmCellGrad => lstm_cell_grad(x[0], x[1], x[2], &xs[1], out),
         Op::GruCell => gru_cell(x[0], x[1], x[2], &xs[2], out),

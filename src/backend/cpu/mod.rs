@@ -37,6 +37,72 @@ impl CpuBuffer {
 pub struct CpuProgram {
     buffers: Vec<CpuBuffer>,
     kernels: Vec<Kernel>,
+    /// With `KILN_PROFILE=1`: seconds and runs of each kernel, reported when the program drops.
+    profile: Option<Vec<(f64, usize)>>,
+}
+
+impl Drop for CpuProgram {
+    fn drop(&mut self) {
+        if let Some(p) = self.profile.as_ref().filter(|p| p.iter().any(|&(_, runs)| runs > 0)) {
+            eprint!("{}", profile_report(&self.kernels, p));
+        }
+    }
+}
+
+/// A kernel's name in the profile: the op (a fused run's ops, in order) and its shape.
+fn profile_label(k: &Kernel) -> String {
+    match k {
+        Kernel::Op {
+            op,
+            out_shape,
+            in_shapes,
+            ..
+        } => {
+            let ins: Vec<String> = in_shapes.iter().map(|s| format!("{:?}", s.0)).collect();
+            format!("{} {:?} <- {}", op.name(), out_shape.0, ins.join(" "))
+        }
+        Kernel::Fused(f) => {
+            let ops: Vec<&str> = f.body.iter().map(|(op, _)| op.name()).collect();
+            format!("fused[{}] {:?}", ops.join(","), f.shape.0)
+        }
+        Kernel::Copy { dst, .. } => format!("copy {}", dst.len),
+        Kernel::GradStats { .. } => "grad_stats".into(),
+        Kernel::AddInto { dst, .. } => format!("add_into {}", dst.len),
+        Kernel::CopyIfFinite { dst, .. } => format!("copy_if_finite {}", dst.len),
+        Kernel::Fill { dst, .. } => format!("fill {}", dst.len),
+        Kernel::Update(_) => "update".into(),
+    }
+}
+
+/// `KILN_PROFILE=1`'s report for the CPU backend: seconds per kernel kind and shape (kernels with
+/// the same label summed), slowest first, down to 99% of the time.
+fn profile_report(kernels: &[Kernel], p: &[(f64, usize)]) -> String {
+    use std::fmt::Write;
+    let mut sums: std::collections::HashMap<String, (f64, usize)> = Default::default();
+    for (k, &(s, n)) in kernels.iter().zip(p) {
+        let e = sums.entry(profile_label(k)).or_default();
+        e.0 += s;
+        e.1 += n;
+    }
+    let total: f64 = p.iter().map(|&(s, _)| s).sum();
+    let mut rows: Vec<_> = sums.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    let mut out = format!("KILN_PROFILE (cpu): {} kernels, {total:.4} s\n", kernels.len());
+    let mut seen = 0.0;
+    for (label, (s, n)) in rows {
+        if seen > 0.99 * total {
+            break;
+        }
+        seen += s;
+        let _ = writeln!(
+            out,
+            "  {:>9.4}s {:>5.1}% {:>7}  {label}",
+            s,
+            100.0 * s / total.max(1e-12),
+            n
+        );
+    }
+    out
 }
 
 fn check_range(offset: usize, bytes: usize, words: usize, what: &str) -> Result<()> {
@@ -142,13 +208,23 @@ impl Backend for Cpu {
                 check_range(v.offset, v.bytes(), len, "prepare")?;
             }
         }
-        Ok(CpuProgram { buffers, kernels })
+        let profile = (std::env::var("KILN_PROFILE").as_deref() == Ok("1")).then(|| vec![(0.0, 0); kernels.len()]);
+        Ok(CpuProgram {
+            buffers,
+            kernels,
+            profile,
+        })
     }
 
     fn execute(&self, p: &mut CpuProgram, u: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<u8>>> {
         let mut guards: Vec<MutexGuard<'_, Vec<f32>>> = p.buffers.iter().map(|b| b.lock()).collect::<Result<_>>()?;
-        for k in &p.kernels {
+        for (i, k) in p.kernels.iter().enumerate() {
+            let t = p.profile.is_some().then(std::time::Instant::now);
             run_kernel(k, &mut guards, u)?;
+            if let (Some(t), Some(prof)) = (t, p.profile.as_mut()) {
+                prof[i].0 += t.elapsed().as_secs_f64();
+                prof[i].1 += 1;
+            }
         }
         Ok(fetch.iter().map(|v| bytes_of(&guards[v.buf], v).to_vec()).collect())
     }

@@ -142,6 +142,9 @@ fn lower_untyped(k: &Kernel) -> Result<Vec<Dispatch>, String> {
             let e = os.dims()[1];
             rnn::rnn(RnnEntry::ScatterAddRows, xs[1].numel(), e, os.dims()[0], x, out)
         }
+        Op::ChannelMoments => reduce::norm(reduce::NormEntry::Moments, &xs[0], x, out),
+        Op::BatchNorm { eps } => reduce::norm(reduce::NormEntry::Apply(*eps), &xs[0], x, out),
+        Op::BatchNormSums => reduce::norm(reduce::NormEntry::Sums, &xs[0], x, out),
         Op::LstmCell => rnn::rnn(RnnEntry::LstmCell, xs[1].dims()[0], xs[1].dims()[1], 0, x, out),
         Op::LstmCellGrad => rnn::rnn(RnnEntry::LstmCellGrad, xs[1].dims()[0], xs[1].dims()[1], 0, x, out),
         Op::GruCell => rnn::rnn(RnnEntry::GruCell, xs[2].dims()[0], xs[2].dims()[1], 0, x, out),

@@ -433,7 +433,7 @@ pub fn mirrors() -> Vec<Mirror> {
     use elementwise::{AddInto, Bernoulli, Convert, CopyIfFinite, Dropout, Fill, OneHot, Strided, Unary};
     use matmul::Matmul;
     use optim::{Segment, Update};
-    use reduce::{GradStats, Reduce, Span};
+    use reduce::{GradStats, Norm, Reduce, Span};
     use rnn::Rnn;
     use softmax::Softmax;
     let (ew, re, mm, sm, cv, op, rn) =
@@ -452,6 +452,7 @@ pub fn mirrors() -> Vec<Mirror> {
         mirror!(re, Reduce { n, r, a_off, out_off, is_max, mean, nk, nr, kdims, kstr, rdims, rstr }),
         mirror!(re, GradStats { nseg, out_off, nsum, accumulate }, table: "views" of Span),
         mirror!(re, Span { off, len }),
+        mirror!(re, Norm { n, c, s, eps, a_off, b_off, c_off, out_off }),
         mirror!(mm, Matmul { m, n, k, a_off, b_off, c_off, rsa, csa, rsb, csb, a_batch, b_batch, batch, vec_a, vec_b }),
         mirror!(sm, Softmax { rows, classes, a_off, b_off, c_off, out_off, smoothing }),
         mirror!(cv, Conv { invocations, n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, a_off, out_off, b_off }),

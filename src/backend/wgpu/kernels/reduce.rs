@@ -67,6 +67,78 @@ pub struct Span {
     pub len: u32,
 }
 
+/// The batch normalisation entries (`channel_moments`, `batch_norm_sums`, `batch_norm`) over a
+/// channel-first `(N, C, S)` tensor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct Norm {
+    /// Batch N.
+    pub n: u32,
+    /// Channels C.
+    pub c: u32,
+    /// Elements per (sample, channel) plane S.
+    pub s: u32,
+    /// ε of `batch_norm`.
+    pub eps: f32,
+    /// Offset of x.
+    pub a_off: u32,
+    /// Offset of the moments (`batch_norm`, `batch_norm_sums`).
+    pub b_off: u32,
+    /// Offset of the affine parameters (`batch_norm`) or of dy (`batch_norm_sums`).
+    pub c_off: u32,
+    /// Offset of the output.
+    pub out_off: u32,
+}
+
+/// Which batch normalisation kernel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NormEntry {
+    /// x → [means; variances].
+    Moments,
+    /// x, moments, [γ; β] → y, with ε.
+    Apply(f32),
+    /// x, moments, dy → [Σ dy; Σ dy·(x − mean)].
+    Sums,
+}
+
+/// `entry` over `x` shaped `xs` (channel-first, rank ≥ 2); `x` are the operand views.
+pub fn norm(entry: NormEntry, xs: &Shape, x: &[View], out: View) -> Dispatch {
+    let d = xs.dims();
+    let (n, c, s) = (d[0], d[1], d[2..].iter().product::<usize>());
+    let off = |i: usize| x.get(i).map_or(0, |v| u(v.offset));
+    let p = Norm {
+        n: u(n),
+        c: u(c),
+        s: u(s),
+        eps: if let NormEntry::Apply(e) = entry { e } else { 0.0 },
+        a_off: off(0),
+        b_off: off(1),
+        c_off: off(2),
+        out_off: u(out.offset),
+    };
+    let t = n * c * s;
+    // Two passes of a subtraction and a fused multiply-add per element (moments); one centring
+    // and two sums (sums); a subtraction and a multiply-add (apply).
+    let (name, grid, cost) = match entry {
+        NormEntry::Moments => ("channel_moments", Grid::Groups(c), Cost::new(4 * t, &[2 * t], 2 * c)),
+        NormEntry::Sums => (
+            "batch_norm_sums",
+            Grid::Groups(c),
+            Cost::new(4 * t, &[t, 2 * c, t], 2 * c),
+        ),
+        NormEntry::Apply(_) => ("batch_norm", Grid::Elements(t), Cost::new(3 * t, &[t, 2 * c, 2 * c], t)),
+    };
+    Dispatch::new(
+        Family::Reduce,
+        name,
+        &p,
+        x.iter().map(|v| v.buf).collect(),
+        vec![out.buf],
+        grid,
+    )
+    .with_cost(cost)
+}
+
 /// The one place a reduction's combining rule is chosen: `(is_max, mean)`.
 fn rule(op: ReduceOp) -> (bool, bool) {
     match op {
