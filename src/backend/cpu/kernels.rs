@@ -161,7 +161,7 @@ fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
 }
 
 /// `$body` with `$op` bound to a copy of the unary op `$u` that the compiler sees as a constant
-/// for the common parameterless activations, so that a loop calling [`unary`] or
+/// for the common activations and the scalar affine ops, so that a loop calling [`unary`] or
 /// [`unary_deriv`] loses its per-element `match` (and vectorises); the definitions stay in
 /// those two functions.
 macro_rules! with_unary {
@@ -189,6 +189,19 @@ macro_rules! with_unary {
             }
             UnaryOp::Square => {
                 let $op = UnaryOp::Square;
+                $body
+            }
+            UnaryOp::Recip => {
+                let $op = UnaryOp::Recip;
+                $body
+            }
+            // The scalar is loop-invariant and the variant a constant: the match still goes.
+            UnaryOp::MulScalar(c) => {
+                let $op = UnaryOp::MulScalar(c);
+                $body
+            }
+            UnaryOp::AddScalar(c) => {
+                let $op = UnaryOp::AddScalar(c);
                 $body
             }
             other => {
@@ -894,6 +907,10 @@ fn unfold_image(
 ) {
     let (kh, kw, l) = (w.k[0], w.k[1], oh * ow);
     let (sh, sw) = (w.stride[0], w.stride[1]);
+    // Stride 1 with output rows as long as the input's ("same" padding): a tap's whole output
+    // row is one contiguous run of the plane, shifted; copy it at once and zero what the
+    // padding covers (the edge columns of each row, the rows above and below the image).
+    let shifted = !fold && sh == 1 && sw == 1 && ow == wd;
     for ch in 0..c {
         let plane = ch * h * wd;
         for i in 0..kh {
@@ -901,6 +918,29 @@ fn unfold_image(
                 let row = (ch * kh + i) * kw + j;
                 let off = (j * w.dilation[1]) as isize - w.pad[1] as isize;
                 let (lo, hi) = inside(off, sw, wd, ow);
+                if shifted {
+                    let dy = (i * w.dilation[0]) as isize - w.pad[0] as isize;
+                    // Output position t reads plane position t + shift.
+                    let shift = dy * wd as isize + off;
+                    let out = &mut dst[row * l..(row + 1) * l];
+                    let t0 = (-shift).clamp(0, l as isize) as usize;
+                    let t1 = ((h * wd) as isize - shift).clamp(t0 as isize, l as isize) as usize;
+                    out[..t0].fill(0.0);
+                    out[t1..].fill(0.0);
+                    let from = (t0 as isize + shift) as usize;
+                    out[t0..t1].copy_from_slice(&src[plane + from..plane + from + (t1 - t0)]);
+                    for oy in 0..oh {
+                        let iy = oy as isize + dy;
+                        let r = &mut out[oy * ow..(oy + 1) * ow];
+                        if iy < 0 || iy as usize >= h {
+                            r.fill(0.0);
+                        } else {
+                            r[..lo].fill(0.0);
+                            r[hi..].fill(0.0);
+                        }
+                    }
+                    continue;
+                }
                 for oy in 0..oh {
                     let col = row * l + oy * ow;
                     let iy = (oy * sh + i * w.dilation[0]) as isize - w.pad[0] as isize;
