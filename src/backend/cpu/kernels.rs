@@ -953,7 +953,13 @@ fn unfold_image(
                     let base = plane + iy as usize * wd;
                     // Input column of output column ox: ox·sw + off (≥ 0 for ox ≥ lo).
                     let ix0 = (lo as isize * sw as isize + off) as usize;
-                    if fold {
+                    if fold && sw == 1 {
+                        // Contiguous on both sides: a loop that vectorises.
+                        let d = &mut dst[base + ix0..base + ix0 + (hi - lo)];
+                        for (d, &v) in d.iter_mut().zip(&src[col + lo..col + hi]) {
+                            *d += v;
+                        }
+                    } else if fold {
                         for (k, &v) in src[col + lo..col + hi].iter().enumerate() {
                             dst[base + ix0 + k * sw] += v;
                         }
@@ -1186,38 +1192,50 @@ fn matmul(ta: bool, tb: bool, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, c: &
             "operand buffers too small for a {batch}×({m}×{k})·({k}×{n}) product"
         ));
     }
+    // Small products of a batch (a convolution's images) run one task each across the cores.
+    let batch_tasks = batch > 1 && m * k + k * n < 1 << 15;
     let one = |i: usize, cp: &mut [f32]| {
         let (ap, bp) = (&a[i * a_step..], &b[i * b_step..]);
         if k == 0 {
             cp.fill(0.0);
             return;
         }
+        // Products of a batch run one per task across the cores (below); a lone product (or a
+        // batch of large ones) is split by the GEMM itself over rayon's pool.
+        let par = if batch_tasks {
+            gemm::Parallelism::None
+        } else {
+            gemm::Parallelism::Rayon(0)
+        };
         // SAFETY: the check above guarantees `ap` holds M·K, `bp` K·N and `cp` M·N elements,
         // which is exactly what these strides reach; `cp` is a unique borrow disjoint from both.
+        // With `read_dst` false the destination is only written: C = 1·A·B.
         unsafe {
-            matrixmultiply::sgemm(
+            gemm::gemm(
                 m,
-                k,
                 n,
-                1.0,
-                ap.as_ptr(),
-                rsa,
-                csa,
-                bp.as_ptr(),
-                rsb,
-                csb,
-                0.0,
+                k,
                 cp.as_mut_ptr(),
-                n as isize,
                 1,
+                n as isize,
+                false,
+                ap.as_ptr(),
+                csa,
+                rsa,
+                bp.as_ptr(),
+                csb,
+                rsb,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                par,
             );
         }
     };
     let c = &mut c[..batch * m * n];
-    // matrixmultiply threads a product only from (M·K + K·N) ≥ 2¹⁵ on; smaller products of a
-    // batch (a convolution's images) run one task each across the cores instead, so the two
-    // thread pools never nest.
-    if batch > 1 && m * n > 0 && m * k + k * n < 1 << 15 {
+    if batch_tasks && m * n > 0 {
         use rayon::prelude::*;
         c.par_chunks_mut(m * n).enumerate().for_each(|(i, cp)| one(i, cp));
     } else if m * n > 0 {

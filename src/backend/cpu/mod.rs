@@ -1,6 +1,6 @@
 //! The CPU reference backend: plain, readable Rust for every kernel, so that each GPU kernel has
 //! something obviously correct to be checked against. Matrix products go through the
-//! `matrixmultiply` crate's blocked SGEMM.
+//! `gemm` crate's blocked SGEMM.
 //!
 //! Buffers are 4-byte words. Kernels compute in f32: operands of other types are widened on the
 //! way in (u32 exactly below 2²⁴, f16 exactly) and results narrowed on the way out (f16 rounds
