@@ -1171,6 +1171,168 @@ fn reduce(op: ReduceOp, axes: &[usize], x: &[f32], xs: &Shape, out: &mut [f32]) 
     }
 }
 
+/// `c (M×N, row-major) = A·B` for A and B given by pointer and (row, column) strides.
+///
+/// # Safety
+/// `a` must be valid for reads at every `i·rsa + p·csa` (i < M, p < K), `b` at every
+/// `p·rsb + j·csb` (p < K, j < N), and `c` must not overlap either.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    c: &mut [f32],
+    par: gemm::Parallelism,
+) {
+    debug_assert!(c.len() >= m * n);
+    // With `read_dst` false the destination is only written: C = 1·A·B.
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c.as_mut_ptr(),
+        1,
+        n as isize,
+        false,
+        a,
+        csa,
+        rsa,
+        b,
+        csb,
+        rsb,
+        0.0f32,
+        1.0f32,
+        false,
+        false,
+        false,
+        par,
+    );
+}
+
+/// Whether `matmul` runs the products of a batch as one task each (small products), each
+/// single-threaded: the case [`conv_pair`] reproduces image by image.
+pub fn batch_tasks(batch: usize, m: usize, k: usize, n: usize) -> bool {
+    batch > 1 && m * k + k * n < 1 << 15
+}
+
+/// Which adjacent pair of kernels [`conv_pair`] runs image by image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPair {
+    /// `cols = im2col(x)`, then `y = W·cols`: each image's columns are still in cache when
+    /// its product reads them.
+    Forward,
+    /// `dcols = Wᵀ·dy`, then `dx = col2im(dcols)`: each image's columns are folded while in cache.
+    Backward,
+}
+
+/// Two kernels of a convolution, interleaved per image: image `n`'s unfold (or product) and
+/// then its product (or fold), images across the cores. Each image computes exactly what the
+/// two kernels compute for it one after the other (the same unfold, the same single-threaded
+/// product), so the results are the same bits; the columns of an image are read back from
+/// cache instead of memory. Forward: `x (N, C, H, W)`, `w (O, CKK)` → `cols (N, CKK, L)` and
+/// `y (N, O, L)`; backward: `x` = `dy (N, O, L)`, `w (O, CKK)` → `cols` and `dx (N, C, H, W)`.
+///
+/// # Safety
+/// `x` must be valid for reads of N images (of its kind), `out` for writes of N outputs, `w`
+/// and `cols` must not overlap either or each other, and `out` must either not overlap `x` or
+/// lie exactly on it with images of one size (the memory plan puts a result in the storage its
+/// operand frees): image `n` of `out` is written only after image `n` of `x` was read, and
+/// the images of one task touch no other task's.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn conv_pair(
+    kind: ConvPair,
+    win: &Window,
+    image: [usize; 4],
+    o: usize,
+    x: *const f32,
+    w: &[f32],
+    cols: &mut [f32],
+    out: *mut f32,
+) -> KResult {
+    use rayon::prelude::*;
+    let [n, c, h, wd] = image;
+    let (oh, ow) = win.output(h, wd).ok_or("window does not fit")?;
+    let (ckk, l) = (c * win.k[0] * win.k[1], oh * ow);
+    let (img, unfolded) = (c * h * wd, ckk * l);
+    let (per_in, per_out) = match kind {
+        ConvPair::Forward => (img, o * l),
+        ConvPair::Backward => (o * l, img),
+    };
+    if w.len() < o * ckk || cols.len() < n * unfolded {
+        return Err(format!("operand buffers too small for a convolution over {image:?}"));
+    }
+    if n == 0 || unfolded == 0 || per_out == 0 {
+        return Ok(());
+    }
+    /// The two image pointers, shared by the tasks (see the safety contract above).
+    struct Images(*const f32, *mut f32);
+    // SAFETY: each task dereferences only its own image of either (the contract above).
+    unsafe impl Sync for Images {}
+    let images = Images(x, out);
+    cols[..n * unfolded]
+        .par_chunks_mut(unfolded)
+        .enumerate()
+        .for_each(|(i, cn)| {
+            let images = &images;
+            // SAFETY: image i of x, read before image i of out is written (they may coincide).
+            let xn = unsafe { std::slice::from_raw_parts(images.0.add(i * per_in), per_in) };
+            match kind {
+                ConvPair::Forward => {
+                    unfold_image(win, xn, cn, [c, h, wd], (oh, ow), false);
+                    let on = unsafe { std::slice::from_raw_parts_mut(images.1.add(i * per_out), per_out) };
+                    // SAFETY: `w` holds O·CKK and `cn` CKK·L elements, as the strides reach.
+                    unsafe {
+                        sgemm(
+                            o,
+                            l,
+                            ckk,
+                            w.as_ptr(),
+                            ckk as isize,
+                            1,
+                            cn.as_ptr(),
+                            l as isize,
+                            1,
+                            on,
+                            gemm::Parallelism::None,
+                        )
+                    }
+                }
+                ConvPair::Backward => {
+                    if o == 0 {
+                        cn.fill(0.0);
+                    } else {
+                        // SAFETY: as above, with `w` transposed (CKK × O) and `xn` (dy) O·L.
+                        unsafe {
+                            sgemm(
+                                ckk,
+                                l,
+                                o,
+                                w.as_ptr(),
+                                1,
+                                ckk as isize,
+                                xn.as_ptr(),
+                                l as isize,
+                                1,
+                                cn,
+                                gemm::Parallelism::None,
+                            )
+                        }
+                    }
+                    let on = unsafe { std::slice::from_raw_parts_mut(images.1.add(i * per_out), per_out) };
+                    on.fill(0.0);
+                    unfold_image(win, cn, on, [c, h, wd], (oh, ow), true);
+                }
+            }
+        });
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn matmul(ta: bool, tb: bool, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, c: &mut [f32], sc: &Shape) -> KResult {
     // a: (..., M, K) or (..., K, M) when ta;  b: (..., K, N) or (..., N, K) when tb; either may
@@ -1193,7 +1355,7 @@ fn matmul(ta: bool, tb: bool, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, c: &
         ));
     }
     // Small products of a batch (a convolution's images) run one task each across the cores.
-    let batch_tasks = batch > 1 && m * k + k * n < 1 << 15;
+    let batch_tasks = batch_tasks(batch, m, k, n);
     let one = |i: usize, cp: &mut [f32]| {
         let (ap, bp) = (&a[i * a_step..], &b[i * b_step..]);
         if k == 0 {
@@ -1209,30 +1371,7 @@ fn matmul(ta: bool, tb: bool, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, c: &
         };
         // SAFETY: the check above guarantees `ap` holds M·K, `bp` K·N and `cp` M·N elements,
         // which is exactly what these strides reach; `cp` is a unique borrow disjoint from both.
-        // With `read_dst` false the destination is only written: C = 1·A·B.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                cp.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                ap.as_ptr(),
-                csa,
-                rsa,
-                bp.as_ptr(),
-                csb,
-                rsb,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
+        unsafe { sgemm(m, n, k, ap.as_ptr(), rsa, csa, bp.as_ptr(), rsb, csb, cp, par) }
     };
     let c = &mut c[..batch * m * n];
     if batch_tasks && m * n > 0 {
@@ -1663,5 +1802,80 @@ mod tests {
         assert_eq!(super::tanh(-40.0), -1.0);
         assert!(super::tanh(f32::NAN).is_nan());
         assert_eq!(super::tanh(f32::INFINITY), 1.0);
+    }
+}
+
+#[cfg(test)]
+mod conv_pair_tests {
+    use super::*;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 250.0 - 2.0)
+            .collect()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Interleaving a convolution's unfold and product (and product and fold) per image gives
+    /// the bits of the two kernels run one after the other, on awkward windows, and so does
+    /// the result written over its operand when their images are of one size.
+    #[test]
+    fn conv_pairs_match_their_two_kernels_exactly() {
+        let mut in_place = 0;
+        // (N, C, H, W, O, k, stride, pad, dilation)
+        for (n, c, h, wd, o, k, s, p, d) in [
+            (3, 2, 7, 9, 5, 3, 1, 1, 1),
+            (2, 3, 9, 7, 4, 3, 2, 1, 1),
+            (1, 1, 5, 5, 1, 5, 1, 2, 1),
+            (2, 2, 8, 6, 3, 3, 1, 2, 2),
+            (4, 1, 28, 28, 6, 5, 1, 2, 1),
+            // C·H·W = O·OH·OW (as in the third case): in place too.
+            (2, 3, 5, 5, 3, 3, 1, 1, 1),
+            (3, 4, 6, 6, 4, 3, 1, 1, 1),
+        ] {
+            let win = Window {
+                k: [k, k],
+                stride: [s, s],
+                pad: [p, p],
+                dilation: [d, d],
+            };
+            let (oh, ow) = win.output(h, wd).unwrap();
+            let (ckk, l) = (c * k * k, oh * ow);
+            let xs = Shape(vec![n, c, h, wd]);
+            let (x, w, dy) = (data(n * c * h * wd, 1), data(o * ckk, 2), data(n * o * l, 3));
+            let (wsh, csh, ysh) = (Shape(vec![o, ckk]), Shape(vec![n, ckk, l]), Shape(vec![n, o, l]));
+            let image = [n, c, h, wd];
+            // Forward: im2col, then W·cols.
+            let mut cols = vec![0.0; n * ckk * l];
+            im2col(&win, &x, &xs, &mut cols, false).unwrap();
+            let mut y = vec![0.0; n * o * l];
+            matmul(false, false, &w, &wsh, &cols, &csh, &mut y, &ysh).unwrap();
+            let (mut cols2, mut y2) = (vec![f32::NAN; cols.len()], vec![f32::NAN; y.len()]);
+            let fwd = ConvPair::Forward;
+            unsafe { conv_pair(fwd, &win, image, o, x.as_ptr(), &w, &mut cols2, y2.as_mut_ptr()) }.unwrap();
+            assert_eq!((bits(&cols), bits(&y)), (bits(&cols2), bits(&y2)));
+            // Backward: Wᵀ·dy, then col2im.
+            let mut dcols = vec![0.0; n * ckk * l];
+            matmul(true, false, &w, &wsh, &dy, &ysh, &mut dcols, &csh).unwrap();
+            let mut dx = vec![0.0; n * c * h * wd];
+            im2col(&win, &dcols, &xs, &mut dx, true).unwrap();
+            let (mut dcols2, mut dx2) = (vec![f32::NAN; dcols.len()], vec![f32::NAN; dx.len()]);
+            let bwd = ConvPair::Backward;
+            unsafe { conv_pair(bwd, &win, image, o, dy.as_ptr(), &w, &mut dcols2, dx2.as_mut_ptr()) }.unwrap();
+            assert_eq!((bits(&dcols), bits(&dx)), (bits(&dcols2), bits(&dx2)));
+            if c * h * wd == o * l {
+                let mut buf = x.clone();
+                unsafe { conv_pair(fwd, &win, image, o, buf.as_ptr(), &w, &mut cols2, buf.as_mut_ptr()) }.unwrap();
+                assert_eq!(bits(&y), bits(&buf));
+                let mut buf = dy.clone();
+                unsafe { conv_pair(bwd, &win, image, o, buf.as_ptr(), &w, &mut dcols2, buf.as_mut_ptr()) }.unwrap();
+                assert_eq!(bits(&dx), bits(&buf));
+                in_place += 1;
+            }
+        }
+        assert_eq!(in_place, 3, "the in-place cases ran");
     }
 }

@@ -37,6 +37,9 @@ impl CpuBuffer {
 pub struct CpuProgram {
     buffers: Vec<CpuBuffer>,
     kernels: Vec<Kernel>,
+    /// For each kernel, whether it starts a convolution pair run image by image with the next
+    /// ([`kernels::conv_pair`]); the next is then skipped.
+    pairs: Vec<Option<kernels::ConvPair>>,
     /// With `KILN_PROFILE=1`: seconds and runs of each kernel, reported when the program drops.
     profile: Option<Vec<(f64, usize)>>,
 }
@@ -44,7 +47,7 @@ pub struct CpuProgram {
 impl Drop for CpuProgram {
     fn drop(&mut self) {
         if let Some(p) = self.profile.as_ref().filter(|p| p.iter().any(|&(_, runs)| runs > 0)) {
-            eprint!("{}", profile_report(&self.kernels, p));
+            eprint!("{}", profile_report(&self.kernels, &self.pairs, p));
         }
     }
 }
@@ -76,11 +79,22 @@ fn profile_label(k: &Kernel) -> String {
 
 /// `KILN_PROFILE=1`'s report for the CPU backend: seconds per kernel kind and shape (kernels with
 /// the same label summed), slowest first, down to 99% of the time.
-fn profile_report(kernels: &[Kernel], p: &[(f64, usize)]) -> String {
+fn profile_report(kernels: &[Kernel], pairs: &[Option<kernels::ConvPair>], p: &[(f64, usize)]) -> String {
     use std::fmt::Write;
     let mut sums: std::collections::HashMap<String, (f64, usize)> = Default::default();
-    for (k, &(s, n)) in kernels.iter().zip(p) {
-        let e = sums.entry(profile_label(k)).or_default();
+    for (i, (k, &(s, n))) in kernels.iter().zip(p).enumerate() {
+        if n == 0 {
+            continue;
+        }
+        let label = match pairs[i] {
+            Some(pair) => format!(
+                "{pair:?} pair: {} then {}",
+                profile_label(k),
+                profile_label(&kernels[i + 1])
+            ),
+            None => profile_label(k),
+        };
+        let e = sums.entry(label).or_default();
         e.0 += s;
         e.1 += n;
     }
@@ -209,22 +223,34 @@ impl Backend for Cpu {
             }
         }
         let profile = (std::env::var("KILN_PROFILE").as_deref() == Ok("1")).then(|| vec![(0.0, 0); kernels.len()]);
+        let mut pairs = vec![None; kernels.len()];
+        let mut i = 0;
+        while i + 1 < kernels.len() {
+            pairs[i] = conv_pair(&kernels[i], &kernels[i + 1]);
+            i += if pairs[i].is_some() { 2 } else { 1 };
+        }
         Ok(CpuProgram {
             buffers,
             kernels,
+            pairs,
             profile,
         })
     }
 
     fn execute(&self, p: &mut CpuProgram, u: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<u8>>> {
         let mut guards: Vec<MutexGuard<'_, Vec<f32>>> = p.buffers.iter().map(|b| b.lock()).collect::<Result<_>>()?;
-        for (i, k) in p.kernels.iter().enumerate() {
+        let mut i = 0;
+        while i < p.kernels.len() {
             let t = p.profile.is_some().then(std::time::Instant::now);
-            run_kernel(k, &mut guards, u)?;
+            match p.pairs[i] {
+                Some(pair) => run_pair(pair, &p.kernels[i], &p.kernels[i + 1], &mut guards)?,
+                None => run_kernel(&p.kernels[i], &mut guards, u)?,
+            }
             if let (Some(t), Some(prof)) = (t, p.profile.as_mut()) {
                 prof[i].0 += t.elapsed().as_secs_f64();
                 prof[i].1 += 1;
             }
+            i += if p.pairs[i].is_some() { 2 } else { 1 };
         }
         Ok(fetch.iter().map(|v| bytes_of(&guards[v.buf], v).to_vec()).collect())
     }
@@ -253,6 +279,156 @@ fn kernel_views(k: &Kernel) -> (Vec<View>, Vec<View>) {
             f.outputs.iter().map(|(_, v)| *v).collect(),
         ),
     }
+}
+
+/// Whether kernels `a` then `b` are one convolution's unfold and product (or product and fold)
+/// that [`kernels::conv_pair`] can run image by image with the same results: f32 throughout, the
+/// second reading exactly the first's output, small products (one single-threaded task per
+/// image in `matmul` too), and no output overlapping any operand of the pair, so interleaving
+/// the images changes nothing either reads.
+fn conv_pair(a: &Kernel, b: &Kernel) -> Option<kernels::ConvPair> {
+    use kernels::ConvPair;
+    let (
+        Kernel::Op {
+            op: op_a,
+            inputs: in_a,
+            in_shapes: sh_a,
+            out: out_a,
+            out_shape: os_a,
+            ..
+        },
+        Kernel::Op {
+            op: op_b,
+            inputs: in_b,
+            in_shapes: sh_b,
+            out: out_b,
+            out_shape: os_b,
+            ..
+        },
+    ) = (a, b)
+    else {
+        return None;
+    };
+    let kind = match (op_a, op_b) {
+        (Op::Im2Col(w1), Op::MatMul { ta: false, tb: false }) if in_b.len() == 2 && in_b[1] == *out_a => {
+            let (x, wm) = (&sh_a[0], &sh_b[0]);
+            let (o, ckk, l) = (wm.0[0], os_a.0[1], os_a.0[2]);
+            let fits = x.rank() == 4
+                && wm.rank() == 2
+                && wm.0[1] == ckk
+                && os_b.0 == [x.0[0], o, l]
+                && kernels::batch_tasks(x.0[0], o, ckk, l);
+            let grid = w1.output(x.0[2], x.0[3]).map(|(oh, ow)| oh * ow);
+            let fits = fits && grid == Some(l) && ckk == x.0[1] * w1.k[0] * w1.k[1] && os_a.0[0] == x.0[0];
+            fits.then_some(ConvPair::Forward)?
+        }
+        (Op::MatMul { ta: true, tb: false }, Op::Col2Im(w2)) if in_b[0] == *out_a => {
+            let (wm, dy, dx) = (&sh_a[0], &sh_a[1], os_b);
+            let fits = wm.rank() == 2
+                && dy.rank() == 3
+                && dx.rank() == 4
+                && os_a.0 == [dy.0[0], wm.0[1], dy.0[2]]
+                && sh_b[0] == *os_a
+                && kernels::batch_tasks(dy.0[0], wm.0[1], wm.0[0], dy.0[2]);
+            let grid = w2.output(dx.0[2], dx.0[3]).map(|(oh, ow)| oh * ow);
+            let fits = fits && grid == Some(dy.0[2]) && wm.0[1] == dx.0[1] * w2.k[0] * w2.k[1] && dx.0[0] == dy.0[0];
+            fits.then_some(ConvPair::Backward)?
+        }
+        _ => return None,
+    };
+    let views: Vec<View> = in_a.iter().chain(in_b.iter()).chain([out_a, out_b]).copied().collect();
+    if views.iter().any(|v| v.dtype != DType::F32) {
+        return None;
+    }
+    // Every operand of the pair against both outputs (the intermediate is an output and an
+    // operand); the final output may lie exactly on the per-image operand (x forward, dy
+    // backward) when their images are of one size, which `kernels::conv_pair` allows.
+    let disjoint =
+        |v: &View, w: &View| v.buf != w.buf || v.offset + v.bytes() <= w.offset || w.offset + w.bytes() <= v.offset;
+    let per_image = match kind {
+        ConvPair::Forward => in_a[0],
+        ConvPair::Backward => in_a[1],
+    };
+    let ok = in_a
+        .iter()
+        .all(|v| disjoint(v, out_a) && (disjoint(v, out_b) || (*v == per_image && *v == *out_b)))
+        && disjoint(out_a, out_b);
+    ok.then_some(kind)
+}
+
+/// Run a convolution pair (see [`conv_pair`]) on the buffers.
+fn run_pair(pair: kernels::ConvPair, a: &Kernel, b: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>]) -> Result<()> {
+    let (
+        Kernel::Op {
+            op,
+            inputs,
+            in_shapes,
+            out: cols,
+            node,
+            ..
+        },
+        Kernel::Op {
+            op: op_b,
+            out,
+            out_shape,
+            ..
+        },
+    ) = (a, b)
+    else {
+        return Err(Error::Backend("a convolution pair of non-op kernels".into()));
+    };
+    let ptrs: Vec<*mut f32> = bufs.iter_mut().map(|g| g.as_mut_ptr()).collect();
+    // SAFETY (the three below): `prepare` checked every view against its buffer's length, and
+    // `conv_pair` (above) that the weights and the columns overlap nothing else of the pair and
+    // that the output overlaps the per-image operand only exactly (the same view, so images of
+    // one size), as `kernels::conv_pair` allows; those two go in as pointers, not borrows.
+    let view = |v: &View| unsafe { std::slice::from_raw_parts(ptrs[v.buf].add(v.first()), v.len) };
+    let view_mut = |v: &View| unsafe { std::slice::from_raw_parts_mut(ptrs[v.buf].add(v.first()), v.len) };
+    let ptr = |v: &View| unsafe { ptrs[v.buf].add(v.first()) };
+    let result = match (pair, op, op_b) {
+        (kernels::ConvPair::Forward, Op::Im2Col(w), _) => {
+            let x = &in_shapes[0].0;
+            let Kernel::Op {
+                inputs: in_b,
+                in_shapes: sh_b,
+                ..
+            } = b
+            else {
+                unreachable!()
+            };
+            // SAFETY: see above.
+            unsafe {
+                kernels::conv_pair(
+                    pair,
+                    w,
+                    [x[0], x[1], x[2], x[3]],
+                    sh_b[0].0[0],
+                    ptr(&inputs[0]),
+                    view(&in_b[0]),
+                    view_mut(cols),
+                    ptr(out),
+                )
+            }
+        }
+        (kernels::ConvPair::Backward, _, Op::Col2Im(w)) => {
+            let x = &out_shape.0;
+            // SAFETY: see above.
+            unsafe {
+                kernels::conv_pair(
+                    pair,
+                    w,
+                    [x[0], x[1], x[2], x[3]],
+                    in_shapes[0].0[0],
+                    ptr(&inputs[1]),
+                    view(&inputs[0]),
+                    view_mut(cols),
+                    ptr(out),
+                )
+            }
+        }
+        _ => Err("mismatched convolution pair".into()),
+    };
+    result.map_err(|e| Error::Backend(format!("node #{} ({} pair): {e}", node.index(), op.name())))
 }
 
 /// Run one kernel. The output buffer is moved out of the table while the kernel runs, so inputs
