@@ -230,6 +230,18 @@ pub fn worth_trying(v: Variant, m: u32, n: u32) -> bool {
     }
 }
 
+/// Where `v` is timed among a shape's candidates (lower first; the sort is stable, so
+/// [`Variant::ALL`]'s order breaks ties): on large outputs (at least 256×256 per product), where
+/// a single run of a slow variant can take seconds on a software adapter and the budget ends
+/// the list early, the 2-D workgroup tiles of `matmul_vec4` (which keep a workgroup's panels of
+/// A and B in cache over k) come first after the default.
+pub fn rank(v: Variant, m: u32, n: u32) -> u8 {
+    match v {
+        Variant::Vec4 { wr, .. } if wr > 0 && m >= 256 && n >= 256 => 0,
+        _ => 1,
+    }
+}
+
 /// Fraction by which a candidate must beat the best so far to replace it: wall-clock timings
 /// on a shared machine wobble by a few percent, and a choice inside the noise would flip from
 /// run to run of a cold cache for no gain.
@@ -320,10 +332,11 @@ impl Gpu {
         let mut bufs = buffers.to_vec();
         bufs.push(scratch);
         let start = Instant::now();
-        let candidates: Vec<Variant> = Variant::ALL
+        let mut candidates: Vec<Variant> = Variant::ALL
             .into_iter()
             .filter(|&v| v == fallback || (self.fits(v) && worth_trying(v, p.m, p.n)))
             .collect();
+        candidates.sort_by_key(|&v| (v != fallback, rank(v, p.m, p.n)));
         let mut best = f64::INFINITY;
         let mut budget = BUDGET_S;
         let mut log = Vec::new();
