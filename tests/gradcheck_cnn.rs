@@ -174,6 +174,32 @@ fn max_pool_forward_matches_a_hand_computation() {
 }
 
 #[test]
+fn batch_norm_ops_reject_wrong_shapes() {
+    let mut g = Graph::new();
+    let x = g.input("x", [4, 3, 5]).unwrap();
+    let flat = g.input("flat", [7]).unwrap();
+    let e = g.channel_moments(flat).unwrap_err().to_string();
+    assert!(
+        e.contains("channel_moments") && e.contains("[7]") && e.contains("channels on axis 1"),
+        "{e}"
+    );
+    let m = g.channel_moments(x).unwrap();
+    let aff = g.param("affine", [2, 3], kiln::Init::Zeros).unwrap();
+    let wrong = g.param("wrong", [2, 4], kiln::Init::Zeros).unwrap();
+    let e = g.batch_norm(x, m, wrong, 1e-5).unwrap_err().to_string();
+    assert!(
+        e.contains("batch_norm") && e.contains("(2, 3) for 3 channels") && e.contains("[2, 4]"),
+        "{e}"
+    );
+    let e = g.batch_norm(x, wrong, aff, 1e-5).unwrap_err().to_string();
+    assert!(e.contains("(2, 3) for 3 channels"), "{e}");
+    let e = g.batch_norm(x, m, aff, -1.0).unwrap_err().to_string();
+    assert!(e.contains("eps must be finite and non-negative, got -1"), "{e}");
+    assert!(g.batch_norm(x, m, aff, f32::NAN).is_err());
+    assert!(g.batch_norm(x, m, aff, 0.0).is_ok());
+}
+
+#[test]
 fn batch_norm_ops_each_alone() {
     // The statistics alone (a 3-d and a 2-d input): both rows of the output matter.
     gradcheck(
