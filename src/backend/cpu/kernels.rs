@@ -1029,6 +1029,29 @@ fn pool(w: &Window, x: &[f32], xs: &Shape, out: &mut [f32], os: &Shape, kind: Po
     out.par_chunks_mut(out_plane)
         .zip(x.par_chunks(in_plane))
         .try_for_each(|(out, x)| -> KResult {
+            if full && matches!(kind, PoolKind::Argmax) && w.k == [2, 2] && w.stride == [2, 2] && w.dilation == [1, 1] {
+                // 2×2 windows at stride 2 inside the image (the usual pooling): the rule below
+                // written out over the two input rows of each output row.
+                let take = |t: f32, b: f32| (t > b) | (t.is_nan() & !b.is_nan());
+                for (oy, o) in out.chunks_mut(ow).enumerate() {
+                    let (top, bottom) = (2 * oy * wd, (2 * oy + 1) * wd);
+                    let (r0, r1) = (&x[top..top + 2 * ow], &x[bottom..bottom + 2 * ow]);
+                    for (ox, o) in o.iter_mut().enumerate() {
+                        let (mut bi, mut bv) = (top + 2 * ox, r0[2 * ox]);
+                        for (i, t) in [
+                            (top + 2 * ox + 1, r0[2 * ox + 1]),
+                            (bottom + 2 * ox, r1[2 * ox]),
+                            (bottom + 2 * ox + 1, r1[2 * ox + 1]),
+                        ] {
+                            if take(t, bv) {
+                                (bi, bv) = (i, t);
+                            }
+                        }
+                        *o = bi as f32;
+                    }
+                }
+                return Ok(());
+            }
             if full && matches!(kind, PoolKind::Argmax) {
                 // Every window inside the image (the usual unpadded pooling): the taps of output
                 // column `ox` are `first(ox) + i·DH·W + j·DW`. The same rule as below, with the
@@ -1747,9 +1770,16 @@ mod tests {
             let x: Vec<f32> = (0..xs.numel())
                 .map(|v| if v % 17 == 5 { f32::NAN } else { ((v * 7919) % 5) as f32 })
                 .collect();
-            for (k, s, p, d) in [(2, 2, 0, 1), (3, 1, 1, 1), (3, 2, 0, 2), (2, 1, 1, 1), (3, 3, 0, 1)] {
+            for (k, s, p, d, rect) in [
+                (2, 2, 0, 1, 1),
+                (2, 2, 0, 1, 0),
+                (3, 1, 1, 1, 1),
+                (3, 2, 0, 2, 1),
+                (2, 1, 1, 1, 1),
+                (3, 3, 0, 1, 1),
+            ] {
                 let w = Window {
-                    k: [k, k + 1],
+                    k: [k, k + rect],
                     stride: [s, s],
                     pad: [p, p],
                     dilation: [d, d],
@@ -1764,7 +1794,7 @@ mod tests {
                         for ox in 0..ow {
                             let mut best: Option<usize> = None;
                             for i in 0..k {
-                                for j in 0..k + 1 {
+                                for j in 0..k + rect {
                                     if let Some(t) = tap(&w, h, wd, oy, ox, i, j) {
                                         let better =
                                             best.is_none_or(|b| x[t] > x[b] || (x[t].is_nan() && !x[b].is_nan()));
