@@ -369,6 +369,8 @@ fn run_pair(pair: kernels::ConvPair, a: &Kernel, b: &Kernel, bufs: &mut [MutexGu
         },
         Kernel::Op {
             op: op_b,
+            inputs: in_b,
+            in_shapes: sh_b,
             out,
             out_shape,
             ..
@@ -377,56 +379,30 @@ fn run_pair(pair: kernels::ConvPair, a: &Kernel, b: &Kernel, bufs: &mut [MutexGu
     else {
         return Err(Error::Backend("a convolution pair of non-op kernels".into()));
     };
+    // The window, the image shape, the output channels, the per-image operand and the weights.
+    let (win, image, o, per_image, weights) = match (pair, op, op_b) {
+        (kernels::ConvPair::Forward, Op::Im2Col(w), _) => (w, &in_shapes[0], sh_b[0].0[0], inputs[0], in_b[0]),
+        (kernels::ConvPair::Backward, _, Op::Col2Im(w)) => (w, out_shape, in_shapes[0].0[0], inputs[1], inputs[0]),
+        _ => return Err(Error::Backend("mismatched convolution pair".into())),
+    };
+    let x = &image.0;
     let ptrs: Vec<*mut f32> = bufs.iter_mut().map(|g| g.as_mut_ptr()).collect();
-    // SAFETY (the three below): `prepare` checked every view against its buffer's length, and
-    // `conv_pair` (above) that the weights and the columns overlap nothing else of the pair and
-    // that the output overlaps the per-image operand only exactly (the same view, so images of
-    // one size), as `kernels::conv_pair` allows; those two go in as pointers, not borrows.
-    let view = |v: &View| unsafe { std::slice::from_raw_parts(ptrs[v.buf].add(v.first()), v.len) };
-    let view_mut = |v: &View| unsafe { std::slice::from_raw_parts_mut(ptrs[v.buf].add(v.first()), v.len) };
-    let ptr = |v: &View| unsafe { ptrs[v.buf].add(v.first()) };
-    let result = match (pair, op, op_b) {
-        (kernels::ConvPair::Forward, Op::Im2Col(w), _) => {
-            let x = &in_shapes[0].0;
-            let Kernel::Op {
-                inputs: in_b,
-                in_shapes: sh_b,
-                ..
-            } = b
-            else {
-                unreachable!()
-            };
-            // SAFETY: see above.
-            unsafe {
-                kernels::conv_pair(
-                    pair,
-                    w,
-                    [x[0], x[1], x[2], x[3]],
-                    sh_b[0].0[0],
-                    ptr(&inputs[0]),
-                    view(&in_b[0]),
-                    view_mut(cols),
-                    ptr(out),
-                )
-            }
-        }
-        (kernels::ConvPair::Backward, _, Op::Col2Im(w)) => {
-            let x = &out_shape.0;
-            // SAFETY: see above.
-            unsafe {
-                kernels::conv_pair(
-                    pair,
-                    w,
-                    [x[0], x[1], x[2], x[3]],
-                    in_shapes[0].0[0],
-                    ptr(&inputs[1]),
-                    view(&inputs[0]),
-                    view_mut(cols),
-                    ptr(out),
-                )
-            }
-        }
-        _ => Err("mismatched convolution pair".into()),
+    // SAFETY: `prepare` checked every view against its buffer's length, and `conv_pair` (above)
+    // that the weights and the columns overlap nothing else of the pair and that the output
+    // overlaps the per-image operand only exactly (the same view, so images of one size), as
+    // `kernels::conv_pair` allows; those two go in as pointers, not borrows.
+    let result = unsafe {
+        let at = |v: &View| ptrs[v.buf].add(v.first());
+        kernels::conv_pair(
+            pair,
+            win,
+            [x[0], x[1], x[2], x[3]],
+            o,
+            at(&per_image),
+            std::slice::from_raw_parts(at(&weights), weights.len),
+            std::slice::from_raw_parts_mut(at(cols), cols.len),
+            at(out),
+        )
     };
     result.map_err(|e| Error::Backend(format!("node #{} ({} pair): {e}", node.index(), op.name())))
 }
