@@ -927,8 +927,12 @@ fn unfold_image(
                     let t1 = ((h * wd) as isize - shift).clamp(t0 as isize, l as isize) as usize;
                     out[..t0].fill(0.0);
                     out[t1..].fill(0.0);
-                    let from = (t0 as isize + shift) as usize;
-                    out[t0..t1].copy_from_slice(&src[plane + from..plane + from + (t1 - t0)]);
+                    // A tap wholly outside the plane (t0 == t1) copies nothing; `t0 + shift`
+                    // is only a position in the plane when something is copied.
+                    if t0 < t1 {
+                        let from = (t0 as isize + shift) as usize;
+                        out[t0..t1].copy_from_slice(&src[plane + from..plane + from + (t1 - t0)]);
+                    }
                     for oy in 0..oh {
                         let iy = oy as isize + dy;
                         let r = &mut out[oy * ow..(oy + 1) * ow];
@@ -944,7 +948,9 @@ fn unfold_image(
                 for oy in 0..oh {
                     let col = row * l + oy * ow;
                     let iy = (oy * sh + i * w.dilation[0]) as isize - w.pad[0] as isize;
-                    if iy < 0 || iy as usize >= h {
+                    // A row in the padding, or a tap whose every column is (then `lo == hi`
+                    // and `ix0` below would not be a column of the image).
+                    if iy < 0 || iy as usize >= h || lo == hi {
                         if !fold {
                             dst[col..col + ow].fill(0.0);
                         }
@@ -1160,6 +1166,33 @@ fn reduce(op: ReduceOp, axes: &[usize], x: &[f32], xs: &Shape, out: &mut [f32]) 
     let ins = xs.strides();
     match op {
         ReduceOp::Sum | ReduceOp::Mean => {
+            let scale = if op == ReduceOp::Mean {
+                (out.len() as f64) / (x.len() as f64)
+            } else {
+                1.0
+            };
+            // Leading axes reduced, trailing kept (a weight gradient summed over the batch):
+            // x is (R, M) and out (M). Blocks of columns go across the cores, each column summed
+            // down its rows in order, as the general loop below does: the same bits.
+            let lead = axes.len();
+            if (0..lead).all(|a| axes.contains(&a)) && lead < xs.rank() && x.len() >= 1 << 16 && out.len() >= 2 {
+                use rayon::prelude::*;
+                const COLS: usize = 256;
+                let m = out.len();
+                out.par_chunks_mut(COLS).enumerate().for_each(|(b, o)| {
+                    let mut acc = [0f64; COLS];
+                    let acc = &mut acc[..o.len()];
+                    for row in x.chunks_exact(m) {
+                        for (a, &v) in acc.iter_mut().zip(&row[b * COLS..b * COLS + o.len()]) {
+                            *a += v as f64;
+                        }
+                    }
+                    for (o, a) in o.iter_mut().zip(acc.iter()) {
+                        *o = (a * scale) as f32;
+                    }
+                });
+                return;
+            }
             let mut acc = vec![0f64; out.len()];
             for_each_row(&xs.0, [&ins, &to_out], |_, [i, o], [ji, jo], len| {
                 if jo == 0 && ji == 1 {
@@ -1173,11 +1206,6 @@ fn reduce(op: ReduceOp, axes: &[usize], x: &[f32], xs: &Shape, out: &mut [f32]) 
                     }
                 }
             });
-            let scale = if op == ReduceOp::Mean {
-                (out.len() as f64) / (x.len() as f64)
-            } else {
-                1.0
-            };
             for (o, a) in out.iter_mut().zip(acc) {
                 *o = (a * scale) as f32;
             }
@@ -1290,7 +1318,14 @@ pub unsafe fn conv_pair(
     if w.len() < o * ckk || cols.len() < n * unfolded {
         return Err(format!("operand buffers too small for a convolution over {image:?}"));
     }
-    if n == 0 || unfolded == 0 || per_out == 0 {
+    if n == 0 {
+        return Ok(());
+    }
+    if unfolded == 0 {
+        // No columns (no input channels, or an empty grid): the product over an empty inner
+        // dimension is zero, as is the fold of nothing; `x` is not read.
+        // SAFETY: `out` is valid for N outputs (the contract above).
+        unsafe { std::slice::from_raw_parts_mut(out, n * per_out) }.fill(0.0);
         return Ok(());
     }
     /// The two image pointers, shared by the tasks (see the safety contract above).
@@ -1308,6 +1343,9 @@ pub unsafe fn conv_pair(
             match kind {
                 ConvPair::Forward => {
                     unfold_image(win, xn, cn, [c, h, wd], (oh, ow), false);
+                    if per_out == 0 {
+                        return;
+                    }
                     let on = unsafe { std::slice::from_raw_parts_mut(images.1.add(i * per_out), per_out) };
                     // SAFETY: `w` holds O·CKK and `cn` CKK·L elements, as the strides reach.
                     unsafe {
@@ -1708,55 +1746,65 @@ mod tests {
     use super::*;
 
     /// im2col against its definition (`tap` per element), on windows with stride, padding and
-    /// dilation, including ones whose padding exceeds the kernel's reach.
+    /// dilation, including ones whose padding exceeds the kernel's reach, square and not (square
+    /// stride-1 "same" windows take the shifted-copy path), on images down to one pixel.
     #[test]
     fn im2col_matches_its_definition() {
-        let xs = Shape(vec![2, 3, 7, 9]);
-        let x: Vec<f32> = (0..xs.numel()).map(|v| v as f32 * 0.5 - 3.0).collect();
-        for (k, s, p, d) in [
-            (3, 1, 1, 1),
-            (3, 2, 1, 1),
-            (5, 2, 2, 1),
-            (3, 3, 4, 2),
-            (1, 1, 0, 1),
-            (2, 3, 0, 2),
-        ] {
-            let w = Window {
-                k: [k, k + 1],
-                stride: [s, s + 1],
-                pad: [p, p],
-                dilation: [d, d],
-            };
-            let Some((oh, ow)) = w.output(7, 9) else { continue };
-            let l = oh * ow;
-            let mut cols = vec![f32::NAN; 2 * 3 * k * (k + 1) * l];
-            im2col(&w, &x, &xs, &mut cols, false).unwrap();
-            let mut want = vec![0f32; cols.len()];
-            let mut folded_want = vec![0f32; x.len()];
-            for b in 0..2 {
-                for ch in 0..3 {
-                    let plane = (b * 3 + ch) * 63;
-                    for i in 0..k {
-                        for j in 0..k + 1 {
-                            let row = ((b * 3 + ch) * k + i) * (k + 1) + j;
-                            for oy in 0..oh {
-                                for ox in 0..ow {
-                                    let at = tap(&w, 7, 9, oy, ox, i, j);
-                                    want[row * l + oy * ow + ox] = at.map_or(0.0, |q| x[plane + q]);
-                                    if let Some(q) = at {
-                                        folded_want[plane + q] += want[row * l + oy * ow + ox];
+        let mut shifted = 0;
+        for (h, wd) in [(7, 9), (1, 1), (1, 9), (4, 1)] {
+            let xs = Shape(vec![2, 3, h, wd]);
+            let x: Vec<f32> = (0..xs.numel()).map(|v| v as f32 * 0.5 - 3.0).collect();
+            for (k, s, p, d) in [
+                (3, 1, 1, 1),
+                (3, 2, 1, 1),
+                (5, 2, 2, 1),
+                (5, 1, 2, 1),
+                (3, 3, 4, 2),
+                (1, 1, 0, 1),
+                (2, 3, 0, 2),
+            ] {
+                for square in [false, true] {
+                    let kw = if square { k } else { k + 1 };
+                    let w = Window {
+                        k: [k, kw],
+                        stride: [s, if square { s } else { s + 1 }],
+                        pad: [p, p],
+                        dilation: [d, d],
+                    };
+                    let Some((oh, ow)) = w.output(h, wd) else { continue };
+                    shifted += usize::from(w.stride == [1, 1] && ow == wd);
+                    let l = oh * ow;
+                    let mut cols = vec![f32::NAN; 2 * 3 * k * kw * l];
+                    im2col(&w, &x, &xs, &mut cols, false).unwrap();
+                    let mut want = vec![0f32; cols.len()];
+                    let mut folded_want = vec![0f32; x.len()];
+                    for b in 0..2 {
+                        for ch in 0..3 {
+                            let plane = (b * 3 + ch) * h * wd;
+                            for i in 0..k {
+                                for j in 0..kw {
+                                    let row = ((b * 3 + ch) * k + i) * kw + j;
+                                    for oy in 0..oh {
+                                        for ox in 0..ow {
+                                            let at = tap(&w, h, wd, oy, ox, i, j);
+                                            want[row * l + oy * ow + ox] = at.map_or(0.0, |q| x[plane + q]);
+                                            if let Some(q) = at {
+                                                folded_want[plane + q] += want[row * l + oy * ow + ox];
+                                            }
+                                        }
                                     }
                                 }
                             }
                         }
                     }
+                    assert_eq!(cols, want, "unfold {w:?} on {h}×{wd}");
+                    let mut folded = vec![0f32; x.len()];
+                    im2col(&w, &cols, &xs, &mut folded, true).unwrap();
+                    assert_eq!(folded, folded_want, "fold {w:?} on {h}×{wd}");
                 }
             }
-            assert_eq!(cols, want, "unfold {w:?}");
-            let mut folded = vec![0f32; x.len()];
-            im2col(&w, &cols, &xs, &mut folded, true).unwrap();
-            assert_eq!(folded, folded_want, "fold {w:?}");
         }
+        assert!(shifted >= 8, "the shifted-copy path ran ({shifted} windows)");
     }
 
     /// Max pooling's argmax against its definition (the first maximum in row-major window
@@ -1817,6 +1865,40 @@ mod tests {
         }
     }
 
+    /// Sums and means over leading axes (the batch sum of a weight gradient, which goes across
+    /// the cores in blocks of columns) against their definition: each column summed down its
+    /// rows in order in f64, rounded once, on column counts that are not multiples of a block.
+    #[test]
+    fn leading_axis_sums_match_their_definition() {
+        for (dims, axes) in [
+            (vec![300, 517], vec![0]),
+            (vec![3, 100, 517], vec![0, 1]),
+            (vec![260, 2, 129], vec![0]),
+        ] {
+            let xs = Shape(dims.clone());
+            let x: Vec<f32> = (0..xs.numel())
+                .map(|v| ((v * 7919) % 1013) as f32 / 97.0 - 5.0)
+                .collect();
+            let m: usize = dims[axes.len()..].iter().product();
+            for op in [ReduceOp::Sum, ReduceOp::Mean] {
+                let mut out = vec![f32::NAN; m];
+                reduce(op, &axes, &x, &xs, &mut out);
+                let rows = x.len() / m;
+                let want: Vec<f32> = (0..m)
+                    .map(|j| {
+                        let sum: f64 = (0..rows).map(|r| x[r * m + j] as f64).sum();
+                        (if op == ReduceOp::Mean {
+                            sum * m as f64 / x.len() as f64
+                        } else {
+                            sum
+                        }) as f32
+                    })
+                    .collect();
+                assert_eq!(out, want, "{op:?} over {axes:?} of {dims:?}");
+            }
+        }
+    }
+
     #[test]
     fn tanh_is_within_an_ulp_of_the_exact_value() {
         // Against tanh in f64 rounded once: the f32 library function is no better than that.
@@ -1865,6 +1947,10 @@ mod conv_pair_tests {
             // C·H·W = O·OH·OW (as in the third case): in place too.
             (2, 3, 5, 5, 3, 3, 1, 1, 1),
             (3, 4, 6, 6, 4, 3, 1, 1, 1),
+            // One-pixel images under a 3×3 "same" window (taps wholly in the padding), and no
+            // input channels (empty columns: the product is zero).
+            (2, 2, 1, 1, 3, 3, 1, 1, 1),
+            (2, 0, 5, 5, 3, 3, 1, 1, 1),
         ] {
             let win = Window {
                 k: [k, k],

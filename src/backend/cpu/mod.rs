@@ -310,23 +310,30 @@ fn conv_pair(a: &Kernel, b: &Kernel) -> Option<kernels::ConvPair> {
         return None;
     };
     let kind = match (op_a, op_b) {
-        (Op::Im2Col(w1), Op::MatMul { ta: false, tb: false }) if in_b.len() == 2 && in_b[1] == *out_a => {
+        (Op::Im2Col(w1), Op::MatMul { ta: false, tb: false })
+            if in_a.len() == 1 && in_b.len() == 2 && in_b[1] == *out_a =>
+        {
             let (x, wm) = (&sh_a[0], &sh_b[0]);
             let (o, ckk, l) = (wm.0[0], os_a.0[1], os_a.0[2]);
             let fits = x.rank() == 4
                 && wm.rank() == 2
+                && os_a.rank() == 3
                 && wm.0[1] == ckk
+                && sh_b[1] == *os_a
                 && os_b.0 == [x.0[0], o, l]
                 && kernels::batch_tasks(x.0[0], o, ckk, l);
             let grid = w1.output(x.0[2], x.0[3]).map(|(oh, ow)| oh * ow);
             let fits = fits && grid == Some(l) && ckk == x.0[1] * w1.k[0] * w1.k[1] && os_a.0[0] == x.0[0];
             fits.then_some(ConvPair::Forward)?
         }
-        (Op::MatMul { ta: true, tb: false }, Op::Col2Im(w2)) if in_b[0] == *out_a => {
+        (Op::MatMul { ta: true, tb: false }, Op::Col2Im(w2))
+            if in_a.len() == 2 && in_b.len() == 1 && in_b[0] == *out_a =>
+        {
             let (wm, dy, dx) = (&sh_a[0], &sh_a[1], os_b);
             let fits = wm.rank() == 2
                 && dy.rank() == 3
                 && dx.rank() == 4
+                && dy.0[1] == wm.0[0]
                 && os_a.0 == [dy.0[0], wm.0[1], dy.0[2]]
                 && sh_b[0] == *os_a
                 && kernels::batch_tasks(dy.0[0], wm.0[1], wm.0[0], dy.0[2]);
@@ -340,6 +347,20 @@ fn conv_pair(a: &Kernel, b: &Kernel) -> Option<kernels::ConvPair> {
     if views.iter().any(|v| v.dtype != DType::F32) {
         return None;
     }
+    // Whole, contiguous tensors: the kernel addresses each image from the view's start.
+    let whole = |v: &View, s: &crate::Shape| v.len == s.numel();
+    let (weights, weights_shape) = match kind {
+        ConvPair::Forward => (&in_b[0], &sh_b[0]),
+        ConvPair::Backward => (&in_a[0], &sh_a[0]),
+    };
+    if !(whole(&in_a[0], &sh_a[0])
+        && (in_a.len() < 2 || whole(&in_a[1], &sh_a[1]))
+        && whole(weights, weights_shape)
+        && whole(out_a, os_a)
+        && whole(out_b, os_b))
+    {
+        return None;
+    }
     // Every operand of the pair against both outputs (the intermediate is an output and an
     // operand); the final output may lie exactly on the per-image operand (x forward, dy
     // backward) when their images are of one size, which `kernels::conv_pair` allows.
@@ -349,9 +370,12 @@ fn conv_pair(a: &Kernel, b: &Kernel) -> Option<kernels::ConvPair> {
         ConvPair::Forward => in_a[0],
         ConvPair::Backward => in_a[1],
     };
+    // The weights (an operand of the forward pass's second kernel) overlap neither output.
     let ok = in_a
         .iter()
         .all(|v| disjoint(v, out_a) && (disjoint(v, out_b) || (*v == per_image && *v == *out_b)))
+        && disjoint(weights, out_a)
+        && disjoint(weights, out_b)
         && disjoint(out_a, out_b);
     ok.then_some(kind)
 }
