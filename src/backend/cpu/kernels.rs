@@ -908,9 +908,23 @@ fn unfold_image(
     let (kh, kw, l) = (w.k[0], w.k[1], oh * ow);
     let (sh, sw) = (w.stride[0], w.stride[1]);
     // Stride 1 with output rows as long as the input's ("same" padding): a tap's whole output
-    // row is one contiguous run of the plane, shifted; copy it at once and zero what the
-    // padding covers (the edge columns of each row, the rows above and below the image).
-    let shifted = !fold && sh == 1 && sw == 1 && ow == wd;
+    // row is one contiguous run of the plane, shifted. Unfolding copies it at once and zeroes
+    // what the padding covers (the edge columns of each row, the rows above and below the
+    // image); folding adds it at once, each column in the padding masked to +0 (it would land
+    // on the neighbouring row's edge, where adding +0 changes nothing: the sums start at +0, so
+    // are never −0). Each element still receives its taps in the same order: the same bits.
+    let shifted = sh == 1 && sw == 1 && ow == wd;
+    let masks: Vec<u32> = if shifted && fold {
+        (0..kw)
+            .flat_map(|j| {
+                let off = (j * w.dilation[1]) as isize - w.pad[1] as isize;
+                let (lo, hi) = inside(off, sw, wd, ow);
+                (0..l).map(move |t| if (lo..hi).contains(&(t % ow)) { !0 } else { 0 })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     for ch in 0..c {
         let plane = ch * h * wd;
         for i in 0..kh {
@@ -918,6 +932,22 @@ fn unfold_image(
                 let row = (ch * kh + i) * kw + j;
                 let off = (j * w.dilation[1]) as isize - w.pad[1] as isize;
                 let (lo, hi) = inside(off, sw, wd, ow);
+                if shifted && fold {
+                    let dy = (i * w.dilation[0]) as isize - w.pad[0] as isize;
+                    let shift = dy * wd as isize + off;
+                    let t0 = (-shift).clamp(0, l as isize) as usize;
+                    let t1 = ((h * wd) as isize - shift).clamp(t0 as isize, l as isize) as usize;
+                    if t0 < t1 {
+                        let to = plane + (t0 as isize + shift) as usize;
+                        let d = &mut dst[to..to + (t1 - t0)];
+                        let v = &src[row * l + t0..row * l + t1];
+                        let m = &masks[j * l + t0..j * l + t1];
+                        for ((d, &v), &m) in d.iter_mut().zip(v).zip(m) {
+                            *d += f32::from_bits(v.to_bits() & m);
+                        }
+                    }
+                    continue;
+                }
                 if shifted {
                     let dy = (i * w.dilation[0]) as isize - w.pad[0] as isize;
                     // Output position t reads plane position t + shift.
@@ -1776,6 +1806,9 @@ mod tests {
                     let l = oh * ow;
                     let mut cols = vec![f32::NAN; 2 * 3 * k * kw * l];
                     im2col(&w, &x, &xs, &mut cols, false).unwrap();
+                    // Columns to fold: nonzero everywhere, the padding's places too (which
+                    // folding must skip).
+                    let g: Vec<f32> = (0..cols.len()).map(|v| (v % 13) as f32 - 6.5).collect();
                     let mut want = vec![0f32; cols.len()];
                     let mut folded_want = vec![0f32; x.len()];
                     for b in 0..2 {
@@ -1789,7 +1822,7 @@ mod tests {
                                             let at = tap(&w, h, wd, oy, ox, i, j);
                                             want[row * l + oy * ow + ox] = at.map_or(0.0, |q| x[plane + q]);
                                             if let Some(q) = at {
-                                                folded_want[plane + q] += want[row * l + oy * ow + ox];
+                                                folded_want[plane + q] += g[row * l + oy * ow + ox];
                                             }
                                         }
                                     }
@@ -1799,7 +1832,7 @@ mod tests {
                     }
                     assert_eq!(cols, want, "unfold {w:?} on {h}×{wd}");
                     let mut folded = vec![0f32; x.len()];
-                    im2col(&w, &cols, &xs, &mut folded, true).unwrap();
+                    im2col(&w, &g, &xs, &mut folded, true).unwrap();
                     assert_eq!(folded, folded_want, "fold {w:?} on {h}×{wd}");
                 }
             }
