@@ -160,39 +160,48 @@ fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
     }
 }
 
-/// `$body` with `$op` bound to a copy of the unary op `$u` that the compiler sees as a constant
-/// for the common activations and the scalar affine ops, so that a loop calling [`unary`] or
-/// [`unary_deriv`] loses its per-element `match` (and vectorises); the definitions stay in
+/// `$body` with `$op` bound to the unary op `$u`: a `const` for the common activations, so
+/// that a loop calling [`unary`] or [`unary_deriv`] loses its per-element `match` (and
+/// vectorises) even inside a closure handed to the thread pool (a `let` binding would be a
+/// captured value there, and the match a jump per element); the scalar affine ops as a value
+/// whose variant is visible where the loop is not behind a closure. The definitions stay in
 /// those two functions.
 macro_rules! with_unary {
     ($u:expr, |$op:ident| $body:expr) => {
         match $u {
             UnaryOp::Relu => {
-                let $op = UnaryOp::Relu;
+                #[allow(non_upper_case_globals)]
+                const $op: UnaryOp = UnaryOp::Relu;
                 $body
             }
             UnaryOp::Step => {
-                let $op = UnaryOp::Step;
+                #[allow(non_upper_case_globals)]
+                const $op: UnaryOp = UnaryOp::Step;
                 $body
             }
             UnaryOp::Sigmoid => {
-                let $op = UnaryOp::Sigmoid;
+                #[allow(non_upper_case_globals)]
+                const $op: UnaryOp = UnaryOp::Sigmoid;
                 $body
             }
             UnaryOp::Tanh => {
-                let $op = UnaryOp::Tanh;
+                #[allow(non_upper_case_globals)]
+                const $op: UnaryOp = UnaryOp::Tanh;
                 $body
             }
             UnaryOp::Neg => {
-                let $op = UnaryOp::Neg;
+                #[allow(non_upper_case_globals)]
+                const $op: UnaryOp = UnaryOp::Neg;
                 $body
             }
             UnaryOp::Square => {
-                let $op = UnaryOp::Square;
+                #[allow(non_upper_case_globals)]
+                const $op: UnaryOp = UnaryOp::Square;
                 $body
             }
             UnaryOp::Recip => {
-                let $op = UnaryOp::Recip;
+                #[allow(non_upper_case_globals)]
+                const $op: UnaryOp = UnaryOp::Recip;
                 $body
             }
             // The scalar is loop-invariant and the variant a constant: the match still goes.
@@ -217,19 +226,23 @@ macro_rules! with_binary {
     ($b:expr, |$op:ident| $body:expr) => {
         match $b {
             BinaryOp::Add => {
-                let $op = BinaryOp::Add;
+                #[allow(non_upper_case_globals)]
+                const $op: BinaryOp = BinaryOp::Add;
                 $body
             }
             BinaryOp::Sub => {
-                let $op = BinaryOp::Sub;
+                #[allow(non_upper_case_globals)]
+                const $op: BinaryOp = BinaryOp::Sub;
                 $body
             }
             BinaryOp::Mul => {
-                let $op = BinaryOp::Mul;
+                #[allow(non_upper_case_globals)]
+                const $op: BinaryOp = BinaryOp::Mul;
                 $body
             }
             BinaryOp::Div => {
-                let $op = BinaryOp::Div;
+                #[allow(non_upper_case_globals)]
+                const $op: BinaryOp = BinaryOp::Div;
                 $body
             }
             other => {
