@@ -875,6 +875,7 @@ fn tap(w: &Window, h: usize, wd: usize, oy: usize, ox: usize, i: usize, j: usize
 }
 
 /// The output columns `ox` in `lo..hi` whose input column `ox·stride + off` lies in `0..wd`.
+#[inline]
 fn inside(off: isize, stride: usize, wd: usize, ow: usize) -> (usize, usize) {
     let s = stride as isize;
     // Smallest ox with ox·s + off ≥ 0, and smallest with ox·s + off ≥ wd.
@@ -976,14 +977,16 @@ fn unfold_image(
                         let from = (t0 as isize + shift) as usize;
                         out[t0..t1].copy_from_slice(&src[plane + from..plane + from + (t1 - t0)]);
                     }
-                    for oy in 0..oh {
-                        let iy = oy as isize + dy;
-                        let r = &mut out[oy * ow..(oy + 1) * ow];
-                        if iy < 0 || iy as usize >= h {
-                            r.fill(0.0);
-                        } else {
-                            r[..lo].fill(0.0);
-                            r[hi..].fill(0.0);
+                    // Output rows r0..r1 read rows of the image; the others are padding.
+                    let r0 = (-dy).clamp(0, oh as isize) as usize;
+                    let r1 = (h as isize - dy).clamp(r0 as isize, oh as isize) as usize;
+                    out[..r0 * ow].fill(0.0);
+                    out[r1 * ow..].fill(0.0);
+                    // The edge columns in the padding, column by column down the rows: a strided
+                    // store each (a fill per row would be a library call for one element).
+                    for col in (0..lo).chain(hi..ow) {
+                        for v in out[r0 * ow..r1 * ow].iter_mut().skip(col).step_by(ow) {
+                            *v = 0.0;
                         }
                     }
                     continue;
@@ -1009,8 +1012,9 @@ fn unfold_image(
                             *d += v;
                         }
                     } else if fold {
-                        for (k, &v) in src[col + lo..col + hi].iter().enumerate() {
-                            dst[base + ix0 + k * sw] += v;
+                        let d = dst[base + ix0..].iter_mut().step_by(sw);
+                        for (d, &v) in d.zip(&src[col + lo..col + hi]) {
+                            *d += v;
                         }
                     } else {
                         dst[col..col + lo].fill(0.0);
@@ -1019,8 +1023,8 @@ fn unfold_image(
                         if sw == 1 {
                             out.copy_from_slice(&src[base + ix0..base + ix0 + (hi - lo)]);
                         } else {
-                            for (k, o) in out.iter_mut().enumerate() {
-                                *o = src[base + ix0 + k * sw];
+                            for (o, &v) in out.iter_mut().zip(src[base + ix0..].iter().step_by(sw)) {
+                                *o = v;
                             }
                         }
                     }
