@@ -13,9 +13,12 @@ average pooling and a linear layer; PyTorch's modules take their default initial
 only: the step's work is the same).
 
 Each round runs Kiln (`target/release/examples/mnist --val 0 --device cpu`, its JSON line's
-`samples_per_s`: training steps only) and then PyTorch (the same recipe as
-tools/torch_lenet_mnist.py, timing the training loop only), alternating so both see the same
-machine state. It prints every measurement, the medians and Kiln/PyTorch.
+`samples_per_s`: training steps only) and PyTorch (the same recipe as
+tools/torch_lenet_mnist.py, timing the training loop only), one right after the other so both
+see the same machine state, which one goes first alternating from round to round. It prints
+every measurement with its round's ratio, then the medians, their ratio (`ratio`) and the
+median of the rounds' ratios (`median_round_ratio`: on a machine whose speed drifts between
+rounds, the steadier of the two).
 """
 import argparse, gzip, json, os, statistics, struct, subprocess, sys, time
 
@@ -129,14 +132,20 @@ def main():
     ytr = torch.tensor(ytr[:n])
     kiln, pt = [], []
     for r in range(a.rounds):
-        kiln.append(kiln_samples_per_s(a.model, a.limit, a.seed))
-        pt.append(torch_samples_per_s(a.model, xtr, ytr, n, a.seed))
+        # Which goes first alternates, so neither always runs on the machine the other warmed.
+        if r % 2 == 0:
+            kiln.append(kiln_samples_per_s(a.model, a.limit, a.seed))
+            pt.append(torch_samples_per_s(a.model, xtr, ytr, n, a.seed))
+        else:
+            pt.append(torch_samples_per_s(a.model, xtr, ytr, n, a.seed))
+            kiln.append(kiln_samples_per_s(a.model, a.limit, a.seed))
         print(f"round {r + 1} ({a.model}): Kiln CPU {kiln[-1]:,.0f} samples/s, PyTorch {torch.__version__} "
-              f"({a.threads} threads) {pt[-1]:,.0f} samples/s", flush=True)
+              f"({a.threads} threads) {pt[-1]:,.0f} samples/s, ratio {kiln[-1] / pt[-1]:.3f}", flush=True)
     k, p = statistics.median(kiln), statistics.median(pt)
+    rounds = [x / y for x, y in zip(kiln, pt)]
     print(json.dumps({"model": a.model, "kiln_samples_per_s": round(k, 1), "pytorch_samples_per_s": round(p, 1),
-                      "ratio": round(k / p, 3), "images": n, "rounds": a.rounds,
-                      "torch": torch.__version__, "threads": a.threads}))
+                      "ratio": round(k / p, 3), "median_round_ratio": round(statistics.median(rounds), 3),
+                      "images": n, "rounds": a.rounds, "torch": torch.__version__, "threads": a.threads}))
 
 
 if __name__ == "__main__":
