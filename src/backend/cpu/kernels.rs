@@ -1792,15 +1792,50 @@ mod augment_tests {
 mod tests {
     use super::*;
 
-    /// im2col against its definition (`tap` per element), on windows with stride, padding and
-    /// dilation, including ones whose padding exceeds the kernel's reach, square and not (square
-    /// stride-1 "same" windows take the shifted-copy path), on images down to one pixel.
+    /// im2col and col2im of `w` over a (2, 3, h, wd) batch against their definition (`tap` per
+    /// element); the folded columns are nonzero in the padding's places too, which folding must
+    /// skip. Returns whether the window fits.
+    fn check_im2col(w: &Window, h: usize, wd: usize) -> bool {
+        let xs = Shape(vec![2, 3, h, wd]);
+        let x: Vec<f32> = (0..xs.numel()).map(|v| v as f32 * 0.5 - 3.0).collect();
+        let Some((oh, ow)) = w.output(h, wd) else { return false };
+        let (kh, kw, l) = (w.k[0], w.k[1], oh * ow);
+        let mut cols = vec![f32::NAN; 2 * 3 * kh * kw * l];
+        im2col(w, &x, &xs, &mut cols, false).unwrap();
+        let g: Vec<f32> = (0..cols.len()).map(|v| (v % 13) as f32 - 6.5).collect();
+        let mut want = vec![0f32; cols.len()];
+        let mut folded_want = vec![0f32; x.len()];
+        for plane in 0..6 {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let row = (plane * kh + i) * kw + j;
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let at = tap(w, h, wd, oy, ox, i, j);
+                            let e = row * l + oy * ow + ox;
+                            want[e] = at.map_or(0.0, |q| x[plane * h * wd + q]);
+                            if let Some(q) = at {
+                                folded_want[plane * h * wd + q] += g[e];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(cols, want, "unfold {w:?} on {h}×{wd}");
+        let mut folded = vec![0f32; x.len()];
+        im2col(w, &g, &xs, &mut folded, true).unwrap();
+        assert_eq!(folded, folded_want, "fold {w:?} on {h}×{wd}");
+        true
+    }
+
+    /// im2col against its definition on chosen windows with stride, padding and dilation,
+    /// including ones whose padding exceeds the kernel's reach, square and not (square stride-1
+    /// "same" windows take the shifted-copy path), on images down to one pixel.
     #[test]
     fn im2col_matches_its_definition() {
         let mut shifted = 0;
         for (h, wd) in [(7, 9), (1, 1), (1, 9), (4, 1)] {
-            let xs = Shape(vec![2, 3, h, wd]);
-            let x: Vec<f32> = (0..xs.numel()).map(|v| v as f32 * 0.5 - 3.0).collect();
             for (k, s, p, d) in [
                 (3, 1, 1, 1),
                 (3, 2, 1, 1),
@@ -1811,50 +1846,45 @@ mod tests {
                 (2, 3, 0, 2),
             ] {
                 for square in [false, true] {
-                    let kw = if square { k } else { k + 1 };
                     let w = Window {
-                        k: [k, kw],
+                        k: [k, if square { k } else { k + 1 }],
                         stride: [s, if square { s } else { s + 1 }],
                         pad: [p, p],
                         dilation: [d, d],
                     };
-                    let Some((oh, ow)) = w.output(h, wd) else { continue };
-                    shifted += usize::from(w.stride == [1, 1] && ow == wd);
-                    let l = oh * ow;
-                    let mut cols = vec![f32::NAN; 2 * 3 * k * kw * l];
-                    im2col(&w, &x, &xs, &mut cols, false).unwrap();
-                    // Columns to fold: nonzero everywhere, the padding's places too (which
-                    // folding must skip).
-                    let g: Vec<f32> = (0..cols.len()).map(|v| (v % 13) as f32 - 6.5).collect();
-                    let mut want = vec![0f32; cols.len()];
-                    let mut folded_want = vec![0f32; x.len()];
-                    for b in 0..2 {
-                        for ch in 0..3 {
-                            let plane = (b * 3 + ch) * h * wd;
-                            for i in 0..k {
-                                for j in 0..kw {
-                                    let row = ((b * 3 + ch) * k + i) * kw + j;
-                                    for oy in 0..oh {
-                                        for ox in 0..ow {
-                                            let at = tap(&w, h, wd, oy, ox, i, j);
-                                            want[row * l + oy * ow + ox] = at.map_or(0.0, |q| x[plane + q]);
-                                            if let Some(q) = at {
-                                                folded_want[plane + q] += g[row * l + oy * ow + ox];
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
+                    if check_im2col(&w, h, wd) && w.stride == [1, 1] && w.output(h, wd).unwrap().1 == wd {
+                        shifted += 1;
                     }
-                    assert_eq!(cols, want, "unfold {w:?} on {h}×{wd}");
-                    let mut folded = vec![0f32; x.len()];
-                    im2col(&w, &g, &xs, &mut folded, true).unwrap();
-                    assert_eq!(folded, folded_want, "fold {w:?} on {h}×{wd}");
                 }
             }
         }
         assert!(shifted >= 8, "the shifted-copy path ran ({shifted} windows)");
+    }
+
+    /// im2col against its definition on 400 pseudo-random windows (each axis its own kernel
+    /// size, stride, padding up to twice the kernel and dilation) over images of 1 to 9 pixels
+    /// a side.
+    #[test]
+    fn im2col_matches_its_definition_on_random_windows() {
+        let mut state = 0x2545f491u32;
+        let mut next = |n: u32| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state % n) as usize
+        };
+        let mut fitted = 0;
+        for _ in 0..400 {
+            let k = [1 + next(5), 1 + next(5)];
+            let w = Window {
+                k,
+                stride: [1 + next(3), 1 + next(3)],
+                pad: [next(2 * k[0] as u32 + 1), next(2 * k[1] as u32 + 1)],
+                dilation: [1 + next(3), 1 + next(3)],
+            };
+            fitted += usize::from(check_im2col(&w, 1 + next(9), 1 + next(9)));
+        }
+        assert!(fitted >= 200, "only {fitted} of the windows fit their images");
     }
 
     /// Max pooling's argmax against its definition (the first maximum in row-major window
