@@ -364,6 +364,10 @@ fn convolution_and_pooling() {
         (1, 2, 7, 9, 3, 3, 1, 2, 2),
         (3, 5, 5, 5, 7, 1, 1, 0, 1),
         (2, 1, 28, 28, 6, 5, 1, 2, 1),
+        // One-pixel images under a "same" window (taps wholly in the padding), and padding
+        // beyond the kernel's reach with stride and dilation.
+        (3, 4, 1, 1, 5, 3, 1, 1, 1),
+        (2, 3, 2, 5, 4, 3, 3, 4, 2),
     ]
     .iter()
     .enumerate()
