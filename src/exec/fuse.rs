@@ -22,9 +22,11 @@ use crate::backend::{Fused, Kernel, View};
 use crate::graph::{Graph, Op};
 use crate::shape::{broadcast_shapes, broadcast_strides, DType, Shape};
 
-/// Most distinct buffers one fused kernel touches: with its parameter block that is 7 storage
-/// bindings, within the 8 every WebGPU adapter offers.
-pub(crate) const MAX_BUFFERS: usize = 6;
+/// Most distinct buffers one fused kernel touches: with its parameter block that is 8 storage
+/// bindings, the most WebGPU promises every adapter (and as many as the standard layout of
+/// the other kernels binds, so no adapter Kiln runs on offers fewer). A batch norm's gradient
+/// reads x, dy and four per-channel vectors and writes one result: one kernel with 7, two with 6.
+pub(crate) const MAX_BUFFERS: usize = 7;
 
 /// Highest rank the fused index space may have (the GPU kernels' strided addressing).
 const MAX_RANK: usize = 6;
