@@ -160,6 +160,36 @@ fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
     }
 }
 
+/// Run [`multiversion!`] kernels in their baseline build even where the CPU has AVX2 (for the
+/// test that both builds give the same bits).
+static BASELINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A kernel function built twice from one body: for the baseline x86-64 the crate targets
+/// (SSE2: loops four lanes wide) and with AVX2 (eight), the second picked at run time where the
+/// CPU has it. Closures written in the body inherit the features, so loops inside them (the
+/// per-channel and per-chunk tasks handed to the thread pool) widen too; a loop in another,
+/// non-inlined function does not, and a closure that such a loop calls per element must not
+/// be written here (it could no longer be inlined into it). Same operations in the same order,
+/// so the same bits: Rust never contracts a multiply and an add into an FMA.
+macro_rules! multiversion {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) $body
+                if !BASELINE.load(std::sync::atomic::Ordering::Relaxed) && std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            fn base($($arg: $ty),*) $body
+            base($($arg),*)
+        }
+    };
+}
+
 /// `$body` with `$op` bound to the unary op `$u`: a `const` for the common activations, so
 /// that a loop calling [`unary`] or [`unary_deriv`] loses its per-element `match` (and
 /// vectorises) even inside a closure handed to the thread pool (a `let` binding would be a
@@ -430,19 +460,12 @@ fn fused_span(f: &Fused, bufs: &[&[Cell<f32>]], span: std::ops::Range<usize>) {
     }
     VALS.with_borrow_mut(|vals| {
         vals.resize(f.inputs.len() + f.body.len(), [0.0; CHUNK]);
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { fused_with_avx2(f, bufs, vals, span) };
-        }
         fused_with(f, bufs, vals, span);
     })
 }
 
-/// The body of [`fused_with`], written once for its builds.
-macro_rules! fused_body {
-    ($f:ident, $bufs:ident, $vals:ident, $span:ident) => {{
-        let (f, bufs, vals, span) = ($f, $bufs, $vals, $span);
+multiversion! {
+    fn fused_with(f: &Fused, bufs: &[&[Cell<f32>]], vals: &mut [[f32; CHUNK]], span: std::ops::Range<usize>) {
         let n_in = f.inputs.len();
         let strides: Vec<&[usize]> = f.inputs.iter().map(|(_, s)| s.as_slice()).collect();
         for_each_row_dyn(&f.shape.0, &strides, span, |lin, base, step, len| {
@@ -504,23 +527,7 @@ macro_rules! fused_body {
                 at += c;
             }
         });
-    }};
-}
-
-/// [`fused_with`] compiled for AVX2 (its loops, and the closures in it, eight lanes wide):
-/// the same operations on the same values in the same order, so the same bits. The crate is
-/// built for the baseline x86-64 (SSE2), which leaves these loops at four lanes.
-///
-/// # Safety
-/// The CPU must have AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn fused_with_avx2(f: &Fused, bufs: &[&[Cell<f32>]], vals: &mut [[f32; CHUNK]], span: std::ops::Range<usize>) {
-    fused_body!(f, bufs, vals, span)
-}
-
-fn fused_with(f: &Fused, bufs: &[&[Cell<f32>]], vals: &mut [[f32; CHUNK]], span: std::ops::Range<usize>) {
-    fused_body!(f, bufs, vals, span)
+    }
 }
 
 /// Σ x² in f64, in eight interleaved partial sums (which vectorise) added pairwise at the end.
@@ -574,72 +581,78 @@ fn per_channel(c: usize, numel: usize, f: impl Fn(usize) -> [f32; 2] + Sync) -> 
     }
 }
 
-/// [`Op::ChannelMoments`]: x `(N, C, S)` → `[means; variances]`, each channel's sums over its
-/// N planes in f64 lanes, the variance from the mean in a second pass.
-fn channel_moments(x: &[f32], xs: &Shape, out: &mut [f32]) {
-    let (n, c, s) = ncs(xs);
-    let count = (n * s) as f64;
-    let m = per_channel(c, x.len(), |ch| {
-        let plane = |i: usize| &x[(i * c + ch) * s..(i * c + ch + 1) * s];
-        let mean = (0..n).map(|i| lane_sum(plane(i), |v| v as f64)).sum::<f64>() / count;
-        let var = (0..n)
-            .map(|i| {
-                lane_sum(plane(i), |v| {
-                    let d = v as f64 - mean;
-                    d * d
+multiversion! {
+    /// [`Op::ChannelMoments`]: x `(N, C, S)` → `[means; variances]`, each channel's sums over its
+    /// N planes in f64 lanes, the variance from the mean in a second pass.
+    fn channel_moments(x: &[f32], xs: &Shape, out: &mut [f32]) {
+        let (n, c, s) = ncs(xs);
+        let count = (n * s) as f64;
+        let m = per_channel(c, x.len(), |ch| {
+            let plane = |i: usize| &x[(i * c + ch) * s..(i * c + ch + 1) * s];
+            let mean = (0..n).map(|i| lane_sum(plane(i), |v| v as f64)).sum::<f64>() / count;
+            let var = (0..n)
+                .map(|i| {
+                    lane_sum(plane(i), |v| {
+                        let d = v as f64 - mean;
+                        d * d
+                    })
                 })
-            })
-            .sum::<f64>()
-            / count;
-        [mean as f32, var as f32]
-    });
-    for (ch, [mean, var]) in m.into_iter().enumerate() {
-        out[ch] = mean;
-        out[c + ch] = var;
+                .sum::<f64>()
+                / count;
+            [mean as f32, var as f32]
+        });
+        for (ch, [mean, var]) in m.into_iter().enumerate() {
+            out[ch] = mean;
+            out[c + ch] = var;
+        }
     }
 }
 
-/// [`Op::BatchNorm`]: `y = (x − mean)·(γ·r) + β`, `r = 1/√(var + ε)`, one sample at a time
-/// across the cores.
-fn batch_norm(x: &[f32], m: &[f32], affine: &[f32], xs: &Shape, eps: f32, out: &mut [f32]) {
-    use rayon::prelude::*;
-    let (_, c, s) = ncs(xs);
-    let a: Vec<f32> = (0..c).map(|ch| affine[ch] * (1.0 / (m[c + ch] + eps).sqrt())).collect();
-    let run = |o: &mut [f32], x: &[f32]| {
-        for (ch, (o, x)) in o.chunks_mut(s).zip(x.chunks(s)).enumerate() {
-            let (mean, a, b) = (m[ch], a[ch], affine[c + ch]);
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = (v - mean) * a + b;
+multiversion! {
+    /// [`Op::BatchNorm`]: `y = (x − mean)·(γ·r) + β`, `r = 1/√(var + ε)`, one sample at a time
+    /// across the cores.
+    fn batch_norm(x: &[f32], m: &[f32], affine: &[f32], xs: &Shape, eps: f32, out: &mut [f32]) {
+        use rayon::prelude::*;
+        let (_, c, s) = ncs(xs);
+        let a: Vec<f32> = (0..c).map(|ch| affine[ch] * (1.0 / (m[c + ch] + eps).sqrt())).collect();
+        let run = |o: &mut [f32], x: &[f32]| {
+            for (ch, (o, x)) in o.chunks_mut(s).zip(x.chunks(s)).enumerate() {
+                let (mean, a, b) = (m[ch], a[ch], affine[c + ch]);
+                for (o, &v) in o.iter_mut().zip(x) {
+                    *o = (v - mean) * a + b;
+                }
             }
+        };
+        if out.len() < PAR_MIN {
+            for (o, x) in out.chunks_mut(c * s).zip(x.chunks(c * s)) {
+                run(o, x);
+            }
+        } else {
+            out.par_chunks_mut(c * s)
+                .zip(x.par_chunks(c * s))
+                .for_each(|(o, x)| run(o, x));
         }
-    };
-    if out.len() < PAR_MIN {
-        for (o, x) in out.chunks_mut(c * s).zip(x.chunks(c * s)) {
-            run(o, x);
-        }
-    } else {
-        out.par_chunks_mut(c * s)
-            .zip(x.par_chunks(c * s))
-            .for_each(|(o, x)| run(o, x));
     }
 }
 
-/// [`Op::BatchNormSums`]: `[Σ dy; Σ dy·(x − mean)]` per channel, in f64 lanes.
-fn batch_norm_sums(x: &[f32], m: &[f32], dy: &[f32], xs: &Shape, out: &mut [f32]) {
-    let (n, c, s) = ncs(xs);
-    let sums = per_channel(c, x.len(), |ch| {
-        let mean = m[ch] as f64;
-        let (mut s0, mut s1) = (0.0, 0.0);
-        for i in 0..n {
-            let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-            s0 += lane_sum(&dy[r.clone()], |d| d as f64);
-            s1 += lane_sum2(&x[r.clone()], &dy[r], |v, d| d as f64 * (v as f64 - mean));
+multiversion! {
+    /// [`Op::BatchNormSums`]: `[Σ dy; Σ dy·(x − mean)]` per channel, in f64 lanes.
+    fn batch_norm_sums(x: &[f32], m: &[f32], dy: &[f32], xs: &Shape, out: &mut [f32]) {
+        let (n, c, s) = ncs(xs);
+        let sums = per_channel(c, x.len(), |ch| {
+            let mean = m[ch] as f64;
+            let (mut s0, mut s1) = (0.0, 0.0);
+            for i in 0..n {
+                let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                s0 += lane_sum(&dy[r.clone()], |d| d as f64);
+                s1 += lane_sum2(&x[r.clone()], &dy[r], |v, d| d as f64 * (v as f64 - mean));
+            }
+            [s0 as f32, s1 as f32]
+        });
+        for (ch, [s0, s1]) in sums.into_iter().enumerate() {
+            out[ch] = s0;
+            out[c + ch] = s1;
         }
-        [s0 as f32, s1 as f32]
-    });
-    for (ch, [s0, s1]) in sums.into_iter().enumerate() {
-        out[ch] = s0;
-        out[c + ch] = s1;
     }
 }
 
@@ -2003,6 +2016,31 @@ mod tests {
                 assert_eq!(out, want, "{op:?} over {axes:?} of {dims:?}");
             }
         }
+    }
+
+    /// The batch-norm kernels give the same bits in their AVX2 and baseline builds, on planes
+    /// whose size is not a multiple of any vector width.
+    #[test]
+    fn batch_norm_kernels_are_the_same_bits_in_either_build() {
+        use std::sync::atomic::Ordering;
+        let xs = Shape(vec![5, 3, 7, 11]);
+        let x: Vec<f32> = (0..xs.numel()).map(|v| ((v * 7919) % 1013) as f32 / 97.0 - 5.0).collect();
+        let dy: Vec<f32> = (0..xs.numel()).map(|v| ((v * 104729) % 997) as f32 / 101.0 - 4.0).collect();
+        let affine = [0.5f32, -1.25, 2.0, 0.1, -0.3, 0.7];
+        let run = || {
+            let mut m = vec![0f32; 6];
+            channel_moments(&x, &xs, &mut m);
+            let mut y = vec![0f32; x.len()];
+            batch_norm(&x, &m, &affine, &xs, 1e-5, &mut y);
+            let mut sums = vec![0f32; 6];
+            batch_norm_sums(&x, &m, &dy, &xs, &mut sums);
+            [m, y, sums].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
+        };
+        let wide = run();
+        BASELINE.store(true, Ordering::Relaxed);
+        let narrow = run();
+        BASELINE.store(false, Ordering::Relaxed);
+        assert_eq!(wide, narrow);
     }
 
     #[test]
