@@ -162,6 +162,7 @@ fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
 
 /// Run [`multiversion!`] kernels in their baseline build even where the CPU has AVX2 (for the
 /// test that both builds give the same bits).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 static BASELINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A kernel function built twice from one body: for the baseline x86-64 the crate targets
@@ -537,7 +538,7 @@ pub fn sum_squares(x: &[f32]) -> f64 {
 
 /// Σ f(x) in f64 over eight interleaved partial sums, added pairwise at the end; the summation
 /// order is fixed by the length alone, so results are reproducible.
-#[inline]
+#[inline(always)] // inlined into multiversioned kernels, whose closures it calls per element
 fn lane_sum(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     let mut lanes = [0f64; 8];
     let mut blocks = x.chunks_exact(8);
@@ -552,7 +553,7 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
 }
 
 /// Σ f(a, b) over two slices of one length, in the eight f64 lanes of [`lane_sum`].
-#[inline]
+#[inline(always)] // as lane_sum
 fn lane_sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
     let mut lanes = [0f64; 8];
     let (mut ba, mut bb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -930,7 +931,14 @@ fn im2col(w: &Window, x: &[f32], xs: &Shape, cols: &mut [f32], fold: bool) -> KR
     let [n, c, h, wd] = [xs.0[0], xs.0[1], xs.0[2], xs.0[3]];
     let (oh, ow) = w.output(h, wd).ok_or("window does not fit")?;
     let (image, unfolded) = (c * h * wd, c * w.k[0] * w.k[1] * oh * ow);
-    if n == 0 || image == 0 || unfolded == 0 {
+    if n == 0 || unfolded == 0 {
+        return Ok(());
+    }
+    if image == 0 {
+        // An empty image under padding: every tap is padding (folding writes nothing).
+        if !fold {
+            cols[..n * unfolded].fill(0.0);
+        }
         return Ok(());
     }
     // Images are independent: one task each, across the cores.
@@ -1900,6 +1908,22 @@ mod tests {
         assert!(shifted >= 8, "the shifted-copy path ran ({shifted} windows)");
     }
 
+    /// An image with no rows under padding unfolds to all padding: zeros, every column.
+    #[test]
+    fn im2col_of_an_empty_image_is_zero() {
+        let w = Window {
+            k: [1, 3],
+            stride: [1, 1],
+            pad: [1, 1],
+            dilation: [1, 1],
+        };
+        let xs = Shape(vec![2, 3, 0, 4]);
+        let (oh, ow) = w.output(0, 4).unwrap();
+        let mut cols = vec![f32::NAN; 2 * 3 * 3 * oh * ow];
+        im2col(&w, &[], &xs, &mut cols, false).unwrap();
+        assert!(cols.iter().all(|&v| v == 0.0), "{cols:?}");
+    }
+
     /// im2col against its definition on 400 pseudo-random windows (each axis its own kernel
     /// size, stride, padding up to twice the kernel and dilation) over images of 1 to 9 pixels
     /// a side.
@@ -2024,8 +2048,12 @@ mod tests {
     fn batch_norm_kernels_are_the_same_bits_in_either_build() {
         use std::sync::atomic::Ordering;
         let xs = Shape(vec![5, 3, 7, 11]);
-        let x: Vec<f32> = (0..xs.numel()).map(|v| ((v * 7919) % 1013) as f32 / 97.0 - 5.0).collect();
-        let dy: Vec<f32> = (0..xs.numel()).map(|v| ((v * 104729) % 997) as f32 / 101.0 - 4.0).collect();
+        let x: Vec<f32> = (0..xs.numel())
+            .map(|v| ((v * 7919) % 1013) as f32 / 97.0 - 5.0)
+            .collect();
+        let dy: Vec<f32> = (0..xs.numel())
+            .map(|v| ((v * 104729) % 997) as f32 / 101.0 - 4.0)
+            .collect();
         let affine = [0.5f32, -1.25, 2.0, 0.1, -0.3, 0.7];
         let run = || {
             let mut m = vec![0f32; 6];

@@ -314,11 +314,11 @@ fn conv_pair(a: &Kernel, b: &Kernel) -> Option<kernels::ConvPair> {
             if in_a.len() == 1 && in_b.len() == 2 && in_b[1] == *out_a =>
         {
             let (x, wm) = (&sh_a[0], &sh_b[0]);
+            if !(x.rank() == 4 && wm.rank() == 2 && os_a.rank() == 3) {
+                return None;
+            }
             let (o, ckk, l) = (wm.0[0], os_a.0[1], os_a.0[2]);
-            let fits = x.rank() == 4
-                && wm.rank() == 2
-                && os_a.rank() == 3
-                && wm.0[1] == ckk
+            let fits = wm.0[1] == ckk
                 && sh_b[1] == *os_a
                 && os_b.0 == [x.0[0], o, l]
                 && kernels::batch_tasks(x.0[0], o, ckk, l);
@@ -337,8 +337,11 @@ fn conv_pair(a: &Kernel, b: &Kernel) -> Option<kernels::ConvPair> {
                 && os_a.0 == [dy.0[0], wm.0[1], dy.0[2]]
                 && sh_b[0] == *os_a
                 && kernels::batch_tasks(dy.0[0], wm.0[1], wm.0[0], dy.0[2]);
+            if !fits {
+                return None;
+            }
             let grid = w2.output(dx.0[2], dx.0[3]).map(|(oh, ow)| oh * ow);
-            let fits = fits && grid == Some(dy.0[2]) && wm.0[1] == dx.0[1] * w2.k[0] * w2.k[1] && dx.0[0] == dy.0[0];
+            let fits = grid == Some(dy.0[2]) && wm.0[1] == dx.0[1] * w2.k[0] * w2.k[1] && dx.0[0] == dy.0[0];
             fits.then_some(ConvPair::Backward)?
         }
         _ => return None,
