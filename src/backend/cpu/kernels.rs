@@ -1397,7 +1397,7 @@ pub unsafe fn conv_pair(
     o: usize,
     x: *const f32,
     w: &[f32],
-    cols: &mut [f32],
+    cols: Option<&mut [f32]>,
     out: *mut f32,
 ) -> KResult {
     use rayon::prelude::*;
@@ -1409,8 +1409,11 @@ pub unsafe fn conv_pair(
         ConvPair::Forward => (img, o * l),
         ConvPair::Backward => (o * l, img),
     };
-    if w.len() < o * ckk || cols.len() < n * unfolded {
+    if w.len() < o * ckk || cols.as_ref().is_some_and(|c| c.len() < n * unfolded) {
         return Err(format!("operand buffers too small for a convolution over {image:?}"));
+    }
+    if cols.is_none() && kind == ConvPair::Forward {
+        return Err("a forward convolution pair keeps its columns".into());
     }
     if n == 0 {
         return Ok(());
@@ -1427,64 +1430,79 @@ pub unsafe fn conv_pair(
     // SAFETY: each task dereferences only its own image of either (the contract above).
     unsafe impl Sync for Images {}
     let images = Images(x, out);
-    cols[..n * unfolded]
-        .par_chunks_mut(unfolded)
-        .enumerate()
-        .for_each(|(i, cn)| {
-            let images = &images;
-            // SAFETY: image i of x, read before image i of out is written (they may coincide).
-            let xn = unsafe { std::slice::from_raw_parts(images.0.add(i * per_in), per_in) };
-            match kind {
-                ConvPair::Forward => {
-                    unfold_image(win, xn, cn, [c, h, wd], (oh, ow), false);
-                    if per_out == 0 {
-                        return;
-                    }
-                    let on = unsafe { std::slice::from_raw_parts_mut(images.1.add(i * per_out), per_out) };
-                    // SAFETY: `w` holds O·CKK and `cn` CKK·L elements, as the strides reach.
+    let one = |i: usize, cn: &mut [f32]| {
+        let images = &images;
+        // SAFETY: image i of x, read before image i of out is written (they may coincide).
+        let xn = unsafe { std::slice::from_raw_parts(images.0.add(i * per_in), per_in) };
+        match kind {
+            ConvPair::Forward => {
+                unfold_image(win, xn, cn, [c, h, wd], (oh, ow), false);
+                if per_out == 0 {
+                    return;
+                }
+                let on = unsafe { std::slice::from_raw_parts_mut(images.1.add(i * per_out), per_out) };
+                // SAFETY: `w` holds O·CKK and `cn` CKK·L elements, as the strides reach.
+                unsafe {
+                    sgemm(
+                        o,
+                        l,
+                        ckk,
+                        w.as_ptr(),
+                        ckk as isize,
+                        1,
+                        cn.as_ptr(),
+                        l as isize,
+                        1,
+                        on,
+                        gemm::Parallelism::None,
+                    )
+                }
+            }
+            ConvPair::Backward => {
+                if o == 0 {
+                    cn.fill(0.0);
+                } else {
+                    // SAFETY: as above, with `w` transposed (CKK × O) and `xn` (dy) O·L.
                     unsafe {
                         sgemm(
-                            o,
-                            l,
                             ckk,
+                            l,
+                            o,
                             w.as_ptr(),
-                            ckk as isize,
                             1,
-                            cn.as_ptr(),
+                            ckk as isize,
+                            xn.as_ptr(),
                             l as isize,
                             1,
-                            on,
+                            cn,
                             gemm::Parallelism::None,
                         )
                     }
                 }
-                ConvPair::Backward => {
-                    if o == 0 {
-                        cn.fill(0.0);
-                    } else {
-                        // SAFETY: as above, with `w` transposed (CKK × O) and `xn` (dy) O·L.
-                        unsafe {
-                            sgemm(
-                                ckk,
-                                l,
-                                o,
-                                w.as_ptr(),
-                                1,
-                                ckk as isize,
-                                xn.as_ptr(),
-                                l as isize,
-                                1,
-                                cn,
-                                gemm::Parallelism::None,
-                            )
-                        }
-                    }
-                    let on = unsafe { std::slice::from_raw_parts_mut(images.1.add(i * per_out), per_out) };
-                    on.fill(0.0);
-                    unfold_image(win, cn, on, [c, h, wd], (oh, ow), true);
-                }
+                let on = unsafe { std::slice::from_raw_parts_mut(images.1.add(i * per_out), per_out) };
+                on.fill(0.0);
+                unfold_image(win, cn, on, [c, h, wd], (oh, ow), true);
             }
-        });
+        }
+    };
+    match cols {
+        Some(cols) => cols[..n * unfolded]
+            .par_chunks_mut(unfolded)
+            .enumerate()
+            .for_each(|(i, cn)| one(i, cn)),
+        None => {
+            thread_local! {
+                /// One image's columns, kept between calls.
+                static COLS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+            }
+            (0..n).into_par_iter().for_each(|i| {
+                COLS.with_borrow_mut(|cn| {
+                    cn.resize(unfolded, 0.0);
+                    one(i, cn)
+                })
+            });
+        }
+    }
     Ok(())
 }
 
@@ -2143,7 +2161,7 @@ mod conv_pair_tests {
             matmul(false, false, &w, &wsh, &cols, &csh, &mut y, &ysh).unwrap();
             let (mut cols2, mut y2) = (vec![f32::NAN; cols.len()], vec![f32::NAN; y.len()]);
             let fwd = ConvPair::Forward;
-            unsafe { conv_pair(fwd, &win, image, o, x.as_ptr(), &w, &mut cols2, y2.as_mut_ptr()) }.unwrap();
+            unsafe { conv_pair(fwd, &win, image, o, x.as_ptr(), &w, Some(&mut cols2), y2.as_mut_ptr()) }.unwrap();
             assert_eq!((bits(&cols), bits(&y)), (bits(&cols2), bits(&y2)));
             // Backward: Wᵀ·dy, then col2im.
             let mut dcols = vec![0.0; n * ckk * l];
@@ -2152,14 +2170,57 @@ mod conv_pair_tests {
             im2col(&win, &dcols, &xs, &mut dx, true).unwrap();
             let (mut dcols2, mut dx2) = (vec![f32::NAN; dcols.len()], vec![f32::NAN; dx.len()]);
             let bwd = ConvPair::Backward;
-            unsafe { conv_pair(bwd, &win, image, o, dy.as_ptr(), &w, &mut dcols2, dx2.as_mut_ptr()) }.unwrap();
+            unsafe {
+                conv_pair(
+                    bwd,
+                    &win,
+                    image,
+                    o,
+                    dy.as_ptr(),
+                    &w,
+                    Some(&mut dcols2),
+                    dx2.as_mut_ptr(),
+                )
+            }
+            .unwrap();
             assert_eq!((bits(&dcols), bits(&dx)), (bits(&dcols2), bits(&dx2)));
+            // The columns in per-thread scratch instead: the same input gradient.
+            let mut dx3 = vec![f32::NAN; dx.len()];
+            unsafe { conv_pair(bwd, &win, image, o, dy.as_ptr(), &w, None, dx3.as_mut_ptr()) }.unwrap();
+            assert_eq!(bits(&dx), bits(&dx3));
             if c * h * wd == o * l {
                 let mut buf = x.clone();
-                unsafe { conv_pair(fwd, &win, image, o, buf.as_ptr(), &w, &mut cols2, buf.as_mut_ptr()) }.unwrap();
+                unsafe {
+                    conv_pair(
+                        fwd,
+                        &win,
+                        image,
+                        o,
+                        buf.as_ptr(),
+                        &w,
+                        Some(&mut cols2),
+                        buf.as_mut_ptr(),
+                    )
+                }
+                .unwrap();
                 assert_eq!(bits(&y), bits(&buf));
                 let mut buf = dy.clone();
-                unsafe { conv_pair(bwd, &win, image, o, buf.as_ptr(), &w, &mut dcols2, buf.as_mut_ptr()) }.unwrap();
+                unsafe {
+                    conv_pair(
+                        bwd,
+                        &win,
+                        image,
+                        o,
+                        buf.as_ptr(),
+                        &w,
+                        Some(&mut dcols2),
+                        buf.as_mut_ptr(),
+                    )
+                }
+                .unwrap();
+                assert_eq!(bits(&dx), bits(&buf));
+                let mut buf = dy.clone();
+                unsafe { conv_pair(bwd, &win, image, o, buf.as_ptr(), &w, None, buf.as_mut_ptr()) }.unwrap();
                 assert_eq!(bits(&dx), bits(&buf));
                 in_place += 1;
             }

@@ -40,6 +40,9 @@ pub struct CpuProgram {
     /// For each kernel, whether it starts a convolution pair run image by image with the next
     /// ([`kernels::conv_pair`]); the next is then skipped.
     pairs: Vec<Option<kernels::ConvPair>>,
+    /// For each backward pair, whether its intermediate (the columns Wᵀ·dy) is dead once the
+    /// pair has run ([`dead_after`]), so it may live in per-thread scratch instead of memory.
+    scratch: Vec<bool>,
     /// With `KILN_PROFILE=1`: seconds and runs of each kernel, reported when the program drops.
     profile: Option<Vec<(f64, usize)>>,
 }
@@ -47,7 +50,7 @@ pub struct CpuProgram {
 impl Drop for CpuProgram {
     fn drop(&mut self) {
         if let Some(p) = self.profile.as_ref().filter(|p| p.iter().any(|&(_, runs)| runs > 0)) {
-            eprint!("{}", profile_report(&self.kernels, &self.pairs, p));
+            eprint!("{}", profile_report(&self.kernels, &self.pairs, &self.scratch, p));
         }
     }
 }
@@ -79,7 +82,12 @@ fn profile_label(k: &Kernel) -> String {
 
 /// `KILN_PROFILE=1`'s report for the CPU backend: seconds per kernel kind and shape (kernels with
 /// the same label summed), slowest first, down to 99% of the time.
-fn profile_report(kernels: &[Kernel], pairs: &[Option<kernels::ConvPair>], p: &[(f64, usize)]) -> String {
+fn profile_report(
+    kernels: &[Kernel],
+    pairs: &[Option<kernels::ConvPair>],
+    scratch: &[bool],
+    p: &[(f64, usize)],
+) -> String {
     use std::fmt::Write;
     let mut sums: std::collections::HashMap<String, (f64, usize)> = Default::default();
     for (i, (k, &(s, n))) in kernels.iter().zip(p).enumerate() {
@@ -88,7 +96,8 @@ fn profile_report(kernels: &[Kernel], pairs: &[Option<kernels::ConvPair>], p: &[
         }
         let label = match pairs[i] {
             Some(pair) => format!(
-                "{pair:?} pair: {} then {}",
+                "{pair:?} pair{}: {} then {}",
+                if scratch[i] { " (columns in scratch)" } else { "" },
                 profile_label(k),
                 profile_label(&kernels[i + 1])
             ),
@@ -229,10 +238,20 @@ impl Backend for Cpu {
             pairs[i] = conv_pair(&kernels[i], &kernels[i + 1]);
             i += if pairs[i].is_some() { 2 } else { 1 };
         }
+        let scratch = (0..kernels.len())
+            .map(|i| {
+                pairs[i] == Some(kernels::ConvPair::Backward)
+                    && kernel_views(&kernels[i])
+                        .1
+                        .first()
+                        .is_some_and(|v| dead_after(&kernels, i + 1, v))
+            })
+            .collect();
         Ok(CpuProgram {
             buffers,
             kernels,
             pairs,
+            scratch,
             profile,
         })
     }
@@ -243,7 +262,15 @@ impl Backend for Cpu {
         while i < p.kernels.len() {
             let t = p.profile.is_some().then(std::time::Instant::now);
             match p.pairs[i] {
-                Some(pair) => run_pair(pair, &p.kernels[i], &p.kernels[i + 1], &mut guards)?,
+                Some(pair) => {
+                    // A fetched intermediate is kept in memory.
+                    let scratch = p.scratch[i]
+                        && kernel_views(&p.kernels[i])
+                            .1
+                            .iter()
+                            .all(|v| !fetch.iter().any(|f| overlap(f, v)));
+                    run_pair(pair, scratch, &p.kernels[i], &p.kernels[i + 1], &mut guards)?
+                }
                 None => run_kernel(&p.kernels[i], &mut guards, u)?,
             }
             if let (Some(t), Some(prof)) = (t, p.profile.as_mut()) {
@@ -254,6 +281,37 @@ impl Backend for Cpu {
         }
         Ok(fetch.iter().map(|v| bytes_of(&guards[v.buf], v).to_vec()).collect())
     }
+}
+
+/// Whether two views share a byte.
+fn overlap(a: &View, b: &View) -> bool {
+    a.buf == b.buf && a.offset < b.offset + b.bytes() && b.offset < a.offset + a.bytes()
+}
+
+/// Whether nothing reads what `v` holds once kernel `last` has run: walking the kernels after it
+/// (and round to the start of the next run), a write covering all of `v` comes before any read
+/// of a byte of it. An update, which touches its whole buffers, counts as a read of them; so
+/// does reaching `last` again.
+fn dead_after(kernels: &[Kernel], last: usize, v: &View) -> bool {
+    for j in (last + 1..kernels.len()).chain(0..=last) {
+        if j == last {
+            return false;
+        }
+        if let Kernel::Update(u) = &kernels[j] {
+            if v.buf == u.params || v.buf == u.grads || u.state.contains(&v.buf) {
+                return false;
+            }
+        }
+        let (ins, outs) = kernel_views(&kernels[j]);
+        if ins.iter().any(|x| overlap(x, v)) {
+            return false;
+        }
+        let covers = |o: &View| o.buf == v.buf && o.offset <= v.offset && o.offset + o.bytes() >= v.offset + v.bytes();
+        if outs.iter().any(covers) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Memory the operating system can still hand out (Linux's `MemAvailable`), if known.
@@ -384,7 +442,13 @@ fn conv_pair(a: &Kernel, b: &Kernel) -> Option<kernels::ConvPair> {
 }
 
 /// Run a convolution pair (see [`conv_pair`]) on the buffers.
-fn run_pair(pair: kernels::ConvPair, a: &Kernel, b: &Kernel, bufs: &mut [MutexGuard<'_, Vec<f32>>]) -> Result<()> {
+fn run_pair(
+    pair: kernels::ConvPair,
+    scratch: bool,
+    a: &Kernel,
+    b: &Kernel,
+    bufs: &mut [MutexGuard<'_, Vec<f32>>],
+) -> Result<()> {
     let (
         Kernel::Op {
             op,
@@ -427,7 +491,7 @@ fn run_pair(pair: kernels::ConvPair, a: &Kernel, b: &Kernel, bufs: &mut [MutexGu
             o,
             at(&per_image),
             std::slice::from_raw_parts(at(&weights), weights.len),
-            std::slice::from_raw_parts_mut(at(cols), cols.len),
+            (!scratch).then(|| std::slice::from_raw_parts_mut(at(cols), cols.len)),
             at(out),
         )
     };
@@ -544,5 +608,69 @@ fn compute(k: &Kernel, x: &[&[f32]], o: &mut [f32], u: &StepUniforms) -> Result<
             Ok(())
         }
         Kernel::Update(_) | Kernel::Fused(_) => unreachable!("run_kernel handles these"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(buf: usize, offset: usize, len: usize) -> View {
+        View {
+            buf,
+            offset,
+            len,
+            dtype: DType::F32,
+        }
+    }
+
+    /// The liveness walk that lets a backward pair keep its columns in scratch: dead only when
+    /// a write covering the whole view comes before any read of a byte of it, walking on past
+    /// the end of the list to the pair again.
+    #[test]
+    fn columns_are_dead_only_when_overwritten_before_any_read() {
+        let cols = view(3, 64, 100);
+        let fill = |v: View| Kernel::Fill { dst: v, value: 0.0 };
+        let copy = |src: View, dst: View| Kernel::Copy { src, dst };
+        let pair = || fill(cols); // stands for the pair's second kernel
+                                  // Overwritten whole, then read: dead.
+        let k = vec![
+            pair(),
+            copy(view(1, 0, 4), view(2, 0, 4)),
+            fill(view(3, 0, 200)),
+            copy(cols, view(2, 0, 100)),
+        ];
+        assert!(dead_after(&k, 0, &cols));
+        // Read (one byte's element) first: live.
+        let k = vec![pair(), copy(view(3, 456, 1), view(2, 0, 1)), fill(view(3, 0, 200))];
+        assert!(!dead_after(&k, 0, &cols));
+        // Overwritten in part, then read: live.
+        let k = vec![
+            pair(),
+            fill(view(3, 64, 50)),
+            copy(cols, view(2, 0, 100)),
+            fill(view(3, 0, 200)),
+        ];
+        assert!(!dead_after(&k, 0, &cols));
+        // Neither: the walk comes round to the pair, and the values would reach the next run.
+        let k = vec![copy(view(1, 0, 4), view(2, 0, 4)), pair()];
+        assert!(!dead_after(&k, 1, &cols));
+        // Read at the start of the next run (a carried value): live.
+        let k = vec![copy(cols, view(2, 0, 100)), pair(), fill(view(1, 0, 4))];
+        assert!(!dead_after(&k, 1, &cols));
+        // An update over its buffer counts as a read of all of it.
+        let update = Kernel::Update(crate::backend::UpdateKernel {
+            rule: crate::optim::OptimizerKind::Sgd,
+            weight_decay: 0.0,
+            clip_value: None,
+            max_norm: None,
+            stats: view(5, 0, 2),
+            params: 0,
+            grads: 3,
+            state: vec![],
+            segments: vec![],
+        });
+        let k = vec![pair(), update, fill(view(3, 0, 200))];
+        assert!(!dead_after(&k, 0, &cols));
     }
 }
