@@ -974,111 +974,109 @@ fn unfold_image(
     // on the neighbouring row's edge, where adding +0 changes nothing: the sums start at +0, so
     // are never −0). Each element still receives its taps in the same order: the same bits.
     let shifted = sh == 1 && sw == 1 && ow == wd;
-    let masks: Vec<u32> = if shifted && fold {
-        (0..kw)
-            .flat_map(|j| {
+    thread_local! {
+        /// Folding's masks, per tap column over the output positions, kept between images.
+        static MASKS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    MASKS.with_borrow_mut(|masks| {
+        masks.clear();
+        if shifted && fold {
+            masks.extend((0..kw).flat_map(|j| {
                 let off = (j * w.dilation[1]) as isize - w.pad[1] as isize;
                 let (lo, hi) = inside(off, sw, wd, ow);
                 let row = (0..ow).map(move |ox| if (lo..hi).contains(&ox) { !0u32 } else { 0 });
                 std::iter::repeat_n(row, oh).flatten()
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    for ch in 0..c {
-        let plane = ch * h * wd;
-        for i in 0..kh {
-            for j in 0..kw {
-                let row = (ch * kh + i) * kw + j;
-                let off = (j * w.dilation[1]) as isize - w.pad[1] as isize;
-                let (lo, hi) = inside(off, sw, wd, ow);
-                if shifted && fold {
-                    let dy = (i * w.dilation[0]) as isize - w.pad[0] as isize;
-                    let shift = dy * wd as isize + off;
-                    let t0 = (-shift).clamp(0, l as isize) as usize;
-                    let t1 = ((h * wd) as isize - shift).clamp(t0 as isize, l as isize) as usize;
-                    if t0 < t1 {
-                        let to = plane + (t0 as isize + shift) as usize;
-                        let d = &mut dst[to..to + (t1 - t0)];
-                        let v = &src[row * l + t0..row * l + t1];
-                        let m = &masks[j * l + t0..j * l + t1];
-                        for ((d, &v), &m) in d.iter_mut().zip(v).zip(m) {
-                            *d += f32::from_bits(v.to_bits() & m);
+            }));
+        }
+        for ch in 0..c {
+            let plane = ch * h * wd;
+            for i in 0..kh {
+                for j in 0..kw {
+                    let row = (ch * kh + i) * kw + j;
+                    let off = (j * w.dilation[1]) as isize - w.pad[1] as isize;
+                    let (lo, hi) = inside(off, sw, wd, ow);
+                    if shifted {
+                        let dy = (i * w.dilation[0]) as isize - w.pad[0] as isize;
+                        // Output position t is plane position t + shift, for t in t0..t1.
+                        let shift = dy * wd as isize + off;
+                        let t0 = (-shift).clamp(0, l as isize) as usize;
+                        let t1 = ((h * wd) as isize - shift).clamp(t0 as isize, l as isize) as usize;
+                        // A tap wholly outside the plane (t0 == t1) touches nothing of it; `t0 +
+                        // shift` is only a position in the plane when something is touched.
+                        let at = (t0 < t1).then(|| plane + (t0 as isize + shift) as usize);
+                        if fold {
+                            if let Some(to) = at {
+                                let d = &mut dst[to..to + (t1 - t0)];
+                                let v = &src[row * l + t0..row * l + t1];
+                                let m = &masks[j * l + t0..j * l + t1];
+                                for ((d, &v), &m) in d.iter_mut().zip(v).zip(m) {
+                                    *d += f32::from_bits(v.to_bits() & m);
+                                }
+                            }
+                            continue;
                         }
-                    }
-                    continue;
-                }
-                if shifted {
-                    let dy = (i * w.dilation[0]) as isize - w.pad[0] as isize;
-                    // Output position t reads plane position t + shift.
-                    let shift = dy * wd as isize + off;
-                    let out = &mut dst[row * l..(row + 1) * l];
-                    let t0 = (-shift).clamp(0, l as isize) as usize;
-                    let t1 = ((h * wd) as isize - shift).clamp(t0 as isize, l as isize) as usize;
-                    out[..t0].fill(0.0);
-                    out[t1..].fill(0.0);
-                    // A tap wholly outside the plane (t0 == t1) copies nothing; `t0 + shift`
-                    // is only a position in the plane when something is copied.
-                    if t0 < t1 {
-                        let from = (t0 as isize + shift) as usize;
-                        out[t0..t1].copy_from_slice(&src[plane + from..plane + from + (t1 - t0)]);
-                    }
-                    // Output rows r0..r1 read rows of the image; the others are padding.
-                    let r0 = (-dy).clamp(0, oh as isize) as usize;
-                    let r1 = (h as isize - dy).clamp(r0 as isize, oh as isize) as usize;
-                    out[..r0 * ow].fill(0.0);
-                    out[r1 * ow..].fill(0.0);
-                    // The edge columns in the padding, column by column down the rows: a strided
-                    // store each (a fill per row would be a library call for one element).
-                    for col in (0..lo).chain(hi..ow) {
-                        for v in out[r0 * ow..r1 * ow].iter_mut().skip(col).step_by(ow) {
-                            *v = 0.0;
+                        let out = &mut dst[row * l..(row + 1) * l];
+                        out[..t0].fill(0.0);
+                        out[t1..].fill(0.0);
+                        if let Some(from) = at {
+                            out[t0..t1].copy_from_slice(&src[from..from + (t1 - t0)]);
                         }
-                    }
-                    continue;
-                }
-                for oy in 0..oh {
-                    let col = row * l + oy * ow;
-                    let iy = (oy * sh + i * w.dilation[0]) as isize - w.pad[0] as isize;
-                    // A row in the padding, or a tap whose every column is (then `lo == hi`
-                    // and `ix0` below would not be a column of the image).
-                    if iy < 0 || iy as usize >= h || lo == hi {
-                        if !fold {
-                            dst[col..col + ow].fill(0.0);
+                        // Output rows r0..r1 read rows of the image; the others are padding.
+                        let r0 = (-dy).clamp(0, oh as isize) as usize;
+                        let r1 = (h as isize - dy).clamp(r0 as isize, oh as isize) as usize;
+                        out[..r0 * ow].fill(0.0);
+                        out[r1 * ow..].fill(0.0);
+                        // The edge columns in the padding, column by column down the rows: a strided
+                        // store each (a fill per row would be a library call for one element).
+                        for col in (0..lo).chain(hi..ow) {
+                            for v in out[r0 * ow..r1 * ow].iter_mut().skip(col).step_by(ow) {
+                                *v = 0.0;
+                            }
                         }
                         continue;
                     }
-                    let base = plane + iy as usize * wd;
-                    // Input column of output column ox: ox·sw + off (≥ 0 for ox ≥ lo).
-                    let ix0 = (lo as isize * sw as isize + off) as usize;
-                    if fold && sw == 1 {
-                        // Contiguous on both sides: a loop that vectorises.
-                        let d = &mut dst[base + ix0..base + ix0 + (hi - lo)];
-                        for (d, &v) in d.iter_mut().zip(&src[col + lo..col + hi]) {
-                            *d += v;
+                    for oy in 0..oh {
+                        let col = row * l + oy * ow;
+                        let iy = (oy * sh + i * w.dilation[0]) as isize - w.pad[0] as isize;
+                        // A row in the padding, or a tap whose every column is (then `lo == hi`
+                        // and `ix0` below would not be a column of the image).
+                        if iy < 0 || iy as usize >= h || lo == hi {
+                            if !fold {
+                                dst[col..col + ow].fill(0.0);
+                            }
+                            continue;
                         }
-                    } else if fold {
-                        let d = dst[base + ix0..].iter_mut().step_by(sw);
-                        for (d, &v) in d.zip(&src[col + lo..col + hi]) {
-                            *d += v;
-                        }
-                    } else {
-                        dst[col..col + lo].fill(0.0);
-                        dst[col + hi..col + ow].fill(0.0);
-                        let out = &mut dst[col + lo..col + hi];
-                        if sw == 1 {
-                            out.copy_from_slice(&src[base + ix0..base + ix0 + (hi - lo)]);
+                        let base = plane + iy as usize * wd;
+                        // Input column of output column ox: ox·sw + off (≥ 0 for ox ≥ lo).
+                        let ix0 = (lo as isize * sw as isize + off) as usize;
+                        if fold && sw == 1 {
+                            // Contiguous on both sides: a loop that vectorises.
+                            let d = &mut dst[base + ix0..base + ix0 + (hi - lo)];
+                            for (d, &v) in d.iter_mut().zip(&src[col + lo..col + hi]) {
+                                *d += v;
+                            }
+                        } else if fold {
+                            let d = dst[base + ix0..].iter_mut().step_by(sw);
+                            for (d, &v) in d.zip(&src[col + lo..col + hi]) {
+                                *d += v;
+                            }
                         } else {
-                            for (o, &v) in out.iter_mut().zip(src[base + ix0..].iter().step_by(sw)) {
-                                *o = v;
+                            dst[col..col + lo].fill(0.0);
+                            dst[col + hi..col + ow].fill(0.0);
+                            let out = &mut dst[col + lo..col + hi];
+                            if sw == 1 {
+                                out.copy_from_slice(&src[base + ix0..base + ix0 + (hi - lo)]);
+                            } else {
+                                for (o, &v) in out.iter_mut().zip(src[base + ix0..].iter().step_by(sw)) {
+                                    *o = v;
+                                }
                             }
                         }
                     }
                 }
             }
         }
-    }
+    });
 }
 
 enum PoolKind {
@@ -1382,6 +1380,8 @@ pub enum ConvPair {
 /// product), so the results are the same bits; the columns of an image are read back from
 /// cache instead of memory. Forward: `x (N, C, H, W)`, `w (O, CKK)` → `cols (N, CKK, L)` and
 /// `y (N, O, L)`; backward: `x` = `dy (N, O, L)`, `w (O, CKK)` → `cols` and `dx (N, C, H, W)`.
+/// With `cols` `None` (backward only, when nothing reads the columns afterwards) each image's
+/// columns live in a per-thread buffer and are not stored.
 ///
 /// # Safety
 /// `x` must be valid for reads of N images (of its kind), `out` for writes of N outputs, `w`
@@ -2154,14 +2154,19 @@ mod conv_pair_tests {
             let (x, w, dy) = (data(n * c * h * wd, 1), data(o * ckk, 2), data(n * o * l, 3));
             let (wsh, csh, ysh) = (Shape(vec![o, ckk]), Shape(vec![n, ckk, l]), Shape(vec![n, o, l]));
             let image = [n, c, h, wd];
+            // The pair over `x` into `out` (which may be `x` itself), columns in `cols` or scratch.
+            let pair = |kind, x: *const f32, cols: Option<&mut [f32]>, out: *mut f32| {
+                // SAFETY: `x` and `out` hold N images of their kinds, `cols` N columns.
+                unsafe { conv_pair(kind, &win, image, o, x, &w, cols, out) }.unwrap()
+            };
+            let (fwd, bwd) = (ConvPair::Forward, ConvPair::Backward);
             // Forward: im2col, then W·cols.
             let mut cols = vec![0.0; n * ckk * l];
             im2col(&win, &x, &xs, &mut cols, false).unwrap();
             let mut y = vec![0.0; n * o * l];
             matmul(false, false, &w, &wsh, &cols, &csh, &mut y, &ysh).unwrap();
             let (mut cols2, mut y2) = (vec![f32::NAN; cols.len()], vec![f32::NAN; y.len()]);
-            let fwd = ConvPair::Forward;
-            unsafe { conv_pair(fwd, &win, image, o, x.as_ptr(), &w, Some(&mut cols2), y2.as_mut_ptr()) }.unwrap();
+            pair(fwd, x.as_ptr(), Some(&mut cols2), y2.as_mut_ptr());
             assert_eq!((bits(&cols), bits(&y)), (bits(&cols2), bits(&y2)));
             // Backward: Wᵀ·dy, then col2im.
             let mut dcols = vec![0.0; n * ckk * l];
@@ -2169,58 +2174,21 @@ mod conv_pair_tests {
             let mut dx = vec![0.0; n * c * h * wd];
             im2col(&win, &dcols, &xs, &mut dx, true).unwrap();
             let (mut dcols2, mut dx2) = (vec![f32::NAN; dcols.len()], vec![f32::NAN; dx.len()]);
-            let bwd = ConvPair::Backward;
-            unsafe {
-                conv_pair(
-                    bwd,
-                    &win,
-                    image,
-                    o,
-                    dy.as_ptr(),
-                    &w,
-                    Some(&mut dcols2),
-                    dx2.as_mut_ptr(),
-                )
-            }
-            .unwrap();
+            pair(bwd, dy.as_ptr(), Some(&mut dcols2), dx2.as_mut_ptr());
             assert_eq!((bits(&dcols), bits(&dx)), (bits(&dcols2), bits(&dx2)));
             // The columns in per-thread scratch instead: the same input gradient.
             let mut dx3 = vec![f32::NAN; dx.len()];
-            unsafe { conv_pair(bwd, &win, image, o, dy.as_ptr(), &w, None, dx3.as_mut_ptr()) }.unwrap();
+            pair(bwd, dy.as_ptr(), None, dx3.as_mut_ptr());
             assert_eq!(bits(&dx), bits(&dx3));
             if c * h * wd == o * l {
                 let mut buf = x.clone();
-                unsafe {
-                    conv_pair(
-                        fwd,
-                        &win,
-                        image,
-                        o,
-                        buf.as_ptr(),
-                        &w,
-                        Some(&mut cols2),
-                        buf.as_mut_ptr(),
-                    )
-                }
-                .unwrap();
+                pair(fwd, buf.as_ptr(), Some(&mut cols2), buf.as_mut_ptr());
                 assert_eq!(bits(&y), bits(&buf));
                 let mut buf = dy.clone();
-                unsafe {
-                    conv_pair(
-                        bwd,
-                        &win,
-                        image,
-                        o,
-                        buf.as_ptr(),
-                        &w,
-                        Some(&mut dcols2),
-                        buf.as_mut_ptr(),
-                    )
-                }
-                .unwrap();
+                pair(bwd, buf.as_ptr(), Some(&mut dcols2), buf.as_mut_ptr());
                 assert_eq!(bits(&dx), bits(&buf));
                 let mut buf = dy.clone();
-                unsafe { conv_pair(bwd, &win, image, o, buf.as_ptr(), &w, None, buf.as_mut_ptr()) }.unwrap();
+                pair(bwd, buf.as_ptr(), None, buf.as_mut_ptr());
                 assert_eq!(bits(&dx), bits(&buf));
                 in_place += 1;
             }

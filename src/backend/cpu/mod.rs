@@ -425,8 +425,7 @@ fn conv_pair(a: &Kernel, b: &Kernel) -> Option<kernels::ConvPair> {
     // Every operand of the pair against both outputs (the intermediate is an output and an
     // operand); the final output may lie exactly on the per-image operand (x forward, dy
     // backward) when their images are of one size, which `kernels::conv_pair` allows.
-    let disjoint =
-        |v: &View, w: &View| v.buf != w.buf || v.offset + v.bytes() <= w.offset || w.offset + w.bytes() <= v.offset;
+    let disjoint = |v: &View, w: &View| !overlap(v, w);
     let per_image = match kind {
         ConvPair::Forward => in_a[0],
         ConvPair::Backward => in_a[1],
