@@ -9,12 +9,20 @@
 // through tiles of A and B staged in workgroup memory; loads outside the matrix read zero, so
 // any M, N, K works. Today's default: 64×64×16 tiles, 4×4 blocks, 16×16 invocations.
 //
-// When A is row-major with K, its offset and batch stride multiples of 4 (p.vec_a = 1), the A
-// tile is staged in vec4 loads through `a4`, the same buffer viewed as vec4; likewise B through
-// `b4` when B is row-major and N, offset and batch stride are multiples of 4 (p.vec_b = 1).
-// Otherwise scalar (coalesced) loads. Every variant has TK and TN multiples of 4 for this.
+// When A is row-major with K, its offset and batch stride multiples of 4 (VA = 1), the A tile
+// is staged in vec4 loads through `a4`, the same buffer viewed as vec4; likewise B through `b4`
+// when B is row-major and N, offset and batch stride are multiples of 4 (VB = 1). Otherwise
+// scalar (coalesced) loads. Every variant has TK and TN multiples of 4 for this. VA and VB are
+// pipeline constants (the host sets them from the parameter block's vec_a and vec_b), so the
+// path not taken is compiled out: llvmpipe, like any SIMD-lane compiler that cannot prove a
+// branch uniform, would otherwise run both sides under a mask.
 //
-// `matmul_small` (below): no workgroup memory; an SM×SN block per invocation.
+// `matmul_small` and `matmul_vec4` (below): no workgroup memory; a block of C per invocation,
+// held in named registers. Their bodies are generated (src/backend/wgpu/kernels/matmul.rs),
+// unrolled up to the largest block with each row and column guarded by a test on the override
+// constants that compiles away: loops over an override bound with an array of accumulators
+// were left as loops by llvmpipe, whose arrays indexed by a loop counter live in memory and
+// cost a gather or scatter per lane for every multiply-add (the 1024³ product ran 2.7× slower).
 //
 // Every variant accumulates each element of C as fma(a[k], b[k], acc) for k = 0, 1, ..., K − 1
 // from acc = 0 (a tile's zero padding adds fma(0, 0, acc) = acc), so all variants give the
@@ -53,6 +61,9 @@ override TN: u32 = 64u;
 override TK: u32 = 16u;
 override RM: u32 = 4u;
 override RN: u32 = 4u;
+// 1: A (VA), B (VB) read through their vec4 views; see the header.
+override VA: u32 = 0u;
+override VB: u32 = 0u;
 // Derived from the above; never set by the host. WGSL lets an override size a workgroup array
 // only at the outer level, so the tiles are flat arrays indexed [k·(TM + 1) + m] and [k·TN + n]
 // (A's rows padded by one against bank conflicts).
@@ -88,7 +99,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     var acc: array<f32, 64>;
     for (var k0 = 0u; k0 < K; k0 += TK) {
         // Stage a TM×TK tile of A and a TK×TN tile of B.
-        if (p.vec_a != 0u) {
+        if (VA != 0u) {
             for (var e = t; e < TM * TK / 4u; e += threads) {
                 let am = e / (TK / 4u);
                 let ak = (e % (TK / 4u)) * 4u;
@@ -112,7 +123,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
                 As[ak * AP + am] = select(0.0, ld_a(a0 + gm * rsa + gk * csa), gm < M && gk < K);
             }
         }
-        if (p.vec_b != 0u) {
+        if (VB != 0u) {
             for (var e = t; e < TK * TN / 4u; e += threads) {
                 let bk = e / (TN / 4u);
                 let bn = (e % (TN / 4u)) * 4u;
@@ -165,7 +176,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     }
 }
 
-// Rows (SM) and columns (SN) of C per invocation of `matmul_small`, each at most 8, SM·SN ≤ 32.
+// Rows (SM, at most 8) and columns (SN, at most 4) of C per invocation of `matmul_small`.
 override SM: u32 = 4u;
 override SN: u32 = 4u;
 
@@ -174,61 +185,10 @@ override SN: u32 = 4u;
 // SM + SN elements per SM·SN multiply-adds. Its rows are SM consecutive rows of C; its columns
 // are cb, cb + NB, cb + 2·NB, ... (NB = ⌈N/SN⌉), so neighbouring invocations read and write
 // neighbouring columns. Indices past the edge are clamped for loads and skipped for stores.
-// Dispatched 1-D over batch·⌈M/SM⌉·NB; parameters as above (vec_a and vec_b unused).
-@compute @workgroup_size(256)
-fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = gid(wid, nwg, lid);
-    let M = p.m;
-    let N = p.n;
-    let K = p.k;
-    let MB = (M + SM - 1u) / SM;
-    let NB = (N + SN - 1u) / SN;
-    if (e >= p.batch * MB * NB) { return; }
-    let cb = e % NB;
-    let rest = e / NB;
-    let r0 = (rest % MB) * SM;
-    let z = rest / MB;
-    var pa: array<u32, 8>;
-    var pb: array<u32, 8>;
-    for (var i = 0u; i < SM; i++) {
-        pa[i] = p.a_off + z * p.a_batch + min(r0 + i, M - 1u) * p.rsa;
-    }
-    for (var j = 0u; j < SN; j++) {
-        pb[j] = p.b_off + z * p.b_batch + min(cb + j * NB, N - 1u) * p.csb;
-    }
-    let sa = p.csa;
-    let sb = p.rsb;
-    var acc: array<f32, 32>;
-    for (var k = 0u; k < K; k++) {
-        var av: array<f32, 8>;
-        var bv: array<f32, 8>;
-        for (var i = 0u; i < SM; i++) {
-            av[i] = ld_a(pa[i]);
-            pa[i] += sa;
-        }
-        for (var j = 0u; j < SN; j++) {
-            bv[j] = ld_b(pb[j]);
-            pb[j] += sb;
-        }
-        for (var i = 0u; i < SM; i++) {
-            for (var j = 0u; j < SN; j++) {
-                acc[i * SN + j] = fma(av[i], bv[j], acc[i * SN + j]);
-            }
-        }
-    }
-    let base = p.c_off + z * M * N;
-    for (var i = 0u; i < SM; i++) {
-        if (r0 + i >= M) { break; }
-        for (var j = 0u; j < SN; j++) {
-            let c = cb + j * NB;
-            if (c < N) {
-                st_out(base + (r0 + i) * N + c, acc[i * SN + j]);
-            }
-        }
-    }
-}
+// Dispatched 1-D over batch·⌈M/SM⌉·NB; parameters as above (VA and VB unused).
+{{SMALL}}
 
-// Rows (VM, at most 8) and vec4 column groups (VN, at most 2) of C per invocation of
+// Rows (VM, at most 8) and vec4 column groups (VN, at most 8) of C per invocation of
 // `matmul_vec4`.
 override VM: u32 = 4u;
 override VN: u32 = 1u;
@@ -239,16 +199,19 @@ override WR: u32 = 0u;
 // The product with B read four columns at a time: each invocation accumulates VM rows × VN
 // groups of four consecutive columns of C as vec4 registers, with no workgroup memory. A row of
 // op(B) at step k is one vec4 load per group when B is row-major with 4-aligned N, offset and
-// batch stride (p.vec_b, then through `b4`), else four clamped scalar loads; A is read one
-// element per row and step. Per step: VM + VN loads for 4·VM·VN multiply-adds, and on
-// adapters that run invocations as SIMD lanes (llvmpipe, and GPUs alike) a vec4 load moves four
-// elements per lane where `matmul_small` moves one. The column groups of an invocation are
-// cb, cb + NB, ... (NB = ⌈⌈N/4⌉/VN⌉), so neighbouring invocations read neighbouring vec4s.
+// batch stride (VB, then through `b4`), else four clamped scalar loads; A is read one element
+// per row and step, or, when row-major and aligned (VA), one vec4 per row for four steps. Per
+// four steps: VM + 4·VN loads for 16·VM·VN multiply-adds. On adapters that run invocations as
+// SIMD lanes (llvmpipe, and GPUs alike) a vec4 load moves four elements per lane where
+// `matmul_small` moves one; on llvmpipe every load is a loop over the lanes, so the larger the
+// block, the fewer loads per multiply-add. The column groups of an invocation are cb, cb + NB,
+// ... (NB = ⌈⌈N/4⌉/VN⌉) in the 1-D order, so neighbouring invocations read neighbouring vec4s.
 // Each element of C is still fma(a[k], b[k], acc) over k = 0, 1, ... from 0, as in every variant.
+
 // Four consecutive elements c, c + 1, ... of op(B)'s row starting at `brow`: one vec4 load when
-// B is row-major and aligned (p.vec_b), else four scalar loads clamped at column N − 1.
+// B is row-major and aligned (VB), else four scalar loads clamped at column N − 1.
 fn b_row4(brow: u32, c: u32) -> vec4<f32> {
-    if (p.vec_b != 0u) {
+    if (VB != 0u) {
         return ld_b4((brow + c) / 4u);
     }
     let cs = p.csb;
@@ -261,29 +224,27 @@ fn b_row4(brow: u32, c: u32) -> vec4<f32> {
     );
 }
 
-@compute @workgroup_size(256)
-fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = gid(wid, nwg, lid);
-    let M = p.m;
-    let N = p.n;
-    let K = p.k;
-    let NV = (N + 3u) / 4u;
-    let MB = (M + VM - 1u) / VM;
-    let NB = (NV + VN - 1u) / VN;
-    // The invocation's row block `rb`, its first column group `g0` and the step `gs` between its
-    // groups, and its batch `z`.
-    var rb: u32;
-    var g0: u32;
-    var gs: u32;
-    var z: u32;
+// The invocation's row block `rb`, its first column group `g0`, the step `gs` between its
+// groups and its batch `z`, in the order WR selects (see above); `ok` is false past the end.
+struct Vec4Block {
+    rb: u32,
+    g0: u32,
+    gs: u32,
+    z: u32,
+    ok: bool,
+}
+
+fn vec4_block(e: u32, MB: u32, NV: u32) -> Vec4Block {
+    var b: Vec4Block;
     if (WR == 0u) {
         // Row blocks one after another, NB invocations each.
-        if (e >= p.batch * MB * NB) { return; }
-        g0 = e % NB;
-        gs = NB;
+        let NB = (NV + VN - 1u) / VN;
+        b.ok = e < p.batch * MB * NB;
+        b.g0 = e % NB;
+        b.gs = NB;
         let rest = e / NB;
-        rb = rest % MB;
-        z = rest / MB;
+        b.rb = rest % MB;
+        b.z = rest / MB;
     } else {
         // A workgroup takes a tile of WR row blocks × WC·VN column groups, so the rows of A and
         // the columns of B it streams over k stay in cache for the whole tile.
@@ -293,74 +254,14 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         let TC = (NV + WC * VN - 1u) / (WC * VN);
         let g = e / 256u;
         let l = e % 256u;
-        if (g >= p.batch * TR * TC) { return; }
-        g0 = (g % TC) * WC * VN + l % WC;
-        gs = WC;
+        b.ok = g < p.batch * TR * TC;
+        b.g0 = (g % TC) * WC * VN + l % WC;
+        b.gs = WC;
         let rest = g / TC;
-        rb = (rest % TR) * R + l / WC;
-        z = rest / TR;
+        b.rb = (rest % TR) * R + l / WC;
+        b.z = rest / TR;
     }
-    let r0 = rb * VM;
-    let b0 = p.b_off + z * p.b_batch;
-    var pa: array<u32, 8>;
-    for (var i = 0u; i < VM; i++) {
-        pa[i] = p.a_off + z * p.a_batch + min(r0 + i, M - 1u) * p.rsa;
-    }
-    // First column of each group (clamped for loads; stores check the true column).
-    var col: array<u32, 2>;
-    for (var j = 0u; j < VN; j++) {
-        col[j] = min(g0 + j * gs, NV - 1u) * 4u;
-    }
-    let sa = p.csa;
-    var acc: array<vec4<f32>, 16>;
-    var k0 = 0u;
-    if (p.vec_a != 0u) {
-        // A row-major with 4-aligned K, offset and batch stride: four steps of k per vec4 load
-        // of each row, then the four steps in order (the same fma sequence as one at a time).
-        for (; k0 < K; k0 += 4u) {
-            var av: array<vec4<f32>, 8>;
-            for (var i = 0u; i < VM; i++) {
-                av[i] = ld_a4((pa[i] + k0) / 4u);
-            }
-            for (var t = 0u; t < 4u; t++) {
-                var bv: array<vec4<f32>, 2>;
-                let brow = b0 + (k0 + t) * p.rsb;
-                for (var j = 0u; j < VN; j++) {
-                    bv[j] = b_row4(brow, col[j]);
-                }
-                for (var i = 0u; i < VM; i++) {
-                    let a = vec4<f32>(av[i][t]);
-                    for (var j = 0u; j < VN; j++) {
-                        acc[i * VN + j] = fma(a, bv[j], acc[i * VN + j]);
-                    }
-                }
-            }
-        }
-    }
-    for (var k = k0; k < K; k++) {
-        var bv: array<vec4<f32>, 2>;
-        let brow = b0 + k * p.rsb;
-        for (var j = 0u; j < VN; j++) {
-            bv[j] = b_row4(brow, col[j]);
-        }
-        for (var i = 0u; i < VM; i++) {
-            let av = vec4<f32>(ld_a(pa[i] + k * sa));
-            for (var j = 0u; j < VN; j++) {
-                acc[i * VN + j] = fma(av, bv[j], acc[i * VN + j]);
-            }
-        }
-    }
-    let base = p.c_off + z * M * N;
-    for (var i = 0u; i < VM; i++) {
-        if (r0 + i >= M) { break; }
-        for (var j = 0u; j < VN; j++) {
-            let c = (g0 + j * gs) * 4u;
-            let v = acc[i * VN + j];
-            for (var t = 0u; t < 4u; t++) {
-                if (c + t < N) {
-                    st_out(base + (r0 + i) * N + c + t, v[t]);
-                }
-            }
-        }
-    }
+    return b;
 }
+
+{{VEC4}}

@@ -551,12 +551,13 @@ mod tests {
                     "{v:?}"
                 );
             }
+            // The generated entry points' largest blocks.
             if let Variant::Small { sm, sn } = v {
-                assert!(sm <= 8 && sn <= 8 && sm * sn <= 32, "{v:?}");
+                assert!(sm <= matmul::MAX_SM && sn <= matmul::MAX_SN, "{v:?}");
             }
             if let Variant::Vec4 { vm, vn, wr } = v {
                 assert!(
-                    vm <= 8 && vn <= 2 && wr <= 256 && (wr == 0 || wr.is_power_of_two()),
+                    vm <= matmul::MAX_VM && vn <= matmul::MAX_VN && wr <= 256 && (wr == 0 || wr.is_power_of_two()),
                     "{v:?}"
                 );
             }

@@ -39,9 +39,10 @@ pub struct Matmul {
     pub b_batch: u32,
     /// Batches.
     pub batch: u32,
-    /// 1: stage A through the vec4 view (`matmul` only).
+    /// 1: A may be read through its vec4 view (row-major, K, offset and batch stride multiples
+    /// of 4). The shader reads it as the pipeline constant `VA`, set from here by [`dispatch`].
     pub vec_a: u32,
-    /// 1: stage B through the vec4 view (`matmul` only).
+    /// 1: B may be read through its vec4 view; the pipeline constant `VB`.
     pub vec_b: u32,
 }
 
@@ -96,22 +97,23 @@ impl Variant {
     /// The candidates the autotuner times, defaults first (a tie keeps the default), then the
     /// rest roughly from the most to the least often fastest (on llvmpipe), since a shape's
     /// time budget may run out before the last are timed.
-    pub const ALL: [Variant; 15] = [
+    pub const ALL: [Variant; 16] = [
         Variant::TILED,
         Variant::SMALL,
         Variant::Vec4 { vm: 8, vn: 2, wr: 0 },
         Variant::Small { sm: 8, sn: 4 },
+        Variant::Vec4 { vm: 8, vn: 4, wr: 0 },
         Variant::Vec4 { vm: 8, vn: 1, wr: 0 },
         Variant::Vec4 { vm: 4, vn: 2, wr: 0 },
+        Variant::Vec4 { vm: 8, vn: 8, wr: 16 },
+        Variant::Vec4 { vm: 8, vn: 4, wr: 32 },
+        Variant::Vec4 { vm: 8, vn: 4, wr: 16 },
         Variant::Vec4 { vm: 8, vn: 2, wr: 16 },
-        Variant::Vec4 { vm: 8, vn: 2, wr: 8 },
         tiled(128, 128, 8, 8, 8),
         Variant::Vec4 { vm: 4, vn: 1, wr: 0 },
         Variant::Small { sm: 2, sn: 4 },
         tiled(32, 32, 16, 2, 2),
-        tiled(64, 32, 16, 4, 2),
         Variant::Small { sm: 1, sn: 4 },
-        tiled(128, 64, 16, 8, 4),
     ];
 
     /// The entry point.
@@ -249,6 +251,7 @@ pub fn dispatch(p: &Matmul, a: usize, b: usize, out: usize, v: Variant) -> Resul
     let cost = Cost::new(2 * m * n * k * batch, &[a_elems, b_elems], m * n * batch);
     let mut d = Dispatch::new(Family::Matmul, v.entry(), p, vec![a, b], vec![out], grid).with_cost(cost);
     d.constants = v.constants();
+    d.constants.extend([("VA", p.vec_a), ("VB", p.vec_b)]);
     Ok(d)
 }
 
@@ -268,5 +271,155 @@ pub fn with_variant(d: &Dispatch, v: Variant) -> Result<Dispatch, String> {
 pub fn variant_of(d: &Dispatch) -> Option<Variant> {
     Variant::ALL
         .into_iter()
-        .find(|v| v.entry() == d.entry && v.constants() == d.constants)
+        .find(|v| v.entry() == d.entry && d.constants.starts_with(&v.constants()))
+}
+
+/// The largest block of C per invocation that the generated entry points unroll to: rows and
+/// columns of `matmul_small`, rows and vec4 column groups of `matmul_vec4`.
+pub const MAX_SM: u32 = 8;
+/// See [`MAX_SM`].
+pub const MAX_SN: u32 = 4;
+/// See [`MAX_SM`].
+pub const MAX_VM: u32 = 8;
+/// See [`MAX_SM`].
+pub const MAX_VN: u32 = 8;
+
+/// matmul.wgsl with its generated entry points filled in.
+pub fn source() -> String {
+    let body = include_str!("../../../../shaders/matmul.wgsl");
+    super::fill(&super::fill(body, "SMALL", &small_source()), "VEC4", &vec4_source())
+}
+
+/// `matmul_small`, unrolled to a `MAX_SM`×`MAX_SN` block: accumulator `acc{i}_{j}` holds row
+/// r0 + i, column cb + j·NB, and every row or column past the override constants SM and SN is
+/// behind a test that compiles away.
+fn small_source() -> String {
+    let (rows, cols) = (0..MAX_SM, 0..MAX_SN);
+    let mut s = String::from(
+        "@compute @workgroup_size(256)
+fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = gid(wid, nwg, lid);
+    let M = p.m;
+    let N = p.n;
+    let K = p.k;
+    let MB = (M + SM - 1u) / SM;
+    let NB = (N + SN - 1u) / SN;
+    if (e >= p.batch * MB * NB) { return; }
+    let cb = e % NB;
+    let rest = e / NB;
+    let r0 = (rest % MB) * SM;
+    let z = rest / MB;
+    let a0 = p.a_off + z * p.a_batch;
+    let b0 = p.b_off + z * p.b_batch;
+",
+    );
+    for i in rows.clone() {
+        s += &format!("    let pa{i} = a0 + min(r0 + {i}u, M - 1u) * p.rsa;\n");
+    }
+    for j in cols.clone() {
+        s += &format!("    let pb{j} = b0 + min(cb + {j}u * NB, N - 1u) * p.csb;\n");
+    }
+    for i in rows.clone() {
+        let accs: Vec<String> = cols.clone().map(|j| format!("var acc{i}_{j} = 0.0;")).collect();
+        s += &format!("    {}\n", accs.join(" "));
+    }
+    s += "    for (var k = 0u; k < K; k++) {\n";
+    for j in cols.clone() {
+        s += &format!("        var b{j} = 0.0; if ({j}u < SN) {{ b{j} = ld_b(pb{j} + k * p.rsb); }}\n");
+    }
+    for i in rows.clone() {
+        s += &format!("        if ({i}u < SM) {{\n            let a = ld_a(pa{i} + k * p.csa);\n");
+        for j in cols.clone() {
+            s += &format!("            if ({j}u < SN) {{ acc{i}_{j} = fma(a, b{j}, acc{i}_{j}); }}\n");
+        }
+        s += "        }\n";
+    }
+    s += "    }\n    let c0 = p.c_off + z * M * N;\n";
+    for i in rows {
+        s += &format!("    if ({i}u < SM && r0 + {i}u < M) {{\n        let row = c0 + (r0 + {i}u) * N;\n");
+        for j in cols.clone() {
+            s += &format!(
+                "        if ({j}u < SN && cb + {j}u * NB < N) {{ st_out(row + cb + {j}u * NB, acc{i}_{j}); }}\n"
+            );
+        }
+        s += "    }\n";
+    }
+    s + "}\n"
+}
+
+/// `matmul_vec4`, unrolled to a `MAX_VM`×`MAX_VN` block: accumulator `acc{i}_{j}` holds row
+/// r0 + i, columns 4·(g0 + j·gs) .. + 3; rows and groups past VM and VN compile away, and so
+/// does the vec4 path for A when VA = 0 (then every step reads A one element per row).
+fn vec4_source() -> String {
+    let (rows, groups) = (0..MAX_VM, 0..MAX_VN);
+    let mut s = String::from(
+        "@compute @workgroup_size(256)
+fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let M = p.m;
+    let N = p.n;
+    let K = p.k;
+    let NV = (N + 3u) / 4u;
+    let blk = vec4_block(gid(wid, nwg, lid), (M + VM - 1u) / VM, NV);
+    if (!blk.ok) { return; }
+    let r0 = blk.rb * VM;
+    let a0 = p.a_off + blk.z * p.a_batch;
+    let b0 = p.b_off + blk.z * p.b_batch;
+",
+    );
+    for i in rows.clone() {
+        s += &format!("    let pa{i} = a0 + min(r0 + {i}u, M - 1u) * p.rsa;\n");
+    }
+    // First column of each group, clamped for loads (stores check the true column).
+    for j in groups.clone() {
+        s += &format!("    let col{j} = min(blk.g0 + {j}u * blk.gs, NV - 1u) * 4u;\n");
+    }
+    for i in rows.clone() {
+        let accs: Vec<String> = groups
+            .clone()
+            .map(|j| format!("var acc{i}_{j} = vec4<f32>(0.0);"))
+            .collect();
+        s += &format!("    {}\n", accs.join(" "));
+    }
+    // One step k of the product: B's row k for every group, then row i's `a(i)` times each.
+    let step = |s: &mut String, indent: &str, k: &str, a: &dyn Fn(u32) -> String| {
+        *s += &format!("{indent}let brow = b0 + ({k}) * p.rsb;\n");
+        for j in groups.clone() {
+            *s += &format!("{indent}var b{j} = vec4<f32>(0.0); if ({j}u < VN) {{ b{j} = b_row4(brow, col{j}); }}\n");
+        }
+        for i in rows.clone() {
+            *s += &format!("{indent}if ({i}u < VM) {{\n{indent}    let a = vec4<f32>({});\n", a(i));
+            for j in groups.clone() {
+                *s += &format!("{indent}    if ({j}u < VN) {{ acc{i}_{j} = fma(a, b{j}, acc{i}_{j}); }}\n");
+            }
+            *s += &format!("{indent}}}\n");
+        }
+    };
+    // A row-major with 4-aligned K, offset and batch stride: four steps per vec4 load of each
+    // row, taken in order (the same fma sequence as one step at a time).
+    s += "    var k = 0u;\n    if (VA != 0u) {\n        for (; k < K; k += 4u) {\n";
+    for i in rows.clone() {
+        s += &format!("            var a{i} = vec4<f32>(0.0); if ({i}u < VM) {{ a{i} = ld_a4((pa{i} + k) / 4u); }}\n");
+    }
+    for t in 0..4 {
+        s += "            {\n";
+        step(&mut s, "                ", &format!("k + {t}u"), &|i| {
+            format!("a{i}[{t}]")
+        });
+        s += "            }\n";
+    }
+    s += "        }\n    }\n    for (; k < K; k++) {\n";
+    step(&mut s, "        ", "k", &|i| format!("ld_a(pa{i} + k * p.csa)"));
+    s += "    }\n    let c0 = p.c_off + blk.z * M * N;\n";
+    for i in rows {
+        s += &format!("    if ({i}u < VM && r0 + {i}u < M) {{\n        let row = c0 + (r0 + {i}u) * N;\n");
+        for j in groups.clone() {
+            s += &format!("        if ({j}u < VN) {{\n            let c = (blk.g0 + {j}u * blk.gs) * 4u;\n");
+            for (t, lane) in ["x", "y", "z", "w"].iter().enumerate() {
+                s += &format!("            if (c + {t}u < N) {{ st_out(row + c + {t}u, acc{i}_{j}.{lane}); }}\n");
+            }
+            s += "        }\n";
+        }
+        s += "    }\n";
+    }
+    s + "}\n"
 }

@@ -74,7 +74,7 @@ impl Family {
         let body = match self {
             Family::Elementwise => elementwise::source(),
             Family::Reduce => include_str!("../../../../shaders/reduce.wgsl").to_string(),
-            Family::Matmul => include_str!("../../../../shaders/matmul.wgsl").to_string(),
+            Family::Matmul => matmul::source(),
             Family::Softmax => include_str!("../../../../shaders/softmax.wgsl").to_string(),
             Family::Conv => include_str!("../../../../shaders/conv.wgsl").to_string(),
             Family::Rnn => include_str!("../../../../shaders/rnn.wgsl").to_string(),
