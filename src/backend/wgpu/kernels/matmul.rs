@@ -251,7 +251,11 @@ pub fn dispatch(p: &Matmul, a: usize, b: usize, out: usize, v: Variant) -> Resul
     let cost = Cost::new(2 * m * n * k * batch, &[a_elems, b_elems], m * n * batch);
     let mut d = Dispatch::new(Family::Matmul, v.entry(), p, vec![a, b], vec![out], grid).with_cost(cost);
     d.constants = v.constants();
-    d.constants.extend([("VA", p.vec_a), ("VB", p.vec_b)]);
+    // The vec4 paths' switches; `matmul_small` has none, and a constant it ignores would only
+    // make more pipelines of the same code.
+    if !matches!(v, Variant::Small { .. }) {
+        d.constants.extend([("VA", p.vec_a), ("VB", p.vec_b)]);
+    }
     Ok(d)
 }
 
