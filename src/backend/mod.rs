@@ -240,3 +240,63 @@ pub trait Backend: Clone {
     /// Run every kernel once, in order, then return the bytes of each `fetch` view.
     fn execute(&self, program: &mut Self::Program, uniforms: &StepUniforms, fetch: &[View]) -> Result<Vec<Vec<u8>>>;
 }
+
+/// Whether two views share a byte.
+pub(crate) fn overlap(a: &View, b: &View) -> bool {
+    a.buf == b.buf && a.offset < b.offset + b.bytes() && b.offset < a.offset + a.bytes()
+}
+
+/// Whether nothing reads what `v` holds once kernel `last` has run: walking the kernels after it
+/// (and round to the start of the next run), every byte of `v` is overwritten before a kernel
+/// reads it. An update, which touches its whole buffers, counts as a read of them; so does
+/// reaching `last` again.
+pub(crate) fn dead_after(kernels: &[Kernel], last: usize, v: &View) -> bool {
+    // The byte ranges of `v` not yet overwritten.
+    let mut live = vec![(v.offset, v.offset + v.bytes())];
+    let touches = |x: &View, live: &[(usize, usize)]| {
+        x.buf == v.buf && live.iter().any(|&(a, b)| x.offset < b && a < x.offset + x.bytes())
+    };
+    for j in (last + 1..kernels.len()).chain(0..=last) {
+        if j == last {
+            return false;
+        }
+        if let Kernel::Update(u) = &kernels[j] {
+            if v.buf == u.params || v.buf == u.grads || u.state.contains(&v.buf) {
+                return false;
+            }
+        }
+        let (ins, outs) = kernel_views(&kernels[j]);
+        if ins.iter().any(|x| touches(x, &live)) {
+            return false;
+        }
+        for o in outs.iter().filter(|o| o.buf == v.buf) {
+            let (lo, hi) = (o.offset, o.offset + o.bytes());
+            live = live
+                .into_iter()
+                .flat_map(|(a, b)| [(a, b.min(lo)), (a.max(hi), b)])
+                .filter(|&(a, b)| a < b)
+                .collect();
+        }
+        if live.is_empty() {
+            return true;
+        }
+    }
+    false
+}
+
+/// The views a kernel reads, and the ones it writes.
+pub(crate) fn kernel_views(k: &Kernel) -> (Vec<View>, Vec<View>) {
+    match k {
+        Kernel::Op { inputs, out, .. } => (inputs.clone(), vec![*out]),
+        Kernel::Copy { src, dst } => (vec![*src], vec![*dst]),
+        Kernel::GradStats { src, check, out } => (src.iter().chain(check).copied().collect(), vec![*out]),
+        Kernel::AddInto { src, dst } => (vec![*src, *dst], vec![*dst]),
+        Kernel::CopyIfFinite { src, dst, stats } => (vec![*src, *stats], vec![*dst]),
+        Kernel::Fill { dst, .. } => (vec![], vec![*dst]),
+        Kernel::Update(u) => (vec![u.stats], vec![]),
+        Kernel::Fused(f) => (
+            f.inputs.iter().map(|(v, _)| *v).collect(),
+            f.outputs.iter().map(|(_, v)| *v).collect(),
+        ),
+    }
+}

@@ -9,7 +9,7 @@
 
 mod kernels;
 
-use super::{Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
+use super::{dead_after, kernel_views, overlap, Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
 use crate::error::{Error, Result};
 use crate::graph::Op;
 use crate::shape::DType;
@@ -283,60 +283,12 @@ impl Backend for Cpu {
     }
 }
 
-/// Whether two views share a byte.
-fn overlap(a: &View, b: &View) -> bool {
-    a.buf == b.buf && a.offset < b.offset + b.bytes() && b.offset < a.offset + a.bytes()
-}
-
-/// Whether nothing reads what `v` holds once kernel `last` has run: walking the kernels after it
-/// (and round to the start of the next run), a write covering all of `v` comes before any read
-/// of a byte of it. An update, which touches its whole buffers, counts as a read of them; so
-/// does reaching `last` again.
-fn dead_after(kernels: &[Kernel], last: usize, v: &View) -> bool {
-    for j in (last + 1..kernels.len()).chain(0..=last) {
-        if j == last {
-            return false;
-        }
-        if let Kernel::Update(u) = &kernels[j] {
-            if v.buf == u.params || v.buf == u.grads || u.state.contains(&v.buf) {
-                return false;
-            }
-        }
-        let (ins, outs) = kernel_views(&kernels[j]);
-        if ins.iter().any(|x| overlap(x, v)) {
-            return false;
-        }
-        let covers = |o: &View| o.buf == v.buf && o.offset <= v.offset && o.offset + o.bytes() >= v.offset + v.bytes();
-        if outs.iter().any(covers) {
-            return true;
-        }
-    }
-    false
-}
-
 /// Memory the operating system can still hand out (Linux's `MemAvailable`), if known.
 fn available_memory() -> Option<usize> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-/// The views a kernel reads, and the ones it writes.
-fn kernel_views(k: &Kernel) -> (Vec<View>, Vec<View>) {
-    match k {
-        Kernel::Op { inputs, out, .. } => (inputs.clone(), vec![*out]),
-        Kernel::Copy { src, dst } => (vec![*src], vec![*dst]),
-        Kernel::GradStats { src, check, out } => (src.iter().chain(check).copied().collect(), vec![*out]),
-        Kernel::AddInto { src, dst } => (vec![*src, *dst], vec![*dst]),
-        Kernel::CopyIfFinite { src, dst, stats } => (vec![*src, *stats], vec![*dst]),
-        Kernel::Fill { dst, .. } => (vec![], vec![*dst]),
-        Kernel::Update(u) => (vec![u.stats], vec![]),
-        Kernel::Fused(f) => (
-            f.inputs.iter().map(|(v, _)| *v).collect(),
-            f.outputs.iter().map(|(_, v)| *v).collect(),
-        ),
-    }
 }
 
 /// Whether kernels `a` then `b` are one convolution's unfold and product (or product and fold)

@@ -12,11 +12,12 @@ pub mod kernels;
 pub mod lower;
 mod profile;
 
-use super::{Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
+use super::{dead_after, overlap, Backend, DeviceInfo, Kernel, MemoryLimits, StepUniforms, View};
 use crate::error::{Error, Result};
+use crate::graph::Op;
 use crate::optim::OptimizerKind;
 use crate::shape::DType;
-use kernels::{Dispatch, Family, Grid, Step, Storage, Store};
+use kernels::{matmul, Dispatch, Family, Grid, Step, Storage, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -47,7 +48,7 @@ struct Inner {
     trials: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     tuner: autotune::Tuner,
     /// Pipelines of generated sources (fused kernels), by source.
-    generated: Mutex<HashMap<Arc<str>, wgpu::ComputePipeline>>,
+    generated: Mutex<HashMap<GeneratedKey, wgpu::ComputePipeline>>,
     /// How f16 tensors are stored: natively with `SHADER_F16`, else packed in u32 words.
     f16: Store,
     dummy_ro: wgpu::Buffer,
@@ -55,6 +56,9 @@ struct Inner {
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
+
+/// A generated pipeline: its source, entry point and override constants.
+type GeneratedKey = (Arc<str>, &'static str, Vec<(&'static str, u32)>);
 
 /// A pipeline: its family, entry point, tensor storage and override constants.
 type PipelineKey = (Family, &'static str, Storage, Vec<(&'static str, u32)>);
@@ -76,9 +80,23 @@ struct Prepared {
     groups: [u32; 3],
 }
 
+/// A product dispatched with its fused epilogue, and the two dispatches it replaces, run instead
+/// when a fetch reads the product itself (which the merged dispatch never stores).
+struct Alternate {
+    /// Index of the merged dispatch.
+    at: usize,
+    /// The product's view (bytes), as the kernels name it.
+    product: View,
+    /// The product's dispatch and the fused kernel's, prepared on the first step that needs
+    /// them (most programs never fetch a product, and each pipeline is a compile).
+    pair: [Dispatch; 2],
+    prepared: Option<[Prepared; 2]>,
+}
+
 /// A prepared kernel list.
 pub struct GpuProgram {
     dispatches: Vec<Prepared>,
+    alternates: Vec<Alternate>,
     step: wgpu::Buffer,
     rule: Option<OptimizerKind>,
     buffers: Vec<GpuBuffer>,
@@ -465,28 +483,77 @@ impl Gpu {
         self.inner.f16 == Store::F16
     }
 
+    /// The pipeline, bind group and launch size of `d`, its parameters uploaded.
+    fn prepare_dispatch(&self, d: &Dispatch, step: &wgpu::Buffer, raw: &[wgpu::Buffer]) -> Result<Prepared> {
+        // Parameter structs are made of 4-byte fields, so their size is a multiple of 4.
+        let params = self.raw(
+            d.params.len(),
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            d.entry,
+        );
+        self.inner.queue.write_buffer(&params, 0, &d.params);
+        let groups = self.groups(d.grid)?;
+        // The leading fields (sizes, mostly) label the dispatch in the profile.
+        let words: Vec<u32> = d
+            .params
+            .chunks_exact(4)
+            .take(3)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        let kind = profile::Kind::of(d);
+        let (pipeline, bind_group) = match &d.source {
+            Some(src) => {
+                let p = self.generated_pipeline(src, d.entry, &d.constants)?;
+                let b = self.bind_generated(d, &p, &params, raw);
+                (p, b)
+            }
+            None => (
+                self.pipeline(d.family, d.entry, self.storage(d.dtypes), &d.constants)?,
+                self.bind(d, &params, step, raw),
+            ),
+        };
+        Ok(Prepared {
+            label: format!("{} {groups:?} {words:?}", kind.entry),
+            kind,
+            pipeline,
+            bind_group,
+            groups,
+        })
+    }
+
     /// The pipeline of a dispatch with a generated source, its bind group layout derived from
-    /// the source (each generated kernel binds its own set of buffers).
-    fn generated_pipeline(&self, src: &Arc<str>, entry: &'static str) -> Result<wgpu::ComputePipeline> {
+    /// the source (each generated kernel binds its own set of buffers), with override
+    /// `constants` (a product with an epilogue keeps its variant's).
+    fn generated_pipeline(
+        &self,
+        src: &Arc<str>,
+        entry: &'static str,
+        constants: &[(&'static str, u32)],
+    ) -> Result<wgpu::ComputePipeline> {
         let mut cache = self
             .inner
             .generated
             .lock()
             .map_err(|_| Error::Backend("pipeline cache poisoned".into()))?;
-        if let Some(p) = cache.get(src) {
+        let key = (src.clone(), entry, constants.to_vec());
+        if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
         let d = &self.inner.device;
         let module = shader_module(d, entry, src.to_string());
+        let values: Vec<(&str, f64)> = constants.iter().map(|&(k, v)| (k, v as f64)).collect();
         let p = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: None,
             module: &module,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &values,
+                ..Default::default()
+            },
             cache: None,
         });
-        cache.insert(src.clone(), p.clone());
+        cache.insert(key, p.clone());
         Ok(p)
     }
 
@@ -769,6 +836,68 @@ fn in_elements(k: &Kernel) -> std::result::Result<Kernel, String> {
     })
 }
 
+/// Whether kernel `i` is a product whose result only the fused kernel `i + 1` reads, as that
+/// kernel's whole index space: then the two may be one dispatch that never stores the product.
+/// Returns the fused kernel's operand that is the product, and the product's view. The product
+/// must be dead once the fused kernel has run (a stored value of it covers the product's
+/// storage, or no later kernel reads that storage before it is rewritten); a fetch of it is
+/// handled at run time ([`Alternate`]).
+fn epilogue_of(kernels: &[Kernel], i: usize) -> Option<(usize, View)> {
+    let (
+        Kernel::Op {
+            op: Op::MatMul { .. },
+            inputs,
+            out: c,
+            ..
+        },
+        Some(f),
+    ) = (&kernels[i], kernels.get(i + 1).and_then(as_fused))
+    else {
+        return None;
+    };
+    if c.dtype != DType::F32 || inputs.iter().any(|v| v.dtype != DType::F32) || f.len() != c.len {
+        return None;
+    }
+    let reads: Vec<usize> = (0..f.inputs.len()).filter(|&k| overlap(&f.inputs[k].0, c)).collect();
+    let [head] = reads[..] else { return None };
+    let (v, strides) = &f.inputs[head];
+    if v != c || *strides != f.shape.strides() {
+        return None;
+    }
+    let outs: Vec<&View> = f.outputs.iter().map(|(_, v)| v).collect();
+    if outs.iter().any(|o| overlap(o, c) && *o != c) {
+        return None;
+    }
+    (outs.contains(&c) || dead_after(kernels, i + 1, c)).then_some((head, *c))
+}
+
+/// `k` as a fused kernel: itself, or a lone element-wise op (a bias add the fusion pass left on
+/// its own, with nothing to fuse it with) as a run of one.
+fn as_fused(k: &Kernel) -> Option<crate::backend::Fused> {
+    match k {
+        Kernel::Fused(f) => Some(f.clone()),
+        Kernel::Op {
+            op: op @ (Op::Unary(_) | Op::Binary(_)),
+            inputs,
+            in_shapes,
+            out,
+            out_shape,
+            node,
+        } if out.dtype == DType::F32 && inputs.iter().all(|v| v.dtype == DType::F32) => Some(crate::backend::Fused {
+            shape: out_shape.clone(),
+            inputs: inputs
+                .iter()
+                .zip(in_shapes)
+                .map(|(v, s)| (*v, crate::shape::broadcast_strides(s, out_shape)))
+                .collect(),
+            body: vec![(op.clone(), (0..inputs.len()).collect())],
+            outputs: vec![(inputs.len(), *out)],
+            nodes: vec![*node],
+        }),
+        _ => None,
+    }
+}
+
 fn out_view(k: &Kernel) -> Option<View> {
     match k {
         Kernel::Op { out, .. } => Some(*out),
@@ -883,10 +1012,13 @@ impl Backend for Gpu {
         );
         let mut rule = None;
         let mut planned: Vec<Dispatch> = Vec::new();
+        // Each kernel's first dispatch and count in `planned`.
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(kernels.len());
         for k in &kernels {
             if let Kernel::Update(u) = k {
                 rule = Some(u.rule);
             }
+            let start = planned.len();
             let k = &in_elements(k).map_err(Error::Backend)?;
             let mut ds = lower::lower(k).map_err(Error::Backend)?;
             // A kernel may not read the buffer it writes in the same dispatch: write to a
@@ -909,45 +1041,52 @@ impl Backend for Gpu {
                 }
             }
             planned.extend(ds);
+            spans.push((start, planned.len() - start));
         }
         let raw: Vec<wgpu::Buffer> = buffers.iter().map(|b| b.buf.clone()).collect();
         let planned = self.autotune(planned, &raw, &step)?;
-        let mut dispatches = Vec::with_capacity(planned.len());
-        for d in &planned {
-            // Parameter structs are made of 4-byte fields, so their size is a multiple of 4.
-            let params = self.raw(
-                d.params.len(),
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                d.entry,
-            );
-            self.inner.queue.write_buffer(&params, 0, &d.params);
-            let groups = self.groups(d.grid)?;
-            // The leading fields (sizes, mostly) label the dispatch in the profile.
-            let words: Vec<u32> = d
-                .params
-                .chunks_exact(4)
-                .take(3)
-                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-                .collect();
-            let kind = profile::Kind::of(d);
-            let (pipeline, bind_group) = match &d.source {
-                Some(src) => {
-                    let p = self.generated_pipeline(src, d.entry)?;
-                    let b = self.bind_generated(d, &p, &params, &raw);
-                    (p, b)
-                }
-                None => (
-                    self.pipeline(d.family, d.entry, self.storage(d.dtypes), &d.constants)?,
-                    self.bind(d, &params, &step, &raw),
-                ),
+        // Products whose only reader is the fused kernel right after them: one dispatch each
+        // (by the product's index in `planned`), the pair kept for runs that fetch the product.
+        let mut merged: HashMap<usize, (Dispatch, View)> = HashMap::new();
+        let epilogues = std::env::var("KILN_EPILOGUE").as_deref() != Ok("off");
+        for i in (0..kernels.len().saturating_sub(1)).filter(|_| epilogues) {
+            let (Some((head, c)), (at, 1), (next, 1)) = (epilogue_of(&kernels, i), spans[i], spans[i + 1]) else {
+                continue;
             };
-            dispatches.push(Prepared {
-                label: format!("{} {groups:?} {words:?}", kind.entry),
-                kind,
-                pipeline,
-                bind_group,
-                groups,
-            });
+            let Some(Kernel::Fused(f)) = as_fused(&kernels[i + 1])
+                .map(|f| in_elements(&Kernel::Fused(f)))
+                .transpose()
+                .map_err(Error::Backend)?
+            else {
+                continue;
+            };
+            let limit = self.inner.limits.max_storage_buffers_per_shader_stage;
+            if next == at + 1 && planned[at].family == Family::Matmul {
+                if let Some(d) = matmul::with_epilogue(&planned[at], &f, head, limit).map_err(Error::Backend)? {
+                    merged.insert(at, (d, c));
+                }
+            }
+        }
+        let mut dispatches = Vec::with_capacity(planned.len());
+        let mut alternates = Vec::new();
+        let mut j = 0;
+        while j < planned.len() {
+            match merged.remove(&j) {
+                Some((d, product)) => {
+                    alternates.push(Alternate {
+                        at: dispatches.len(),
+                        product,
+                        pair: [planned[j].clone(), planned[j + 1].clone()],
+                        prepared: None,
+                    });
+                    dispatches.push(self.prepare_dispatch(&d, &step, &raw)?);
+                    j += 2;
+                }
+                None => {
+                    dispatches.push(self.prepare_dispatch(&planned[j], &step, &raw)?);
+                    j += 1;
+                }
+            }
         }
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Backend(format!("preparing the program: {e}")));
@@ -956,6 +1095,7 @@ impl Backend for Gpu {
         let profile = (std::env::var("KILN_PROFILE").as_deref() == Ok("1")).then(|| vec![(0.0, 0); dispatches.len()]);
         Ok(GpuProgram {
             dispatches,
+            alternates,
             step,
             rule,
             buffers,
@@ -981,8 +1121,33 @@ impl Backend for Gpu {
                 total,
             ));
         }
+        // The dispatches in order, each with its index in the profile: a product merged with its
+        // epilogue runs as the two dispatches it replaced when the product is fetched.
+        let needed = |a: &Alternate| fetch.iter().any(|f| overlap(f, &a.product));
+        if p.alternates.iter().any(|a| needed(a) && a.prepared.is_none()) {
+            let raw: Vec<wgpu::Buffer> = p.buffers.iter().map(|b| b.buf.clone()).collect();
+            let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            for a in p.alternates.iter_mut().filter(|a| needed(a) && a.prepared.is_none()) {
+                a.prepared = Some([
+                    self.prepare_dispatch(&a.pair[0], &p.step, &raw)?,
+                    self.prepare_dispatch(&a.pair[1], &p.step, &raw)?,
+                ]);
+            }
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(Error::Backend(format!(
+                    "preparing a product and its epilogue apart: {e}"
+                )));
+            }
+        }
+        let mut order: Vec<(usize, &Prepared)> = p.dispatches.iter().enumerate().collect();
+        for a in p.alternates.iter().rev() {
+            if let (true, Some(pair)) = (needed(a), &a.prepared) {
+                order.splice(a.at..a.at + 1, pair.iter().map(|d| (a.at, d)));
+            }
+        }
         if let Some(prof) = p.profile.as_mut() {
-            for (d, e) in p.dispatches.iter().zip(prof.iter_mut()) {
+            for &(i, d) in &order {
+                let e = &mut prof[i];
                 let t = std::time::Instant::now();
                 let mut enc = self.inner.device.create_command_encoder(&Default::default());
                 {
@@ -1014,7 +1179,7 @@ impl Backend for Gpu {
                 label: Some("kiln step"),
                 timestamp_writes: None,
             });
-            for d in &p.dispatches {
+            for (_, d) in &order {
                 pass.set_pipeline(&d.pipeline);
                 pass.set_bind_group(0, &d.bind_group, &[]);
                 pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);

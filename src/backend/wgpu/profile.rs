@@ -26,6 +26,8 @@ impl Kind {
         Kind {
             family: d.family,
             entry: match variant {
+                // A product with its epilogue (`matmul::with_epilogue`) carries its own source.
+                Some(v) if d.source.is_some() => format!("{} [{}] + epilogue", d.entry, v.name()),
                 Some(v) => format!("{} [{}]", d.entry, v.name()),
                 None => d.entry.to_string(),
             },

@@ -44,10 +44,15 @@ fn lit(x: f32) -> String {
     format!("bitcast<f32>({:#010x}u)", x.to_bits())
 }
 
-/// The dispatch of `f` (views already in elements), its WGSL generated.
-pub fn lower(f: &Fused) -> Result<Dispatch, String> {
-    let n = f.len();
-    // The index space with the output's contiguous strides, coalesced with every operand's.
+/// The index space of `f` coalesced with every operand's strides and the output's contiguous
+/// ones, and how each operand is addressed.
+struct Layout {
+    dims: Vec<usize>,
+    strides: Vec<Vec<usize>>,
+    addr: Vec<Addr>,
+}
+
+fn layout(f: &Fused) -> Result<Layout, String> {
     let out_strides = crate::shape::Shape(f.shape.0.clone()).strides();
     let mut lists: Vec<&[usize]> = f.inputs.iter().map(|(_, s)| s.as_slice()).collect();
     lists.push(&out_strides);
@@ -68,10 +73,99 @@ pub fn lower(f: &Fused) -> Result<Dispatch, String> {
             }
         })
         .collect();
+    Ok(Layout { dims, strides, addr })
+}
 
-    // Distinct buffers: read-only ones first, then the written ones.
+/// The WGSL of `f` at element `e` of its index space: module-scope functions (each strided
+/// operand's offset, each op) and the statements that load the operands, compute the ops and
+/// store the values. `t{binding(buf)}` names a buffer's binding; `input_off(k)` and
+/// `output_off(o)` are WGSL expressions for the offsets of operand k and stored value o; operand
+/// `given`, if any, is not loaded but is the WGSL value `c` (a producer's result in a register).
+fn body_wgsl(
+    f: &Fused,
+    l: &Layout,
+    binding: &dyn Fn(usize) -> usize,
+    input_off: &dyn Fn(usize) -> String,
+    output_off: &dyn Fn(usize) -> String,
+    given: Option<usize>,
+) -> Result<(String, String), String> {
+    let mut funcs = String::new();
+    // The offset of a strided operand at element e, with the sizes and strides written into
+    // the source: a division by a constant compiles to a multiply and a shift, where one by a
+    // run-time value is a long sequence on most GPUs (and scalar code per lane on llvmpipe).
+    for (k, a) in l.addr.iter().enumerate() {
+        if *a != Addr::Strided || given == Some(k) {
+            continue;
+        }
+        let _ = writeln!(
+            funcs,
+            "\nfn at{k}(e: u32) -> u32 {{\n    var rem = e;\n    var idx = {};",
+            input_off(k)
+        );
+        let s = &l.strides[k];
+        for ax in (1..l.dims.len()).rev() {
+            let _ = writeln!(funcs, "    {{\n        let q = rem / {}u;", l.dims[ax]);
+            if s[ax] != 0 {
+                let _ = writeln!(funcs, "        idx += (rem - q * {}u) * {}u;", l.dims[ax], s[ax]);
+            }
+            let _ = writeln!(funcs, "        rem = q;\n    }}");
+        }
+        // The outermost coordinate is what remains (e < n).
+        if s[0] != 0 {
+            let _ = writeln!(funcs, "    idx += rem * {}u;", s[0]);
+        }
+        let _ = writeln!(funcs, "    return idx;\n}}");
+    }
+    // One function per op, with its constants as exact literals.
+    for (j, (op, _)) in f.body.iter().enumerate() {
+        let (params, body) = op_wgsl(op)?;
+        let _ = writeln!(funcs, "\nfn op{j}({params}) -> f32 {{\n{body}\n}}");
+    }
+    let mut stmts = String::new();
+    for (k, ((v, _), a)) in f.inputs.iter().zip(&l.addr).enumerate() {
+        if given == Some(k) {
+            let _ = writeln!(stmts, "    let v{k} = c;");
+            continue;
+        }
+        let index = match a {
+            Addr::Contiguous => format!("{} + e", input_off(k)),
+            Addr::Scalar => input_off(k),
+            Addr::Strided => format!("at{k}(e)"),
+        };
+        let _ = writeln!(stmts, "    let v{k} = t{}[{index}];", binding(v.buf));
+    }
+    let n_in = f.inputs.len();
+    for (j, (_, args)) in f.body.iter().enumerate() {
+        let args: Vec<String> = args.iter().map(|a| format!("v{a}")).collect();
+        let _ = writeln!(stmts, "    let v{} = op{j}({});", n_in + j, args.join(", "));
+    }
+    for (o, (value, v)) in f.outputs.iter().enumerate() {
+        let _ = writeln!(stmts, "    t{}[{} + e] = v{value};", binding(v.buf), output_off(o));
+    }
+    Ok((funcs, stmts))
+}
+
+/// The buffers of `f`'s bindings: read-only ones (not counting `skip`, an operand's buffer that
+/// is not read) first, then the written ones, each once.
+fn buffers(f: &Fused, skip: Option<usize>) -> (Vec<usize>, Vec<usize>) {
     let written: Vec<usize> = dedup(f.outputs.iter().map(|(_, v)| v.buf));
-    let read: Vec<usize> = dedup(f.inputs.iter().map(|(v, _)| v.buf).filter(|b| !written.contains(b)));
+    let read: Vec<usize> = dedup(
+        f.inputs
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| Some(k) != skip)
+            .map(|(_, (v, _))| v.buf)
+            .filter(|b| !written.contains(b)),
+    );
+    (read, written)
+}
+
+/// The dispatch of `f` (views already in elements), its WGSL generated.
+pub fn lower(f: &Fused) -> Result<Dispatch, String> {
+    let n = f.len();
+    let l = layout(f)?;
+    // Distinct buffers: read-only ones first, then the written ones.
+    let (read, written) = buffers(f, None);
     let binding = |buf: usize| -> usize {
         1 + read
             .iter()
@@ -80,9 +174,9 @@ pub fn lower(f: &Fused) -> Result<Dispatch, String> {
             .expect("every buffer is bound")
     };
 
-    let mut words: Vec<u32> = vec![n as u32, dims.len() as u32];
-    words.extend(super::padded(&dims, 1));
-    for ((v, _), s) in f.inputs.iter().zip(&strides) {
+    let mut words: Vec<u32> = vec![n as u32, l.dims.len() as u32];
+    words.extend(super::padded(&l.dims, 1));
+    for ((v, _), s) in f.inputs.iter().zip(&l.strides) {
         words.push(v.offset as u32);
         words.extend(super::padded(s, 0));
     }
@@ -106,37 +200,15 @@ pub fn lower(f: &Fused) -> Result<Dispatch, String> {
         );
     }
     src.push_str(include_str!("../../../../shaders/math.wgsl"));
-    // The offset of a strided operand at element e, with the sizes and strides written into
-    // the source: a division by a constant compiles to a multiply and a shift, where one by a
-    // run-time value is a long sequence on most GPUs (and scalar code per lane on llvmpipe).
-    for (k, a) in addr.iter().enumerate() {
-        if *a != Addr::Strided {
-            continue;
-        }
-        let base = HEADER + k * PER_INPUT;
-        let _ = writeln!(
-            src,
-            "\nfn at{k}(e: u32) -> u32 {{\n    var rem = e;\n    var idx = p[{base}u];"
-        );
-        let s = &strides[k];
-        for ax in (1..dims.len()).rev() {
-            let _ = writeln!(src, "    {{\n        let q = rem / {}u;", dims[ax]);
-            if s[ax] != 0 {
-                let _ = writeln!(src, "        idx += (rem - q * {}u) * {}u;", dims[ax], s[ax]);
-            }
-            let _ = writeln!(src, "        rem = q;\n    }}");
-        }
-        // The outermost coordinate is what remains (e < n).
-        if s[0] != 0 {
-            let _ = writeln!(src, "    idx += rem * {}u;", s[0]);
-        }
-        let _ = writeln!(src, "    return idx;\n}}");
-    }
-    // One function per op, with its constants as exact literals.
-    for (j, (op, _)) in f.body.iter().enumerate() {
-        let (params, body) = op_wgsl(op)?;
-        let _ = writeln!(src, "\nfn op{j}({params}) -> f32 {{\n{body}\n}}");
-    }
+    let (funcs, stmts) = body_wgsl(
+        f,
+        &l,
+        &binding,
+        &|k| format!("p[{}u]", HEADER + k * PER_INPUT),
+        &|o| format!("p[{}u]", out_base + o),
+        None,
+    )?;
+    src.push_str(&funcs);
     src.push_str(
         "
 @compute @workgroup_size(256)
@@ -145,23 +217,7 @@ fn fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if (e >= p[0]) { return; }
 ",
     );
-    for (k, ((v, _), a)) in f.inputs.iter().zip(&addr).enumerate() {
-        let base = HEADER + k * PER_INPUT;
-        let index = match a {
-            Addr::Contiguous => format!("p[{base}u] + e"),
-            Addr::Scalar => format!("p[{base}u]"),
-            Addr::Strided => format!("at{k}(e)"),
-        };
-        let _ = writeln!(src, "    let v{k} = t{}[{index}];", binding(v.buf));
-    }
-    let n_in = f.inputs.len();
-    for (j, (_, args)) in f.body.iter().enumerate() {
-        let args: Vec<String> = args.iter().map(|a| format!("v{a}")).collect();
-        let _ = writeln!(src, "    let v{} = op{j}({});", n_in + j, args.join(", "));
-    }
-    for (o, (value, v)) in f.outputs.iter().enumerate() {
-        let _ = writeln!(src, "    t{}[p[{}u] + e] = v{value};", binding(v.buf), out_base + o);
-    }
+    src.push_str(&stmts);
     src.push_str("}\n");
 
     let mut d = Dispatch::new(Family::Fused, "fused", &0u32, read, written, Grid::Elements(n));
@@ -172,6 +228,50 @@ fn fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let operand_reads: usize = f.inputs.iter().map(|(v, _)| v.len).sum();
     d.cost = super::Cost::new(n * f.body.len(), &[operand_reads], n * f.outputs.len());
     Ok(d)
+}
+
+/// What a matmul with `f` as its epilogue binds and computes: `f`'s operand `head` (read
+/// contiguously over the whole index space, which is the product's output) is the product's
+/// value in a register instead of a load. Returns the buffers `f` reads (other than through
+/// `head`) and writes, the WGSL that declares their bindings (numbered from `first`, read-only
+/// ones first, in the returned order) and the functions `f` needs, including
+/// `fn epilogue(e: u32, c: f32)`, which computes and stores `f`'s values at element `e` given
+/// the product's element `c`. Offsets are literals.
+pub fn epilogue(f: &Fused, head: usize, first: usize) -> Result<(Vec<usize>, Vec<usize>, String), String> {
+    let l = layout(f)?;
+    if l.addr.get(head) != Some(&Addr::Contiguous) {
+        return Err("the product must be read as the fused kernel's index space".into());
+    }
+    let (read, written) = buffers(f, Some(head));
+    let binding = |buf: usize| -> usize {
+        first
+            + read
+                .iter()
+                .chain(&written)
+                .position(|&b| b == buf)
+                .expect("every buffer is bound")
+    };
+    let mut src = String::new();
+    for &b in read.iter().chain(&written) {
+        let access = if written.contains(&b) { "read_write" } else { "read" };
+        let _ = writeln!(
+            src,
+            "@group(0) @binding({0}) var<storage, {access}> t{0}: array<f32>;",
+            binding(b)
+        );
+    }
+    src.push_str(include_str!("../../../../shaders/math.wgsl"));
+    let (funcs, stmts) = body_wgsl(
+        f,
+        &l,
+        &binding,
+        &|k| format!("{}u", f.inputs[k].0.offset),
+        &|o| format!("{}u", f.outputs[o].1.offset),
+        Some(head),
+    )?;
+    src.push_str(&funcs);
+    let _ = write!(src, "\nfn epilogue(e: u32, c: f32) {{\n{stmts}}}\n");
+    Ok((read, written, src))
 }
 
 /// The parameters and body of an op's WGSL function.

@@ -5,9 +5,10 @@
 //! with the fastest of [`Variant::ALL`] on the adapter at hand.
 
 use super::{u, Cost, Dispatch, Family, Grid};
-use crate::backend::View;
-use crate::shape::Shape;
+use crate::backend::{Fused, View};
+use crate::shape::{DType, Shape};
 use bytemuck::{Pod, Zeroable};
+use std::sync::Arc;
 
 /// `matmul` and `matmul_small`.
 #[repr(C)]
@@ -426,4 +427,79 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         s += "    }\n";
     }
     s + "}\n"
+}
+
+/// `mm` (a matmul dispatch of f32 tensors, in its final variant) with the fused element-wise
+/// kernel `f` as its epilogue, in one generated dispatch: each invocation hands every element
+/// of C it computes to `f`'s body (operand `head` of `f` is C, read as `f`'s index space) instead
+/// of storing it, so C itself is never written. `None` when it cannot be one dispatch: `f`
+/// writes a buffer the product reads (its bindings are read-only), or more than
+/// `max_bindings` storage bindings would be needed.
+///
+/// The product's bits are the variant's (the same entry point and constants), and `f`'s ops
+/// are the fused kernel's functions, so the result is bit-identical to the two dispatches.
+pub fn with_epilogue(mm: &Dispatch, f: &Fused, head: usize, max_bindings: u32) -> Result<Option<Dispatch>, String> {
+    let p = params(mm);
+    let (a, b) = (mm.inputs[0], mm.inputs[1]);
+    if f.outputs.iter().any(|(_, v)| v.buf == a || v.buf == b) || mm.dtypes.iter().any(|&t| t != DType::F32) {
+        return Ok(None);
+    }
+    // Bindings: 0 the parameters, 1 a, 2 b, then the vec4 views the variant reads, then f's.
+    let mut inputs = vec![a, b];
+    let mut storage = String::from(
+        "@group(0) @binding(1) var<storage, read> a: array<f32>;
+fn ld_a(i: u32) -> f32 { return a[i]; }
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+fn ld_b(i: u32) -> f32 { return b[i]; }
+",
+    );
+    // `matmul_small` reads no vec4 view (an unused binding is not in the derived layout).
+    let vec4 = mm.entry != Variant::SMALL.entry();
+    for (name, on, buf) in [("a4", p.vec_a, a), ("b4", p.vec_b, b)] {
+        if on != 0 && vec4 {
+            inputs.push(buf);
+            storage += &format!(
+                "@group(0) @binding({0}) var<storage, read> {name}: array<vec4<f32>>;\n\
+                 fn ld_{name}(i: u32) -> vec4<f32> {{ return {name}[i]; }}\n",
+                inputs.len()
+            );
+        } else {
+            // Compiled out with its path (VA or VB = 0) or never read, but the text names it.
+            storage += &format!("fn ld_{name}(i: u32) -> vec4<f32> {{ return vec4<f32>(0.0); }}\n");
+        }
+    }
+    let (read, written, ep) = super::fused::epilogue(f, head, inputs.len() + 1)?;
+    if 1 + inputs.len() + read.len() + written.len() > max_bindings as usize {
+        return Ok(None);
+    }
+    storage += &ep;
+    storage += "fn st_out(i: u32, v: f32) { epilogue(i - p.c_off, v); }\n";
+    let body = super::fill(&source(), "STORAGE", &storage);
+    // The prelude without its per-step binding (a product reads none; binding 1 is A here).
+    let common = include_str!("../../../../shaders/common.wgsl");
+    let per_step = "@group(0) @binding(1) var<storage, read> per_step: Step;";
+    if common.matches(per_step).count() != 1 {
+        return Err("common.wgsl's per-step binding changed; update matmul::with_epilogue".into());
+    }
+    let src = format!("{}\n{body}", common.replace(per_step, ""));
+    inputs.extend(read);
+    let n = f.len();
+    let mut d = Dispatch {
+        inputs,
+        outputs: written,
+        source: Some(Arc::from(src)),
+        ..mm.clone()
+    };
+    // The product's work and operands, plus the epilogue's ops and operands, less C's store.
+    let operand_reads: usize = f
+        .inputs
+        .iter()
+        .enumerate()
+        .filter(|&(k, _)| k != head)
+        .map(|(_, (v, _))| v.len)
+        .sum();
+    d.cost.flops += (n * f.body.len()) as f64;
+    d.cost.reads[2] += operand_reads as f64;
+    d.cost.writes = (n * f.outputs.len()) as f64;
+    Ok(Some(d))
 }
