@@ -158,6 +158,9 @@ fn pool_argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         }
     }
     st_out(p.out_off + e, bitcast<f32>(best)); // a u32 index, stored as its bits
+    // Merged with the gather_planes that reads the index (kernels::conv::pool_with_values), the
+    // window's maximum too, read at the same index as that gather: a no-op otherwise.
+    st_value(e, base + bitcast<u32>(best));
 }
 
 // Average over the window, padding counted in the divisor.

@@ -1045,12 +1045,24 @@ impl Backend for Gpu {
         }
         let raw: Vec<wgpu::Buffer> = buffers.iter().map(|b| b.buf.clone()).collect();
         let planned = self.autotune(planned, &raw, &step)?;
-        // Products whose only reader is the fused kernel right after them: one dispatch each
-        // (by the product's index in `planned`), the pair kept for runs that fetch the product.
-        let mut merged: HashMap<usize, (Dispatch, View)> = HashMap::new();
-        let epilogues = std::env::var("KILN_EPILOGUE").as_deref() != Ok("off");
-        for i in (0..kernels.len().saturating_sub(1)).filter(|_| epilogues) {
-            let (Some((head, c)), (at, 1), (next, 1)) = (epilogue_of(&kernels, i), spans[i], spans[i + 1]) else {
+        // Pairs of dispatches that run as one (by the first's index in `planned`): a product whose
+        // only reader is the fused kernel right after it, kept apart for runs that fetch the
+        // product (its view); a max pooling's argmax and the gather of its values.
+        let mut merged: HashMap<usize, (Dispatch, Option<View>)> = HashMap::new();
+        let merge = std::env::var("KILN_MERGE").as_deref() != Ok("off");
+        let limit = self.inner.limits.max_storage_buffers_per_shader_stage;
+        for i in (0..kernels.len().saturating_sub(1)).filter(|_| merge) {
+            let ((at, 1), (next, 1)) = (spans[i], spans[i + 1]) else {
+                continue;
+            };
+            if next != at + 1 {
+                continue;
+            }
+            if let Some(d) = kernels::conv::pool_with_values(&planned[at], &planned[next]).map_err(Error::Backend)? {
+                merged.insert(at, (d, None));
+                continue;
+            }
+            let Some((head, c)) = epilogue_of(&kernels, i) else {
                 continue;
             };
             let Some(Kernel::Fused(f)) = as_fused(&kernels[i + 1])
@@ -1060,10 +1072,9 @@ impl Backend for Gpu {
             else {
                 continue;
             };
-            let limit = self.inner.limits.max_storage_buffers_per_shader_stage;
-            if next == at + 1 && planned[at].family == Family::Matmul {
+            if planned[at].family == Family::Matmul {
                 if let Some(d) = matmul::with_epilogue(&planned[at], &f, head, limit).map_err(Error::Backend)? {
-                    merged.insert(at, (d, c));
+                    merged.insert(at, (d, Some(c)));
                 }
             }
         }
@@ -1073,12 +1084,14 @@ impl Backend for Gpu {
         while j < planned.len() {
             match merged.remove(&j) {
                 Some((d, product)) => {
-                    alternates.push(Alternate {
-                        at: dispatches.len(),
-                        product,
-                        pair: [planned[j].clone(), planned[j + 1].clone()],
-                        prepared: None,
-                    });
+                    if let Some(product) = product {
+                        alternates.push(Alternate {
+                            at: dispatches.len(),
+                            product,
+                            pair: [planned[j].clone(), planned[j + 1].clone()],
+                            prepared: None,
+                        });
+                    }
                     dispatches.push(self.prepare_dispatch(&d, &step, &raw)?);
                     j += 2;
                 }

@@ -29,6 +29,8 @@ impl Kind {
                 // A product with its epilogue (`matmul::with_epilogue`) carries its own source.
                 Some(v) if d.source.is_some() => format!("{} [{}] + epilogue", d.entry, v.name()),
                 Some(v) => format!("{} [{}]", d.entry, v.name()),
+                // A max pooling's argmax with its gather (`conv::pool_with_values`).
+                None if d.family == Family::Conv && d.source.is_some() => format!("{} + values", d.entry),
                 None => d.entry.to_string(),
             },
             flops: d.cost.flops,

@@ -4,7 +4,7 @@
 use super::{u, Cost, Dispatch, Family, Grid};
 use crate::backend::View;
 use crate::graph::Window;
-use crate::shape::Shape;
+use crate::shape::{DType, Shape};
 use bytemuck::{Pod, Zeroable};
 
 /// Every conv.wgsl entry point: an image stack, a window, the output grid and three offsets.
@@ -141,4 +141,51 @@ pub fn conv(
     // The window as override constants too (conv.wgsl): constant loop bounds and divisors.
     dispatch.constants = vec![("KH", p.kh), ("KW", p.kw), ("SH", p.sh), ("SW", p.sw)];
     dispatch
+}
+
+/// A max pooling's argmax dispatch `pool` and the `gather` that reads its indices (the pooled
+/// values) as one dispatch writing both: the window's maximum is the element at its argmax,
+/// read as `gather_planes` reads it, so the bits are the gather's. `None` unless `gather` reads
+/// exactly `pool`'s image and indices, f32 words throughout, and the three tensors lie in
+/// different buffers (the kernel binds the image read-only and both outputs read-write).
+pub fn pool_with_values(pool: &Dispatch, gather: &Dispatch) -> Result<Option<Dispatch>, String> {
+    if pool.entry != Entry::PoolArgmax.name() || gather.entry != Entry::GatherPlanes.name() {
+        return Ok(None);
+    }
+    let (pp, gp) = (params(pool), params(gather));
+    let (x, idx, vals) = (pool.inputs[0], pool.outputs[0], gather.outputs[0]);
+    let same_reads = gather.inputs == [x, idx] && gp.a_off == pp.a_off && gp.b_off == pp.out_off;
+    let words = pool.dtypes[0] == DType::F32 && gather.dtypes[0] == DType::F32 && gather.dtypes[3] == DType::F32;
+    let apart = x != idx && x != vals && idx != vals;
+    if !(same_reads && words && apart && gp.invocations == pp.invocations) {
+        return Ok(None);
+    }
+    let storage = "@group(0) @binding(1) var<storage, read> a: array<f32>;
+fn ld_a(i: u32) -> f32 { return a[i]; }
+fn ld_b(i: u32) -> f32 { return 0.0; } // the indices of gather and scatter: not read here
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+fn st_out(i: u32, v: f32) { out[i] = v; }
+@group(0) @binding(3) var<storage, read_write> vals: array<f32>;
+fn st_value(e: u32, i: u32) { vals[p.b_off + e] = ld_a(i); }
+";
+    let body = super::fill(include_str!("../../../../shaders/conv.wgsl"), "STORAGE", storage);
+    let src = format!("{}\n{body}", super::generated_prelude()?);
+    // The values' offset goes where pool_argmax reads none: b_off.
+    let p = Conv {
+        b_off: gp.out_off,
+        ..pp
+    };
+    let d = Dispatch {
+        params: bytemuck::bytes_of(&p).to_vec(),
+        outputs: vec![idx, vals],
+        source: Some(std::sync::Arc::from(src)),
+        ..pool.clone()
+    };
+    // (pool_argmax's cost already counts the value and the index written.)
+    Ok(Some(d))
+}
+
+/// The parameter block of a conv.wgsl dispatch.
+fn params(d: &Dispatch) -> Conv {
+    bytemuck::pod_read_unaligned(&d.params[..std::mem::size_of::<Conv>()])
 }

@@ -475,13 +475,7 @@ fn ld_b(i: u32) -> f32 { return b[i]; }
     storage += &ep;
     storage += "fn st_out(i: u32, v: f32) { epilogue(i - p.c_off, v); }\n";
     let body = super::fill(&source(), "STORAGE", &storage);
-    // The prelude without its per-step binding (a product reads none; binding 1 is A here).
-    let common = include_str!("../../../../shaders/common.wgsl");
-    let per_step = "@group(0) @binding(1) var<storage, read> per_step: Step;";
-    if common.matches(per_step).count() != 1 {
-        return Err("common.wgsl's per-step binding changed; update matmul::with_epilogue".into());
-    }
-    let src = format!("{}\n{body}", common.replace(per_step, ""));
+    let src = format!("{}\n{body}", super::generated_prelude()?);
     inputs.extend(read);
     let n = f.len();
     let mut d = Dispatch {

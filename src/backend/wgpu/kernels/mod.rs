@@ -171,6 +171,10 @@ fn st_out(i: u32, v: f32) {
 }
 ";
     }
+    if family == Family::Conv {
+        // pool_argmax's second output, bound only where it is merged with its gather.
+        s += "fn st_value(e: u32, i: u32) {}\n";
+    }
     if family == Family::Matmul {
         for (k, (name, binding)) in [("a4", 6), ("b4", 7)].into_iter().enumerate() {
             let (ty, load) = match st.0[k] {
@@ -188,6 +192,17 @@ fn st_out(i: u32, v: f32) {
         }
     }
     s
+}
+
+/// common.wgsl for a kernel generated with its own bindings (`layout: None`): without the
+/// per-step binding, which such kernels do not read and whose number they use.
+pub(crate) fn generated_prelude() -> Result<String, String> {
+    let common = include_str!("../../../../shaders/common.wgsl");
+    let per_step = "@group(0) @binding(1) var<storage, read> per_step: Step;";
+    if common.matches(per_step).count() != 1 {
+        return Err("common.wgsl's per-step binding changed; update kernels::generated_prelude".into());
+    }
+    Ok(common.replace(per_step, ""))
 }
 
 /// How many workgroups to launch.

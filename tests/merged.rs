@@ -1,11 +1,11 @@
-//! Products merged with their fused epilogue on the GPU (`matmul::with_epilogue`): a product
-//! whose only reader is the fused element-wise kernel after it (a bias add and activation) runs
-//! as one dispatch that hands each element to the epilogue instead of storing it. Training
-//! gives the same bits as the two dispatches (`KILN_EPILOGUE=off`) and matches the CPU; a
-//! program that fetches the product itself gets it (the pair runs instead); every variant of
-//! the product merges and keeps its bits.
+//! Pairs of GPU dispatches merged into one: a product whose only reader is the fused
+//! element-wise kernel after it (a bias add and activation) hands each element to that epilogue
+//! instead of storing it (`matmul::with_epilogue`), and a max pooling's argmax writes the
+//! pooled values too (`conv::pool_with_values`). Training gives the same bits as the pairs
+//! (`KILN_MERGE=off`) and matches the CPU; a program that fetches the product itself gets it
+//! (the pair runs instead); every variant of the product merges and keeps its bits.
 //!
-//! One test function: `KILN_EPILOGUE` is read by every prepare in the process.
+//! One test function: `KILN_MERGE` is read by every prepare in the process.
 
 mod common;
 
@@ -14,9 +14,10 @@ use kiln::backend::wgpu::autotune::Mode;
 use kiln::backend::wgpu::kernels::matmul::Variant;
 use kiln::{backward, loss, nn, Backend, Cpu, Feed, Graph, Init, NodeId, Optimizer, ParamStore, Program, Training};
 
-/// A convolution (a batched product with a per-row bias) and two linear layers (per-column
-/// bias), with activations and without; sizes not multiples of any tile, the first linear
-/// layer's A and the last one's B read through vec4 views where a variant can. Returns the
+/// A convolution (a batched product with a per-row bias) and its max pooling (9×9 planes in
+/// 2×2 windows: the last row and column in none), then two linear layers (per-column bias),
+/// with activations and without; sizes not multiples of any tile, the first linear layer's A
+/// and the last one's B read through vec4 views where a variant can. Returns the
 /// graph, the loss and the first linear layer's product (before its bias).
 fn model(n: usize) -> (Graph, NodeId, NodeId) {
     let mut g = Graph::new();
@@ -25,8 +26,9 @@ fn model(n: usize) -> (Graph, NodeId, NodeId) {
     let conv = nn::Conv2d::with_init(&mut g, "conv", 4, 4, 3, 1, 1, Init::HeUniform, Init::Uniform(-0.5, 0.5)).unwrap();
     let h = conv.forward(&mut g, x).unwrap();
     let h = g.relu(h).unwrap();
-    let h = g.reshape(h, [n, 324]).unwrap();
-    let w = g.param("w1", [324, 13], Init::Uniform(-0.1, 0.1)).unwrap();
+    let h = g.max_pool2d(h, [2, 2], [2, 2], [0, 0]).unwrap();
+    let h = g.reshape(h, [n, 64]).unwrap();
+    let w = g.param("w1", [64, 13], Init::Uniform(-0.1, 0.1)).unwrap();
     let b = g.param("b1", [13], Init::Uniform(-0.5, 0.5)).unwrap();
     let z = g.matmul(h, w).unwrap();
     let h = g.add(z, b).unwrap();
@@ -70,16 +72,16 @@ fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 #[test]
-fn products_with_their_epilogue_keep_every_bit() {
+fn merged_dispatches_keep_every_bit() {
     let Some(gpu) = gpu() else { return };
     for n in [3, 13] {
         let (lc, wc, zc) = train(&Cpu, n, 3, true);
         let merged = train(&gpu, n, 3, false);
         let fetched = train(&gpu, n, 3, true);
-        std::env::set_var("KILN_EPILOGUE", "off");
+        std::env::set_var("KILN_MERGE", "off");
         let pair = train(&gpu, n, 3, false);
         let pair_fetched = train(&gpu, n, 3, true);
-        std::env::remove_var("KILN_EPILOGUE");
+        std::env::remove_var("KILN_MERGE");
         assert_eq!(
             bits(&merged.0),
             bits(&pair.0),
