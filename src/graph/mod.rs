@@ -17,6 +17,9 @@ use crate::init::Init;
 use crate::shape::{broadcast_shapes, DType, Shape};
 use std::collections::HashMap;
 
+/// The most elements a broadcast of a constant may have to be folded into a constant of its own.
+const FOLD_BROADCAST: usize = 1 << 16;
+
 /// A node of a [`Graph`]: its position and the identity of the graph that made it, so an id
 /// used with another graph is an error rather than a silent reference to whatever node sits at
 /// that position there. A clone of a graph keeps its identity (its ids stay valid in the clone).
@@ -544,7 +547,28 @@ impl Graph {
             _ => {}
         }
         let s = self.shape(x).clone();
+        // A constant's scaling or shift is a constant: no kernel (the seed of a mean's gradient).
+        let folded = match (self.constant_of(x), op) {
+            (Some(v), UnaryOp::MulScalar(c)) => Some(c * v),
+            (Some(v), UnaryOp::AddScalar(c)) => Some(v + c),
+            (Some(v), UnaryOp::Neg) => Some(-v),
+            _ => None,
+        };
+        if let Some(v) = folded {
+            let dtype = self.dtype(x);
+            return Ok(self.constant_typed(v, s, dtype));
+        }
         self.push(Op::Unary(op), vec![x], s)
+    }
+
+    /// The value of `x` if it is a float constant ([`Graph::constant`]), which ops that keep
+    /// every element equal may fold: the value is computed here in f32 as the kernels compute
+    /// it, and stored in the constant's type as their result would be.
+    fn constant_of(&self, x: NodeId) -> Option<f32> {
+        match self.node(x).op {
+            Op::Const { value } if self.dtype(x).is_float() => Some(value),
+            _ => None,
+        }
     }
 
     /// `dy · f'(x)`, used by gradient rules.
@@ -769,6 +793,12 @@ impl Graph {
         if s == shape {
             return Ok(x);
         }
+        // A constant broadcast is a constant, while small enough that storing it costs less
+        // than the kernel that would write it each step.
+        if let (Some(v), true) = (self.constant_of(x), shape.numel() <= FOLD_BROADCAST) {
+            let dtype = self.dtype(x);
+            return Ok(self.constant_typed(v, shape, dtype));
+        }
         self.push(Op::BroadcastTo, vec![x], shape)
     }
 
@@ -789,6 +819,10 @@ impl Graph {
         }
         if s == shape {
             return Ok(x);
+        }
+        if let Some(v) = self.constant_of(x) {
+            let dtype = self.dtype(x);
+            return Ok(self.constant_typed(v, shape, dtype));
         }
         self.push(Op::Reshape, vec![x], shape)
     }
