@@ -1,7 +1,9 @@
-//! Pairs of GPU dispatches merged into one: a product whose only reader is the fused
-//! element-wise kernel after it (a bias add and activation) hands each element to that epilogue
-//! instead of storing it (`matmul::with_epilogue`), and a max pooling's argmax writes the
-//! pooled values too (`conv::pool_with_values`). Training gives the same bits as the pairs
+//! Pairs of GPU dispatches merged into one: a product or a pooling or convolution gradient whose
+//! only reader is the fused element-wise kernel after it (a bias add and activation, an
+//! activation's derivative) hands each element to that epilogue instead of storing it
+//! (`matmul::with_epilogue`, `conv::with_epilogue`); a max pooling's argmax writes the pooled
+//! values too (`conv::pool_with_values`); a short reduction of a fused kernel's value (a bias
+//! gradient) computes that kernel's elements as it loads them (`reduce::with_prologue`). Training gives the same bits as the pairs
 //! (`KILN_MERGE=off`) and matches the CPU; a program that fetches the product itself gets it
 //! (the pair runs instead); every variant of the product merges and keeps its bits.
 //!
@@ -14,11 +16,15 @@ use kiln::backend::wgpu::autotune::Mode;
 use kiln::backend::wgpu::kernels::matmul::Variant;
 use kiln::{backward, loss, nn, Backend, Cpu, Feed, Graph, Init, NodeId, Optimizer, ParamStore, Program, Training};
 
-/// A convolution (a batched product with a per-row bias) and its max pooling (9×9 planes in
-/// 2×2 windows: the last row and column in none), then two linear layers (per-column bias),
-/// with activations and without; sizes not multiples of any tile, the first linear layer's A
-/// and the last one's B read through vec4 views where a variant can. Returns the
-/// graph, the loss and the first linear layer's product (before its bias).
+/// Two convolutions (batched products with a per-row bias), an average pooling and a max
+/// pooling (9×9 planes in 2×2 windows: the last row and column in none), then two linear layers
+/// (per-column bias), with activations and without; sizes not multiples of any tile, the first
+/// linear layer's A and the last one's B read through vec4 views where a variant can. The
+/// backward pass has each kind of pair: the max pooling's, the average pooling's and the second
+/// convolution's input gradients (scatter, average, col2im) each followed by an activation's
+/// derivative, and the first linear layer's derivative followed by its bias gradient (a short
+/// reduction). Returns the graph, the loss and the first linear layer's product (before its
+/// bias).
 fn model(n: usize) -> (Graph, NodeId, NodeId) {
     let mut g = Graph::new();
     let x = g.input("x", [n, 4, 9, 9]).unwrap();
@@ -26,6 +32,22 @@ fn model(n: usize) -> (Graph, NodeId, NodeId) {
     let conv = nn::Conv2d::with_init(&mut g, "conv", 4, 4, 3, 1, 1, Init::HeUniform, Init::Uniform(-0.5, 0.5)).unwrap();
     let h = conv.forward(&mut g, x).unwrap();
     let h = g.relu(h).unwrap();
+    let conv2 = nn::Conv2d::with_init(
+        &mut g,
+        "conv2",
+        4,
+        4,
+        3,
+        1,
+        1,
+        Init::HeUniform,
+        Init::Uniform(-0.5, 0.5),
+    )
+    .unwrap();
+    let h = conv2.forward(&mut g, h).unwrap();
+    let h = g.relu(h).unwrap();
+    let h = g.avg_pool2d(h, [3, 3], [1, 1], [1, 1]).unwrap();
+    let h = g.tanh(h).unwrap();
     let h = g.max_pool2d(h, [2, 2], [2, 2], [0, 0]).unwrap();
     let h = g.reshape(h, [n, 64]).unwrap();
     let w = g.param("w1", [64, 13], Init::Uniform(-0.1, 0.1)).unwrap();

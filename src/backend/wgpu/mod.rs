@@ -836,26 +836,87 @@ fn in_elements(k: &Kernel) -> std::result::Result<Kernel, String> {
     })
 }
 
-/// Whether kernel `i` is a product whose result only the fused kernel `i + 1` reads, as that
-/// kernel's whole index space: then the two may be one dispatch that never stores the product.
-/// Returns the fused kernel's operand that is the product, and the product's view. The product
-/// must be dead once the fused kernel has run (a stored value of it covers the product's
-/// storage, or no later kernel reads that storage before it is rewritten); a fetch of it is
-/// handled at run time ([`Alternate`]).
-fn epilogue_of(kernels: &[Kernel], i: usize) -> Option<(usize, View)> {
+/// Kernels `i` and `i + 1` (dispatches `first` and `second`) as one dispatch, if they can be
+/// one: see [`Gpu::prepare`]. With the first's result's view when the pair is an op and its
+/// epilogue (run apart when a step fetches that result).
+fn merge_pair(
+    kernels: &[Kernel],
+    i: usize,
+    first: &Dispatch,
+    second: &Dispatch,
+    limit: u32,
+) -> Result<Option<(Dispatch, Option<View>)>> {
+    let err = Error::Backend;
+    if let Some(d) = kernels::conv::pool_with_values(first, second).map_err(err)? {
+        return Ok(Some((d, None)));
+    }
+    let fused = |k: &Kernel| -> Result<Option<crate::backend::Fused>> {
+        match as_fused(k)
+            .map(|f| in_elements(&Kernel::Fused(f)))
+            .transpose()
+            .map_err(err)?
+        {
+            Some(Kernel::Fused(f)) => Ok(Some(f)),
+            _ => Ok(None),
+        }
+    };
+    if let Some((head, c)) = epilogue_of(kernels, i) {
+        if let Some(f) = fused(&kernels[i + 1])? {
+            let d = match first.family {
+                Family::Matmul => matmul::with_epilogue(first, &f, head, limit),
+                Family::Conv => kernels::conv::with_epilogue(first, &f, head, limit),
+                _ => Ok(None),
+            };
+            if let Some(d) = d.map_err(err)? {
+                return Ok(Some((d, Some(c))));
+            }
+        }
+    }
+    if let Some(value) = prologue_of(kernels, i) {
+        if let Some(f) = fused(&kernels[i])? {
+            if let Some(d) = kernels::reduce::with_prologue(second, &f, value, limit).map_err(err)? {
+                return Ok(Some((d, None)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Whether kernel `i + 1` reduces a value that the fused kernel `i` stores, over the fused
+/// kernel's whole index space, into storage that kernel neither reads nor writes: then the
+/// reduction may compute that kernel's elements as it loads them (`reduce::with_prologue`).
+/// Returns which of its stored values is reduced.
+fn prologue_of(kernels: &[Kernel], i: usize) -> Option<usize> {
     let (
-        Kernel::Op {
-            op: Op::MatMul { .. },
-            inputs,
-            out: c,
-            ..
-        },
         Some(f),
-    ) = (&kernels[i], kernels.get(i + 1).and_then(as_fused))
+        Some(Kernel::Op {
+            op: Op::Reduce { .. },
+            inputs,
+            out,
+            ..
+        }),
+    ) = (as_fused(&kernels[i]), kernels.get(i + 1))
     else {
         return None;
     };
-    if c.dtype != DType::F32 || inputs.iter().any(|v| v.dtype != DType::F32) || f.len() != c.len {
+    let [x] = inputs[..] else { return None };
+    let value = f.outputs.iter().position(|(_, v)| *v == x)?;
+    let mut touched = f.inputs.iter().map(|(v, _)| v).chain(f.outputs.iter().map(|(_, v)| v));
+    (x.dtype == DType::F32 && x.len == f.len() && !touched.any(|v| overlap(v, out))).then_some(value)
+}
+
+/// Whether kernel `i` is an op (a product, a pooling gradient) whose result only the fused kernel
+/// `i + 1` reads, as that kernel's whole index space: then the two may be one dispatch that never
+/// stores the result, if the op's dispatch can take an epilogue (`matmul::with_epilogue`,
+/// `conv::with_epilogue`). Returns the fused kernel's operand that is the result, and the
+/// result's view. The result must be dead once the fused kernel has run (a stored value of it
+/// covers the result's storage, or no later kernel reads that storage before it is rewritten);
+/// a fetch of it is handled at run time ([`Alternate`]).
+fn epilogue_of(kernels: &[Kernel], i: usize) -> Option<(usize, View)> {
+    let (Kernel::Op { out: c, .. }, Some(f)) = (&kernels[i], kernels.get(i + 1).and_then(as_fused)) else {
+        return None;
+    };
+    if c.dtype != DType::F32 || f.len() != c.len {
         return None;
     }
     let reads: Vec<usize> = (0..f.inputs.len()).filter(|&k| overlap(&f.inputs[k].0, c)).collect();
@@ -877,7 +938,7 @@ fn as_fused(k: &Kernel) -> Option<crate::backend::Fused> {
     match k {
         Kernel::Fused(f) => Some(f.clone()),
         Kernel::Op {
-            op: op @ (Op::Unary(_) | Op::Binary(_)),
+            op: op @ (Op::Unary(_) | Op::UnaryGrad(_) | Op::Binary(_)),
             inputs,
             in_shapes,
             out,
@@ -1045,37 +1106,26 @@ impl Backend for Gpu {
         }
         let raw: Vec<wgpu::Buffer> = buffers.iter().map(|b| b.buf.clone()).collect();
         let planned = self.autotune(planned, &raw, &step)?;
-        // Pairs of dispatches that run as one (by the first's index in `planned`): a product whose
-        // only reader is the fused kernel right after it, kept apart for runs that fetch the
-        // product (its view); a max pooling's argmax and the gather of its values.
+        // Pairs of dispatches that run as one (by the first's index in `planned`), each
+        // dispatch in at most one pair: a product whose only reader is the fused kernel right
+        // after it, kept apart for runs that fetch the product (its view); a max pooling's
+        // argmax and the gather of its values; a fused kernel and the reduction of one of its
+        // values right after it.
         let mut merged: HashMap<usize, (Dispatch, Option<View>)> = HashMap::new();
         let merge = std::env::var("KILN_MERGE").as_deref() != Ok("off");
         let limit = self.inner.limits.max_storage_buffers_per_shader_stage;
+        let mut taken = vec![false; planned.len()];
         for i in (0..kernels.len().saturating_sub(1)).filter(|_| merge) {
             let ((at, 1), (next, 1)) = (spans[i], spans[i + 1]) else {
                 continue;
             };
-            if next != at + 1 {
+            if next != at + 1 || taken[at] {
                 continue;
             }
-            if let Some(d) = kernels::conv::pool_with_values(&planned[at], &planned[next]).map_err(Error::Backend)? {
-                merged.insert(at, (d, None));
-                continue;
-            }
-            let Some((head, c)) = epilogue_of(&kernels, i) else {
-                continue;
-            };
-            let Some(Kernel::Fused(f)) = as_fused(&kernels[i + 1])
-                .map(|f| in_elements(&Kernel::Fused(f)))
-                .transpose()
-                .map_err(Error::Backend)?
-            else {
-                continue;
-            };
-            if planned[at].family == Family::Matmul {
-                if let Some(d) = matmul::with_epilogue(&planned[at], &f, head, limit).map_err(Error::Backend)? {
-                    merged.insert(at, (d, Some(c)));
-                }
+            if let Some(pair) = merge_pair(&kernels, i, &planned[at], &planned[next], limit)? {
+                merged.insert(at, pair);
+                taken[at] = true;
+                taken[next] = true;
             }
         }
         let mut dispatches = Vec::with_capacity(planned.len());

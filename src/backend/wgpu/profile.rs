@@ -30,7 +30,11 @@ impl Kind {
                 Some(v) if d.source.is_some() => format!("{} [{}] + epilogue", d.entry, v.name()),
                 Some(v) => format!("{} [{}]", d.entry, v.name()),
                 // A max pooling's argmax with its gather (`conv::pool_with_values`).
-                None if d.family == Family::Conv && d.source.is_some() => format!("{} + values", d.entry),
+                None if d.entry == "pool_argmax" && d.source.is_some() => format!("{} + values", d.entry),
+                // A conv.wgsl op with its epilogue (`conv::with_epilogue`).
+                None if d.family == Family::Conv && d.source.is_some() => format!("{} + epilogue", d.entry),
+                // A fused kernel computed inside the reduction of its value (`reduce::with_prologue`).
+                None if d.family == Family::Reduce && d.source.is_some() => format!("fused + {}", d.entry),
                 None => d.entry.to_string(),
             },
             flops: d.cost.flops,

@@ -2,7 +2,7 @@
 //! their gradients, on (N, C, H, W) planes.
 
 use super::{u, Cost, Dispatch, Family, Grid};
-use crate::backend::View;
+use crate::backend::{Fused, View};
 use crate::graph::Window;
 use crate::shape::{DType, Shape};
 use bytemuck::{Pod, Zeroable};
@@ -183,6 +183,71 @@ fn st_value(e: u32, i: u32) { vals[p.b_off + e] = ld_a(i); }
     };
     // (pool_argmax's cost already counts the value and the index written.)
     Ok(Some(d))
+}
+
+/// A conv.wgsl dispatch `d` whose output `f` reads as its operand `head`, over `f`'s whole
+/// index space, with `f` as its epilogue: each output element goes to `f` in a register instead
+/// of to memory (`fused::epilogue`). `None` for the entry points that write other than one value
+/// per output element once (im2col's columns, the argmax's index bits), for tensors other than
+/// 4-byte words, where `f` writes a buffer `d` reads, or past the adapter's bindings.
+pub fn with_epilogue(d: &Dispatch, f: &Fused, head: usize, max_bindings: u32) -> Result<Option<Dispatch>, String> {
+    let per_element = [
+        Entry::Col2Im,
+        Entry::AvgPool,
+        Entry::AvgPoolGrad,
+        Entry::GatherPlanes,
+        Entry::ScatterPlanes,
+    ];
+    let words = d.dtypes.iter().all(|t| matches!(t, DType::F32 | DType::U32));
+    if !per_element.iter().any(|e| e.name() == d.entry)
+        || !words
+        || d.dtypes[3] != DType::F32
+        || f.outputs.iter().any(|(_, v)| d.inputs.contains(&v.buf))
+    {
+        return Ok(None);
+    }
+    let mut storage = String::new();
+    for (k, name) in ["a", "b"].into_iter().enumerate() {
+        if k < d.inputs.len() {
+            storage += &format!(
+                "@group(0) @binding({0}) var<storage, read> {name}: array<f32>;\n\
+                 fn ld_{name}(i: u32) -> f32 {{ return {name}[i]; }}\n",
+                k + 1
+            );
+        } else {
+            storage += &format!("fn ld_{name}(i: u32) -> f32 {{ return 0.0; }} // not an operand here\n");
+        }
+    }
+    let (read, written, ep) = super::fused::epilogue(f, head, d.inputs.len() + 1)?;
+    if 1 + d.inputs.len() + read.len() + written.len() > max_bindings as usize {
+        return Ok(None);
+    }
+    storage += &ep;
+    storage += &format!(
+        "fn st_out(i: u32, v: f32) {{ epilogue(i - {}u, v); }}\nfn st_value(e: u32, i: u32) {{}}\n",
+        params(d).out_off
+    );
+    let body = super::fill(include_str!("../../../../shaders/conv.wgsl"), "STORAGE", &storage);
+    let src = format!("{}\n{body}", super::generated_prelude()?);
+    let n = f.len();
+    let operand_reads: usize = f
+        .inputs
+        .iter()
+        .enumerate()
+        .filter(|&(k, _)| k != head)
+        .map(|(_, (v, _))| v.len)
+        .sum();
+    let mut e = Dispatch {
+        inputs: d.inputs.iter().copied().chain(read).collect(),
+        outputs: written,
+        source: Some(std::sync::Arc::from(src)),
+        ..d.clone()
+    };
+    // The kernel's work and operands, plus the epilogue's ops and operands, less its store.
+    e.cost.flops += (n * f.body.len()) as f64;
+    e.cost.reads[2] += operand_reads as f64;
+    e.cost.writes = (n * f.outputs.len()) as f64;
+    Ok(Some(e))
 }
 
 /// The parameter block of a conv.wgsl dispatch.

@@ -242,7 +242,34 @@ pub fn epilogue(f: &Fused, head: usize, first: usize) -> Result<(Vec<usize>, Vec
     if l.addr.get(head) != Some(&Addr::Contiguous) {
         return Err("the product must be read as the fused kernel's index space".into());
     }
-    let (read, written) = buffers(f, Some(head));
+    let (read, written, mut src, stmts) = attached(f, &l, Some(head), first)?;
+    let _ = write!(src, "\nfn epilogue(e: u32, c: f32) {{\n{stmts}}}\n");
+    Ok((read, written, src))
+}
+
+/// What a reduction of `f`'s stored value `value` (an index into `f.outputs`) binds and
+/// computes when it runs `f` itself: as [`epilogue`], with `fn prologue(e: u32) -> f32`, which
+/// computes and stores all of `f`'s values at element `e` and returns that one.
+pub fn prologue(f: &Fused, value: usize, first: usize) -> Result<(Vec<usize>, Vec<usize>, String), String> {
+    let l = layout(f)?;
+    let Some(&(v, _)) = f.outputs.get(value) else {
+        return Err(format!("a fused kernel has no stored value {value}"));
+    };
+    let (read, written, mut src, stmts) = attached(f, &l, None, first)?;
+    let _ = write!(src, "\nfn prologue(e: u32) -> f32 {{\n{stmts}    return v{v};\n}}\n");
+    Ok((read, written, src))
+}
+
+/// `f` as part of another kernel's source: the buffers it reads (but not through operand
+/// `given`) and writes, the declarations of their bindings (numbered from `first`) with the
+/// functions `f` needs, and the statements at element `e` (offsets as literals).
+fn attached(
+    f: &Fused,
+    l: &Layout,
+    given: Option<usize>,
+    first: usize,
+) -> Result<(Vec<usize>, Vec<usize>, String, String), String> {
+    let (read, written) = buffers(f, given);
     let binding = |buf: usize| -> usize {
         first
             + read
@@ -263,15 +290,14 @@ pub fn epilogue(f: &Fused, head: usize, first: usize) -> Result<(Vec<usize>, Vec
     src.push_str(include_str!("../../../../shaders/math.wgsl"));
     let (funcs, stmts) = body_wgsl(
         f,
-        &l,
+        l,
         &binding,
         &|k| format!("{}u", f.inputs[k].0.offset),
         &|o| format!("{}u", f.outputs[o].1.offset),
-        Some(head),
+        given,
     )?;
     src.push_str(&funcs);
-    let _ = write!(src, "\nfn epilogue(e: u32, c: f32) {{\n{stmts}}}\n");
-    Ok((read, written, src))
+    Ok((read, written, src, stmts))
 }
 
 /// The parameters and body of an op's WGSL function.

@@ -2,9 +2,9 @@
 //! gradient statistics the update reads (Σg² and the count of non-finite values).
 
 use super::{coalesce, padded, u, Cost, Dispatch, Family, Grid, MAX_RANK};
-use crate::backend::View;
+use crate::backend::{Fused, View};
 use crate::graph::ReduceOp;
-use crate::shape::Shape;
+use crate::shape::{DType, Shape};
 use bytemuck::{Pod, Zeroable};
 
 /// Reductions over at most this many elements run one invocation per output (`reduce_serial`).
@@ -189,6 +189,74 @@ pub fn reduce(op: ReduceOp, axes: &[usize], shape: &Shape, n: usize, x: View, ou
     // One operation per input element (the mean's division is noise), each read once.
     let cost = Cost::new(n * r, &[n * r], n);
     Dispatch::new(Family::Reduce, entry, &p, vec![x.buf], vec![out.buf], grid).with_cost(cost)
+}
+
+/// A reduction `red` of the value `value` that the fused kernel `f` stores (views in
+/// elements), with `f` run inside it: each element the reduction loads is computed there, and
+/// all of `f`'s values at it are stored as `f` alone would store them, so the two kernels'
+/// results and bits are the separate ones', in one dispatch. Every element of `f`'s index space
+/// is loaded by exactly one invocation exactly once (a reduction covers its whole input), so it
+/// is computed once. `None` unless `red` reduces exactly that value in f32 and its output lies
+/// outside every buffer `f` reads and is no more bindings than the adapter allows. The caller
+/// checks that the reduction's output overlaps nothing `f` reads or writes (`f` is then done
+/// with the storage before anything after `red` needs it).
+pub fn with_prologue(red: &Dispatch, f: &Fused, value: usize, max_bindings: u32) -> Result<Option<Dispatch>, String> {
+    // Only the short reductions (an invocation per output): a long one runs a workgroup per
+    // output, often a handful of them (a bias gradient over a batch of images), and `f`'s
+    // elements would be computed by as few invocations, each in a long loop, where alone they
+    // run one per invocation; measured on llvmpipe, that cost more than the dispatch it saves.
+    if red.entry != "reduce_serial" || red.dtypes != [DType::F32; 4] {
+        return Ok(None);
+    }
+    let p: Reduce = bytemuck::pod_read_unaligned(&red.params[..std::mem::size_of::<Reduce>()]);
+    let Some(&(_, v)) = f.outputs.get(value) else {
+        return Ok(None);
+    };
+    if red.inputs != [v.buf] || p.a_off as usize != v.offset || v.len != f.len() {
+        return Ok(None);
+    }
+    let (read, mut written, mut storage) = super::fused::prologue(f, value, 1)?;
+    let out = red.outputs[0];
+    if read.contains(&out) {
+        return Ok(None);
+    }
+    // The output's binding: f's, if f writes the same buffer, else one more.
+    let t = match written.iter().position(|&b| b == out) {
+        Some(k) => format!("t{}", 1 + read.len() + k),
+        None => {
+            written.push(out);
+            let b = read.len() + written.len();
+            storage += &format!("@group(0) @binding({b}) var<storage, read_write> t{b}: array<f32>;\n");
+            format!("t{b}")
+        }
+    };
+    if 1 + read.len() + written.len() > max_bindings as usize {
+        return Ok(None);
+    }
+    storage += &format!(
+        "fn ld_a(i: u32) -> f32 {{ return prologue(i - {}u); }}
+fn ld_b(i: u32) -> f32 {{ return 0.0; }} // read by other entry points only
+fn ld_c(i: u32) -> f32 {{ return 0.0; }}
+fn ld_out(i: u32) -> f32 {{ return {t}[i]; }}
+fn st_out(i: u32, v: f32) {{ {t}[i] = v; }}
+",
+        v.offset
+    );
+    let body = super::fill(include_str!("../../../../shaders/reduce.wgsl"), "STORAGE", &storage);
+    let src = format!("{}\n{body}", super::generated_prelude()?);
+    let mut d = Dispatch {
+        inputs: read,
+        outputs: written,
+        source: Some(std::sync::Arc::from(src)),
+        ..red.clone()
+    };
+    // The reduction's work, plus f's ops, operands and stores, less the reduction's loads.
+    let n = f.len();
+    let operand_reads: usize = f.inputs.iter().map(|(v, _)| v.len).sum();
+    d.cost.flops += (n * f.body.len()) as f64;
+    d.cost.reads[0] = operand_reads as f64;
+    d.cost.writes += (n * f.outputs.len()) as f64;
+    Ok(Some(d))
 }
 
 /// `out[0] = Σ_src Σ_i v[i]²` and `out[1]` = the non-finite elements of `src` and `check`, each
